@@ -1,0 +1,302 @@
+//! The component's configuration, read from Spin variables (declared in `spin.toml`).
+//!
+//! Reading is separated from the variables interface by [`Variables`] so that parsing and
+//! validation unit-test natively.
+
+use std::time::Duration;
+
+/// Where variable values come from.
+pub trait Variables {
+    /// The value of a variable, `None` when it is unset or empty.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// Everything a chat call needs to reach Gemini.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub project_id: String,
+    pub location: String,
+    pub model: String,
+    /// Base URL of the Vertex AI REST API, e.g. `https://aiplatform.googleapis.com`.
+    pub endpoint: String,
+    /// OAuth2 bearer token sent to Vertex AI.
+    pub access_token: String,
+    pub temperature: f64,
+    pub max_output_tokens: u32,
+    /// Whole-call deadline for one Gemini request.
+    pub timeout: Duration,
+}
+
+/// A configuration problem, reported as 503 with what to set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            problem: problem.into(),
+        }
+    }
+
+    /// What an operator should do, naming both ways of setting the variable.
+    pub fn hint(&self) -> String {
+        format!(
+            "{}: set the `{}` variable (SPIN_VARIABLE_{})",
+            self.problem,
+            self.variable,
+            self.variable.to_ascii_uppercase()
+        )
+    }
+}
+
+pub const DEFAULT_LOCATION: &str = "global";
+/// Google's region-less Vertex AI endpoint, used by the `global` location.
+pub const GLOBAL_ENDPOINT: &str = "https://aiplatform.googleapis.com";
+pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
+const DEFAULT_TEMPERATURE: f64 = 0.7;
+const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 1024;
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+impl Settings {
+    /// Reads and validates the settings.
+    pub fn load(vars: &impl Variables) -> Result<Settings, ConfigError> {
+        let project_id = vars.get("project_id").ok_or_else(|| {
+            ConfigError::new("project_id", "no Google Cloud project is configured")
+        })?;
+        if !is_path_segment(&project_id) {
+            return Err(ConfigError::new(
+                "project_id",
+                format!("project id {project_id:?} is not a valid project id"),
+            ));
+        }
+        let location = vars
+            .get("location")
+            .unwrap_or_else(|| DEFAULT_LOCATION.into());
+        if !is_path_segment(&location) {
+            return Err(ConfigError::new(
+                "location",
+                format!("location {location:?} is not a valid location"),
+            ));
+        }
+        let model = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
+        if !is_path_segment(&model) {
+            return Err(ConfigError::new(
+                "model",
+                format!("model {model:?} is not a valid model id"),
+            ));
+        }
+        let endpoint = match vars.get("vertex_endpoint") {
+            // The manifest default (it must be a valid outbound host for Spin) stands for
+            // "Google's endpoint for this location".
+            Some(url) if url.trim_end_matches('/') == GLOBAL_ENDPOINT => {
+                default_endpoint(&location)
+            }
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_owned();
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError::new(
+                        "vertex_endpoint",
+                        format!("endpoint {url:?} must start with https:// or http://"),
+                    ));
+                }
+                url
+            }
+            None => default_endpoint(&location),
+        };
+
+        Ok(Settings {
+            project_id,
+            model,
+            endpoint,
+            access_token: vars.get("access_token").ok_or_else(|| {
+                ConfigError::new(
+                    "access_token",
+                    "no Vertex AI credentials are configured (e.g. $(gcloud auth print-access-token))",
+                )
+            })?,
+            temperature: parse_number(vars, "temperature", DEFAULT_TEMPERATURE, 0.0..=2.0)?,
+            max_output_tokens: parse_number(
+                vars,
+                "max_output_tokens",
+                DEFAULT_MAX_OUTPUT_TOKENS,
+                1..=65_536,
+            )?,
+            timeout: Duration::from_millis(parse_number(
+                vars,
+                "request_timeout_ms",
+                DEFAULT_TIMEOUT_MS,
+                100..=600_000,
+            )?),
+            location,
+        })
+    }
+
+    /// `…/v1/projects/P/locations/L/publishers/google/models/M:generateContent`
+    pub fn generate_content_url(&self) -> String {
+        format!(
+            "{}/v1/projects/{}/locations/{}/publishers/google/models/{}:generateContent",
+            self.endpoint, self.project_id, self.location, self.model
+        )
+    }
+}
+
+/// The `global` location uses the region-less host; a region uses its own host.
+pub fn default_endpoint(location: &str) -> String {
+    if location == "global" {
+        GLOBAL_ENDPOINT.into()
+    } else {
+        format!("https://{location}-aiplatform.googleapis.com")
+    }
+}
+
+/// Project ids, locations and model ids go into a URL path: letters, digits, `-`, `_`, `.`.
+fn is_path_segment(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && value != "."
+        && value != ".."
+}
+
+fn parse_number<T>(
+    vars: &impl Variables,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(raw) = vars.get(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(ConfigError::new(
+            name,
+            format!(
+                "{raw:?} is not a number between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Variables from a fixed list, for tests.
+    pub struct Fixed(pub HashMap<&'static str, &'static str>);
+
+    impl Variables for Fixed {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string())
+        }
+    }
+
+    pub fn vars(pairs: &[(&'static str, &'static str)]) -> Fixed {
+        Fixed(pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn defaults_use_the_global_endpoint() {
+        let s = Settings::load(&vars(&[("project_id", "my-proj"), ("access_token", "t")])).unwrap();
+        assert_eq!(s.location, "global");
+        assert_eq!(s.model, "gemini-2.5-flash");
+        assert_eq!(
+            s.generate_content_url(),
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-2.5-flash:generateContent"
+        );
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(s.access_token, "t");
+    }
+
+    #[test]
+    fn regional_location_uses_the_regional_host() {
+        let s = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("location", "europe-west4"),
+            ("model", "gemini-2.5-flash-lite"),
+            ("vertex_endpoint", "https://aiplatform.googleapis.com"),
+        ]))
+        .unwrap();
+        assert!(s.generate_content_url().starts_with(
+            "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/"
+        ));
+        assert!(
+            s.generate_content_url()
+                .ends_with("/models/gemini-2.5-flash-lite:generateContent")
+        );
+    }
+
+    #[test]
+    fn endpoint_override_wins() {
+        let s = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("vertex_endpoint", "http://127.0.0.1:9000/"),
+        ]))
+        .unwrap();
+        assert!(
+            s.generate_content_url()
+                .starts_with("http://127.0.0.1:9000/v1/projects/p/locations/global/")
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_values_say_what_to_set() {
+        let e = Settings::load(&vars(&[])).unwrap_err();
+        assert_eq!(e.variable, "project_id");
+        assert!(
+            e.hint().contains("SPIN_VARIABLE_PROJECT_ID"),
+            "{}",
+            e.hint()
+        );
+
+        let e = Settings::load(&vars(&[("project_id", "p")])).unwrap_err();
+        assert_eq!(e.variable, "access_token");
+        let e = Settings::load(&vars(&[("project_id", "a/../b")])).unwrap_err();
+        assert_eq!(e.variable, "project_id");
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("temperature", "hot"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "temperature");
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("temperature", "3"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "temperature");
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("vertex_endpoint", "ftp://x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "vertex_endpoint");
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("request_timeout_ms", "5"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "request_timeout_ms");
+    }
+}

@@ -1,0 +1,398 @@
+//! Every way a request can fail, and the one place where failures become HTTP responses.
+//!
+//! Error bodies keep the original service's shape, `{"error": "...", "status_code": N}`, plus a
+//! stable machine-readable `code`. Validation errors keep FastAPI's 422 `{"detail": [...]}`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::ConfigError;
+use crate::response::ApiResponse;
+use crate::validation::ValidationIssue;
+
+/// A request that cannot be answered with a 2xx.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    Validation(ValidationIssue),
+    PayloadTooLarge {
+        limit: usize,
+    },
+    /// The client's body stream failed part-way.
+    BodyUnreadable {
+        detail: String,
+    },
+    UnsupportedMediaType {
+        content_type: String,
+    },
+    NotFound {
+        path: String,
+    },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    NotConfigured(ConfigError),
+    Upstream(UpstreamError),
+}
+
+/// A failed call to Vertex AI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamError {
+    /// Vertex answered with an error status (google.rpc.Status body).
+    Status {
+        status: u16,
+        /// The google.rpc status name, e.g. `RESOURCE_EXHAUSTED`.
+        reason: Option<String>,
+        message: Option<String>,
+        /// Seconds to wait, from `Retry-After` or a `RetryInfo` detail.
+        retry_after: Option<u64>,
+    },
+    /// No complete reply within the configured deadline.
+    Timeout { after: Duration },
+    /// No connection could be made (DNS, TCP, TLS, protocol).
+    Unreachable { detail: String },
+    /// The runtime's `allowed_outbound_hosts` refused the request.
+    Denied { url: String },
+    /// A 200 whose body is not a GenerateContentResponse.
+    InvalidResponse { detail: String },
+    /// The prompt or the answer was withheld by a content filter.
+    Blocked { reason: String, stage: &'static str },
+    /// A reply without answer text.
+    EmptyAnswer { finish_reason: Option<String> },
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        ApiError::Upstream(e)
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        ApiError::NotConfigured(e)
+    }
+}
+
+impl From<ValidationIssue> for ApiError {
+    fn from(e: ValidationIssue) -> Self {
+        ApiError::Validation(e)
+    }
+}
+
+/// Seconds a client is told to wait after a 429 when Vertex gave no hint.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
+/// Longest upstream message passed on to the caller.
+const MAX_UPSTREAM_MESSAGE: usize = 300;
+
+impl ApiError {
+    /// The HTTP response for this error.
+    pub fn to_response(&self) -> ApiResponse {
+        match self {
+            ApiError::Validation(issue) => ApiResponse::json(422, &json!({ "detail": [issue] })),
+            ApiError::PayloadTooLarge { limit } => error_body(
+                413,
+                "payload_too_large",
+                format!("request body is larger than {limit} bytes"),
+                json!({}),
+            ),
+            ApiError::BodyUnreadable { detail } => error_body(
+                400,
+                "body_unreadable",
+                format!("the request body could not be read: {detail}"),
+                json!({}),
+            ),
+            ApiError::UnsupportedMediaType { content_type } => error_body(
+                415,
+                "unsupported_media_type",
+                format!("Content-Type {content_type:?} is not supported: send application/json"),
+                json!({}),
+            ),
+            ApiError::NotFound { path } => error_body(
+                404,
+                "not_found",
+                format!("no route for {path}: see GET / for the endpoints"),
+                json!({}),
+            ),
+            ApiError::MethodNotAllowed { allow } => error_body(
+                405,
+                "method_not_allowed",
+                format!("method not allowed here; allowed: {allow}"),
+                json!({}),
+            )
+            .with_header("allow", *allow),
+            ApiError::NotConfigured(e) => error_body(
+                503,
+                "not_configured",
+                format!("the service is not configured: {}", e.hint()),
+                json!({ "variable": e.variable }),
+            ),
+            ApiError::Upstream(e) => e.to_response(),
+        }
+    }
+}
+
+impl UpstreamError {
+    fn to_response(&self) -> ApiResponse {
+        match self {
+            UpstreamError::Status {
+                status,
+                reason,
+                message,
+                retry_after,
+            } => {
+                let upstream = json!({ "status": status, "reason": reason });
+                let said = describe(*status, reason.as_deref(), message.as_deref());
+                match status {
+                    429 => {
+                        let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+                        error_body(
+                            429,
+                            "upstream_rate_limited",
+                            format!("Vertex AI is rate limiting this service ({said}); retry after {wait} s"),
+                            json!({ "upstream": upstream, "retry_after": wait }),
+                        )
+                        .with_header("retry-after", wait.to_string())
+                    }
+                    401 | 403 => error_body(
+                        502,
+                        "upstream_auth_failed",
+                        format!(
+                            "Vertex AI rejected the service's credentials ({said}); check \
+                             access_token and the caller's roles/aiplatform.user role"
+                        ),
+                        json!({ "upstream": upstream }),
+                    ),
+                    404 => error_body(
+                        502,
+                        "upstream_model_not_found",
+                        format!(
+                            "Vertex AI does not serve the configured model here ({said}); check \
+                             the model, location and project_id variables"
+                        ),
+                        json!({ "upstream": upstream }),
+                    ),
+                    408 | 504 => error_body(
+                        504,
+                        "upstream_timeout",
+                        format!("Vertex AI did not answer in time ({said})"),
+                        json!({ "upstream": upstream }),
+                    ),
+                    _ => error_body(
+                        502,
+                        if *status >= 500 {
+                            "upstream_error"
+                        } else {
+                            "upstream_rejected"
+                        },
+                        format!("Vertex AI failed the request ({said})"),
+                        json!({ "upstream": upstream }),
+                    ),
+                }
+            }
+            UpstreamError::Timeout { after } => error_body(
+                504,
+                "upstream_timeout",
+                format!("Vertex AI did not answer within {} ms", after.as_millis()),
+                json!({}),
+            ),
+            UpstreamError::Unreachable { detail } => error_body(
+                502,
+                "upstream_unreachable",
+                format!("Vertex AI could not be reached: {detail}"),
+                json!({}),
+            ),
+            UpstreamError::Denied { url } => error_body(
+                503,
+                "outbound_not_allowed",
+                format!(
+                    "the runtime does not allow requests to {url}: add its origin to \
+                     allowed_outbound_hosts in spin.toml, or set vertex_endpoint to an allowed one"
+                ),
+                json!({}),
+            ),
+            UpstreamError::InvalidResponse { detail } => error_body(
+                502,
+                "upstream_invalid_response",
+                format!("Vertex AI sent a reply this service cannot read: {detail}"),
+                json!({}),
+            ),
+            UpstreamError::Blocked { reason, stage } => error_body(
+                400,
+                "content_blocked",
+                format!(
+                    "Gemini's content filters withheld the {stage} ({reason}); no answer was \
+                     generated. Rephrase the message and try again"
+                ),
+                json!({ "block_reason": reason, "stage": stage }),
+            ),
+            UpstreamError::EmptyAnswer { finish_reason } => error_body(
+                502,
+                "upstream_empty_answer",
+                format!(
+                    "Gemini returned no answer text (finish reason {})",
+                    finish_reason.as_deref().unwrap_or("none")
+                ),
+                json!({ "finish_reason": finish_reason }),
+            ),
+        }
+    }
+}
+
+fn describe(status: u16, reason: Option<&str>, message: Option<&str>) -> String {
+    let mut said = format!("HTTP {status}");
+    if let Some(reason) = reason {
+        said.push(' ');
+        said.push_str(reason);
+    }
+    if let Some(message) = message {
+        said.push_str(": ");
+        said.extend(message.chars().take(MAX_UPSTREAM_MESSAGE));
+    }
+    said
+}
+
+fn error_body(status: u16, code: &str, message: String, extra: Value) -> ApiResponse {
+    let mut body = json!({ "error": message, "status_code": status, "code": code });
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    ApiResponse::json(status, &body)
+}
+
+/// Reads an upstream error status and its google.rpc.Status body.
+pub fn upstream_status_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> UpstreamError {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: RpcStatus,
+    }
+    #[derive(Deserialize)]
+    struct RpcStatus {
+        message: Option<String>,
+        status: Option<String>,
+        #[serde(default)]
+        details: Vec<Value>,
+    }
+
+    let parsed = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .map(|e| e.error);
+    let retry_info_delay = parsed.as_ref().and_then(|s| {
+        s.details
+            .iter()
+            .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")
+            .find_map(|d| d["retryDelay"].as_str().and_then(parse_duration_secs))
+    });
+    let retry_after = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(retry_info_delay);
+    let (reason, message) = match parsed {
+        Some(s) => (s.status, s.message),
+        None => (None, None),
+    };
+    UpstreamError::Status {
+        status,
+        reason,
+        message,
+        retry_after,
+    }
+}
+
+/// `"30s"` / `"1.5s"` (protobuf Duration JSON) → whole seconds, rounded up.
+fn parse_duration_secs(value: &str) -> Option<u64> {
+    let secs: f64 = value.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| secs.ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: &ApiResponse) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn rate_limit_keeps_429_and_sets_retry_after() {
+        let e = upstream_status_error(
+            429,
+            None,
+            br#"{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED",
+                 "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}"#,
+        );
+        let r = ApiError::from(e).to_response();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("2"));
+        let b = body(&r);
+        assert_eq!(b["code"], "upstream_rate_limited");
+        assert_eq!(b["status_code"], 429);
+        assert_eq!(b["upstream"]["reason"], "RESOURCE_EXHAUSTED");
+        assert!(b["error"].as_str().unwrap().contains("Quota exceeded"));
+    }
+
+    #[test]
+    fn retry_after_header_wins_and_default_applies() {
+        let e = upstream_status_error(429, Some("7"), b"not json");
+        assert_eq!(
+            ApiError::from(e).to_response().header("retry-after"),
+            Some("7")
+        );
+        let e = upstream_status_error(429, None, b"");
+        assert_eq!(
+            ApiError::from(e).to_response().header("retry-after"),
+            Some("5")
+        );
+    }
+
+    #[test]
+    fn upstream_statuses_map_to_distinct_codes() {
+        let cases = [
+            (500, 502, "upstream_error"),
+            (503, 502, "upstream_error"),
+            (504, 504, "upstream_timeout"),
+            (401, 502, "upstream_auth_failed"),
+            (403, 502, "upstream_auth_failed"),
+            (404, 502, "upstream_model_not_found"),
+            (400, 502, "upstream_rejected"),
+        ];
+        for (upstream, status, code) in cases {
+            let r = ApiError::from(upstream_status_error(upstream, None, b"{}")).to_response();
+            assert_eq!(r.status, status, "upstream {upstream}");
+            assert_eq!(body(&r)["code"], code, "upstream {upstream}");
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow_header() {
+        let r = ApiError::MethodNotAllowed { allow: "POST" }.to_response();
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        assert_eq!(body(&r)["status_code"], 405);
+    }
+
+    #[test]
+    fn every_error_body_is_json_with_error_and_status() {
+        let errors = [
+            ApiError::PayloadTooLarge { limit: 10 },
+            ApiError::UnsupportedMediaType {
+                content_type: "text/plain".into(),
+            },
+            ApiError::NotFound { path: "/x".into() },
+            ApiError::Upstream(UpstreamError::Timeout {
+                after: Duration::from_secs(1),
+            }),
+            ApiError::Upstream(UpstreamError::Denied { url: "u".into() }),
+            ApiError::Upstream(UpstreamError::Blocked {
+                reason: "SAFETY".into(),
+                stage: "prompt",
+            }),
+        ];
+        for e in errors {
+            let r = e.to_response();
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            let b = body(&r);
+            assert!(b["error"].is_string(), "{b}");
+            assert_eq!(b["status_code"], r.status);
+        }
+    }
+}

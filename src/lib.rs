@@ -1,0 +1,20 @@
+//! Ion Mentoring API as a WebAssembly component.
+//!
+//! `POST /chat` analyses a question's tone, pace and intent ([`resonance`]), routes it to one of
+//! four mentor personas ([`persona`]), asks Vertex AI Gemini for the answer in that persona's voice
+//! ([`gemini`], [`vertex`]) and returns it ([`api`]). Everything except [`spin_adapter`] is plain
+//! Rust that unit-tests natively; the adapter is the `wasi:http` entry point and only exists in
+//! the `wasm32` build (its generated export names do not link into a native cdylib).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod gemini;
+pub mod persona;
+pub mod resonance;
+pub mod response;
+pub mod validation;
+pub mod vertex;
+
+#[cfg(target_arch = "wasm32")]
+mod spin_adapter;
