@@ -1,0 +1,537 @@
+//! The deterministic answer to a valid request, its token usage, and the response JSON
+//! (one object for `generateContent`, a list of delta chunks for `streamGenerateContent`).
+//!
+//! The reply text echoes what arrived so tests can check it:
+//! `[Vertex AI emulator · {model}] {first line of the system instruction} — you said: {last user text}`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::protocol::GenerateContentRequest;
+
+/// Longest system-instruction excerpt echoed in the reply, in characters.
+pub const SYSTEM_EXCERPT_CHARS: usize = 160;
+
+/// Roughly four characters per token, like Google's rule of thumb; rounded up.
+pub fn tokens(chars: usize) -> u64 {
+    chars.div_ceil(4) as u64
+}
+
+/// What kind of answer to give; everything but `Text` comes from a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Text,
+    PromptBlocked(String),
+    FinishSafety,
+    Empty,
+}
+
+/// A complete answer, ready to be rendered as unary JSON or stream chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub answer: Answer,
+    /// The (possibly cut) text and its finish reason, for `Answer::Text`.
+    pub text: String,
+    pub finish_reason: &'static str,
+    pub create_time: String,
+    pub response_id: String,
+}
+
+/// The full reply text before any `maxOutputTokens` cut.
+pub fn reply_text(model: &str, request: &GenerateContentRequest) -> String {
+    let system = request
+        .system_instruction
+        .as_ref()
+        .map(|content| {
+            let joined: Vec<&str> = content
+                .parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect();
+            joined.join("\n")
+        })
+        .and_then(|text| first_line(&text))
+        .unwrap_or_else(|| "(no system instruction)".to_string());
+    format!(
+        "[Vertex AI emulator · {model}] {system} — you said: {}",
+        request.last_user_text()
+    )
+}
+
+/// The first non-blank line, trimmed and cut to [`SYSTEM_EXCERPT_CHARS`].
+fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(|line| line.chars().take(SYSTEM_EXCERPT_CHARS).collect())
+}
+
+/// Prompt tokens: every text of the system instruction and the contents, at least 1.
+pub fn prompt_tokens(request: &GenerateContentRequest) -> u64 {
+    let system = request.system_instruction.as_ref().map_or(0, |c| c.chars());
+    let contents: usize = request.contents.iter().map(|c| c.chars()).sum();
+    tokens(system + contents).max(1)
+}
+
+impl Reply {
+    pub fn new(
+        model: &str,
+        request: &GenerateContentRequest,
+        answer: Answer,
+        create_time: String,
+        response_id: String,
+    ) -> Reply {
+        let mut text = String::new();
+        let mut finish_reason = "STOP";
+        if answer == Answer::Text {
+            text = reply_text(model, request);
+            if let Some(max) = request.generation_config.max_output_tokens {
+                let max = max.max(1) as u64;
+                if tokens(text.chars().count()) > max {
+                    text = text.chars().take((max * 4) as usize).collect();
+                    finish_reason = "MAX_TOKENS";
+                }
+            }
+        }
+        Reply {
+            model: model.to_string(),
+            prompt_tokens: prompt_tokens(request),
+            answer,
+            text,
+            finish_reason,
+            create_time,
+            response_id,
+        }
+    }
+
+    pub fn candidate_tokens(&self) -> u64 {
+        tokens(self.text.chars().count())
+    }
+
+    fn envelope(&self, mut body: Value) -> Value {
+        body["modelVersion"] = json!(self.model);
+        body["createTime"] = json!(self.create_time);
+        body["responseId"] = json!(self.response_id);
+        body
+    }
+
+    fn full_usage(&self) -> Value {
+        let (prompt, candidates) = (self.prompt_tokens, self.candidate_tokens());
+        json!({
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates,
+            "trafficType": "ON_DEMAND",
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}],
+        })
+    }
+
+    fn prompt_only_usage(&self) -> Value {
+        json!({
+            "promptTokenCount": self.prompt_tokens,
+            "totalTokenCount": self.prompt_tokens,
+            "trafficType": "ON_DEMAND",
+        })
+    }
+
+    /// The `generateContent` response.
+    pub fn unary_json(&self) -> Value {
+        match &self.answer {
+            Answer::Text => self.envelope(json!({
+                "candidates": [{
+                    "index": 0,
+                    "content": {"role": "model", "parts": [{"text": self.text}]},
+                    "finishReason": self.finish_reason,
+                    "safetyRatings": negligible_ratings(),
+                }],
+                "usageMetadata": self.full_usage(),
+            })),
+            Answer::PromptBlocked(reason) => self.envelope(json!({
+                "promptFeedback": {
+                    "blockReason": reason,
+                    "blockReasonMessage": "The prompt was blocked by the Vertex AI emulator on request.",
+                },
+                "usageMetadata": self.prompt_only_usage(),
+            })),
+            // Vertex AI leaves `content` out entirely when it stops for safety.
+            Answer::FinishSafety => self.envelope(json!({
+                "candidates": [{
+                    "index": 0,
+                    "finishReason": "SAFETY",
+                    "safetyRatings": blocking_ratings(),
+                }],
+                "usageMetadata": self.prompt_only_usage(),
+            })),
+            Answer::Empty => self.envelope(json!({
+                "candidates": [{
+                    "index": 0,
+                    "content": {"role": "model"},
+                    "finishReason": "STOP",
+                    "safetyRatings": negligible_ratings(),
+                }],
+                "usageMetadata": self.prompt_only_usage(),
+            })),
+        }
+    }
+
+    /// The `streamGenerateContent` chunks. A text answer is split into deltas: intermediate
+    /// chunks carry only `promptTokenCount`, the last one the finish reason and full usage.
+    /// Other answers are a single chunk equal to the unary response.
+    pub fn stream_chunks(&self) -> Vec<Value> {
+        if self.answer != Answer::Text {
+            return vec![self.unary_json()];
+        }
+        let pieces = split_chunks(&self.text);
+        let last = pieces.len() - 1;
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, delta)| {
+                let content = json!({"role": "model", "parts": [{"text": delta}]});
+                if i < last {
+                    self.envelope(json!({
+                        "candidates": [{"content": content}],
+                        "usageMetadata": {"promptTokenCount": self.prompt_tokens},
+                    }))
+                } else {
+                    self.envelope(json!({
+                        "candidates": [{
+                            "index": 0,
+                            "content": content,
+                            "finishReason": self.finish_reason,
+                            "safetyRatings": negligible_ratings(),
+                        }],
+                        "usageMetadata": self.full_usage(),
+                    }))
+                }
+            })
+            .collect()
+    }
+}
+
+const HARM_CATEGORIES: [&str; 4] = [
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+];
+
+fn negligible_ratings() -> Value {
+    HARM_CATEGORIES
+        .iter()
+        .map(|category| {
+            json!({
+                "category": category,
+                "probability": "NEGLIGIBLE",
+                "probabilityScore": 0.01,
+                "severity": "HARM_SEVERITY_NEGLIGIBLE",
+                "severityScore": 0.01,
+            })
+        })
+        .collect()
+}
+
+fn blocking_ratings() -> Value {
+    let mut ratings = negligible_ratings();
+    ratings[2] = json!({
+        "category": "HARM_CATEGORY_HARASSMENT",
+        "probability": "HIGH",
+        "probabilityScore": 0.97,
+        "severity": "HARM_SEVERITY_HIGH",
+        "severityScore": 0.92,
+        "blocked": true,
+    });
+    ratings
+}
+
+/// Splits text at word starts into pieces that concatenate back to it exactly: one piece
+/// per word for fewer than 3 words, otherwise between 3 and 32 pieces of about 8 words.
+pub fn split_chunks(text: &str) -> Vec<&str> {
+    let mut word_starts = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in text.char_indices() {
+        if !c.is_whitespace() && prev_space {
+            word_starts.push(i);
+        }
+        prev_space = c.is_whitespace();
+    }
+    let words = word_starts.len();
+    if words <= 1 {
+        return vec![text];
+    }
+    let pieces = if words < 3 {
+        words
+    } else {
+        words.div_ceil(8).clamp(3, 32)
+    };
+    // Cut before the first word of each piece but the first (leading blanks stay in piece 0).
+    let mut cuts: Vec<usize> = (1..pieces)
+        .map(|k| word_starts[k * words / pieces])
+        .collect();
+    cuts.push(text.len());
+    let mut out = Vec::with_capacity(pieces);
+    let mut from = 0;
+    for cut in cuts {
+        out.push(&text[from..cut]);
+        from = cut;
+    }
+    out
+}
+
+/// A stable id derived from the request: 64-bit FNV-1a, as 16 hex digits.
+pub fn response_id(parts: &[&[u8]]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-26T08:00:00.123456Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_request;
+    use std::time::Duration;
+
+    fn request(value: Value) -> GenerateContentRequest {
+        parse_request(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn reply(value: Value, answer: Answer) -> Reply {
+        Reply::new(
+            "gemini-2.5-flash",
+            &request(value),
+            answer,
+            "2026-01-01T00:00:00.000000Z".into(),
+            "abc".into(),
+        )
+    }
+
+    #[test]
+    fn token_count_rounds_up() {
+        assert_eq!(tokens(0), 0);
+        assert_eq!(tokens(1), 1);
+        assert_eq!(tokens(4), 1);
+        assert_eq!(tokens(5), 2);
+        assert_eq!(tokens(8), 2);
+    }
+
+    #[test]
+    fn prompt_tokens_count_system_and_all_contents_chars() {
+        let req = request(json!({
+            "systemInstruction": {"parts": [{"text": "abcd"}, {"text": "ef"}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "é😀"}]},
+                {"role": "model", "parts": [{"text": "x"}]},
+                {"role": "user", "parts": [{"text": "y"}]}
+            ]
+        }));
+        // 6 + 2 (chars, not bytes) + 1 + 1 = 10 chars
+        assert_eq!(prompt_tokens(&req), 3);
+        let tiny = request(json!({"contents": [{"parts": [{"text": "a"}]}]}));
+        assert_eq!(prompt_tokens(&tiny), 1);
+    }
+
+    #[test]
+    fn text_echoes_model_system_line_and_last_user_text() {
+        let req = request(json!({
+            "systemInstruction": {"parts": [{"text": "\n  You are Elro.  \nSecond line"}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "first"}]},
+                {"role": "model", "parts": [{"text": "ok"}]},
+                {"role": "user", "parts": [{"text": "How do I "}, {"text": "start?"}]}
+            ]
+        }));
+        assert_eq!(
+            reply_text("gemini-2.5-flash", &req),
+            "[Vertex AI emulator · gemini-2.5-flash] You are Elro. — you said: How do I start?"
+        );
+        let bare = request(json!({"contents": [{"parts": [{"text": "hi"}]}]}));
+        assert_eq!(
+            reply_text("gemini-x", &bare),
+            "[Vertex AI emulator · gemini-x] (no system instruction) — you said: hi"
+        );
+        let long = "é".repeat(200);
+        let req = request(json!({"systemInstruction": {"parts": [{"text": long}]},
+                                 "contents": [{"parts": [{"text": "q"}]}]}));
+        let text = reply_text("m", &req);
+        assert!(text.contains(&format!("] {} — you said", "é".repeat(160))));
+    }
+
+    #[test]
+    fn unary_shape_and_usage() {
+        let r = reply(
+            json!({"contents": [{"parts": [{"text": "hello there"}]}]}),
+            Answer::Text,
+        );
+        let body = r.unary_json();
+        let candidate = &body["candidates"][0];
+        assert_eq!(candidate["index"], 0);
+        assert_eq!(candidate["content"]["role"], "model");
+        assert_eq!(candidate["finishReason"], "STOP");
+        assert_eq!(candidate["safetyRatings"][0]["probability"], "NEGLIGIBLE");
+        let text = candidate["content"]["parts"][0]["text"].as_str().unwrap();
+        assert!(text.ends_with("you said: hello there"));
+        let usage = &body["usageMetadata"];
+        let candidates = tokens(text.chars().count());
+        assert_eq!(usage["promptTokenCount"], 3);
+        assert_eq!(usage["candidatesTokenCount"], candidates);
+        assert_eq!(usage["totalTokenCount"], 3 + candidates);
+        assert_eq!(body["modelVersion"], "gemini-2.5-flash");
+        assert_eq!(body["responseId"], "abc");
+    }
+
+    #[test]
+    fn max_output_tokens_cuts_the_text() {
+        let r = reply(
+            json!({"contents": [{"parts": [{"text": "hello"}]}], "generationConfig": {"maxOutputTokens": 3}}),
+            Answer::Text,
+        );
+        assert_eq!(r.finish_reason, "MAX_TOKENS");
+        assert_eq!(r.text, "[Vertex AI e");
+        assert_eq!(r.unary_json()["usageMetadata"]["candidatesTokenCount"], 3);
+        let roomy = reply(
+            json!({"contents": [{"parts": [{"text": "hello"}]}], "generationConfig": {"maxOutputTokens": 1000}}),
+            Answer::Text,
+        );
+        assert_eq!(roomy.finish_reason, "STOP");
+    }
+
+    #[test]
+    fn stream_chunks_are_deltas_with_usage_on_the_last() {
+        let r = reply(
+            json!({"contents": [{"parts": [{"text": "one two three four five"}]}]}),
+            Answer::Text,
+        );
+        let chunks = r.stream_chunks();
+        assert!(chunks.len() >= 3);
+        let joined: String = chunks
+            .iter()
+            .map(|c| {
+                c["candidates"][0]["content"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(joined, r.text);
+        for chunk in &chunks[..chunks.len() - 1] {
+            assert_eq!(
+                chunk["usageMetadata"],
+                json!({"promptTokenCount": r.prompt_tokens})
+            );
+            assert!(chunk["candidates"][0].get("finishReason").is_none());
+        }
+        let last = chunks.last().unwrap();
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(last["usageMetadata"], r.unary_json()["usageMetadata"]);
+    }
+
+    #[test]
+    fn fault_answers() {
+        let req = json!({"contents": [{"parts": [{"text": "hello"}]}]});
+        let blocked = reply(
+            req.clone(),
+            Answer::PromptBlocked("PROHIBITED_CONTENT".into()),
+        )
+        .unary_json();
+        assert!(blocked.get("candidates").is_none());
+        assert_eq!(
+            blocked["promptFeedback"]["blockReason"],
+            "PROHIBITED_CONTENT"
+        );
+        assert_eq!(blocked["usageMetadata"]["promptTokenCount"], 2);
+        assert!(
+            blocked["usageMetadata"]
+                .get("candidatesTokenCount")
+                .is_none()
+        );
+
+        let safety = reply(req.clone(), Answer::FinishSafety).unary_json();
+        assert_eq!(safety["candidates"][0]["finishReason"], "SAFETY");
+        assert!(safety["candidates"][0]["content"]["parts"].is_null());
+
+        let empty = reply(req.clone(), Answer::Empty);
+        let body = empty.unary_json();
+        assert_eq!(body["candidates"][0]["finishReason"], "STOP");
+        assert!(body["candidates"][0]["content"]["parts"].is_null());
+        assert_eq!(empty.stream_chunks(), vec![body]);
+    }
+
+    #[test]
+    fn split_keeps_every_character() {
+        for text in [
+            "a",
+            "a b",
+            "a b c",
+            "  lead  and   trailing  ",
+            "[Vertex AI emulator · gemini] (no system instruction) — you said: ünï cødé",
+            "",
+        ] {
+            let pieces = split_chunks(text);
+            assert_eq!(pieces.concat(), text);
+            let words = text.split_whitespace().count();
+            if words >= 3 {
+                assert!(pieces.len() >= 3, "{text:?} -> {pieces:?}");
+            } else {
+                assert_eq!(pieces.len(), words.max(1), "{text:?} -> {pieces:?}");
+            }
+        }
+        let long = "word ".repeat(1000);
+        let pieces = split_chunks(&long);
+        assert_eq!(pieces.len(), 32);
+        assert_eq!(pieces.concat(), long);
+    }
+
+    #[test]
+    fn response_id_is_stable_and_input_sensitive() {
+        assert_eq!(response_id(&[b"a", b"b"]), response_id(&[b"a", b"b"]));
+        assert_ne!(response_id(&[b"a", b"b"]), response_id(&[b"ab"]));
+        assert_eq!(response_id(&[b"x"]).len(), 16);
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_680_000_123_456);
+        assert_eq!(rfc3339(t), "2026-11-26T08:00:00.123456Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+    }
+}

@@ -1,0 +1,352 @@
+//! The HTTP side: accept loop, one hyper HTTP/1.1 connection per socket, and the request
+//! handler that ties routing, auth, validation, faults and replies together.
+//!
+//! Nothing here holds a lock across an await: the only shared mutable state is the request
+//! log, locked briefly to push a record.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::body::EmulatorBody;
+use crate::faults::{self, FAULT_HEADER, Fault};
+use crate::protocol;
+use crate::reply::{self, Answer, Reply};
+use crate::route::{self, Call, Rpc};
+use crate::status::ApiError;
+use crate::{EmulatorConfig, RecordedRequest};
+
+/// Largest request body accepted, like the API's own payload limit.
+pub const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+/// How many recorded requests are kept; older ones are dropped first.
+pub const RECORD_LIMIT: usize = 1000;
+
+const JSON: &str = "application/json; charset=UTF-8";
+const EVENT_STREAM: &str = "text/event-stream";
+
+pub(crate) struct Shared {
+    pub config: EmulatorConfig,
+    pub records: Mutex<VecDeque<RecordedRequest>>,
+}
+
+impl Shared {
+    pub fn new(config: EmulatorConfig) -> Self {
+        Shared {
+            config,
+            records: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn record(&self, parts: &http::request::Parts, body: &[u8]) {
+        if !self.config.record {
+            return;
+        }
+        let entry = RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
+            authorization: parts
+                .headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+        };
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= RECORD_LIMIT {
+            records.pop_front();
+        }
+        records.push_back(entry);
+    }
+}
+
+/// Accepts connections until the shutdown sender is dropped.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, shared.clone(), shutdown.clone()));
+                }
+                // Typically out of file descriptors under load: back off briefly, keep serving.
+                Err(err) => {
+                    eprintln!("vertex-emulator: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    // Small request/response exchanges: do not let Nagle hold back the last segment.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| handle(shared.clone(), request));
+    // No timer is configured, so hyper applies no header-read timeout: idle keep-alive
+    // connections stay open until the client closes them.
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Returned by the handler to make hyper close the connection without writing a response.
+#[derive(Debug)]
+pub(crate) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+enum Action {
+    Respond(Response<EmulatorBody>),
+    Drop,
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: http::Request<Incoming>,
+) -> Result<Response<EmulatorBody>, DropConnection> {
+    let (parts, body) = request.into_parts();
+    let call = route::parse(&parts.method, parts.uri.path(), parts.uri.query());
+    let (extra_delay, action) = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            if call.is_some() {
+                shared.record(&parts, &bytes);
+            }
+            decide(&shared.config, call.as_ref(), &parts, &bytes)
+        }
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => (
+            Duration::ZERO,
+            Action::Respond(error_response(&ApiError::invalid_argument(format!(
+                "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
+            )))),
+        ),
+        // The client went away mid-body: nobody to answer.
+        Err(_) => return Err(DropConnection),
+    };
+    let wait = shared.config.latency + extra_delay;
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    match action {
+        Action::Respond(response) => Ok(response),
+        Action::Drop => Err(DropConnection),
+    }
+}
+
+/// Everything but the waiting: which response to give (or to drop), and any extra delay.
+fn decide(
+    config: &EmulatorConfig,
+    call: Option<&Call>,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> (Duration, Action) {
+    let respond = |response| (Duration::ZERO, Action::Respond(response));
+    let fail = |error: ApiError| respond(error_response(&error));
+
+    let Some(call) = call else {
+        return fail(ApiError::not_found(format!(
+            "The requested URL {} was not found on this server.",
+            parts.uri.path()
+        )));
+    };
+    match bearer_token(&parts.headers) {
+        None => return fail(ApiError::unauthenticated(true, call.rpc_name())),
+        Some(token) => {
+            if config.expected_token.as_deref().is_some_and(|t| t != token) {
+                return fail(ApiError::unauthenticated(false, call.rpc_name()));
+            }
+        }
+    }
+    if !call.model_available() {
+        return fail(ApiError::model_not_found(&call.resource()));
+    }
+    let request = match protocol::parse_request(body) {
+        Ok(request) => request,
+        Err(error) => return fail(error),
+    };
+    let header_fault = parts
+        .headers
+        .get(FAULT_HEADER)
+        .map(|v| v.to_str().unwrap_or("(not UTF-8)"));
+    let fault = match faults::select(header_fault, &request.last_user_text()) {
+        Ok(fault) => fault,
+        Err(error) => return fail(error),
+    };
+    let mut delay = Duration::ZERO;
+    let answer = match fault {
+        None => Answer::Text,
+        Some(Fault::Status(code)) => {
+            return fail(faults::status_error(
+                code,
+                &call.resource(),
+                call.rpc_name(),
+            ));
+        }
+        Some(Fault::Drop) => return (Duration::ZERO, Action::Drop),
+        Some(Fault::Garbage) => return respond(garbage_response(call.rpc)),
+        Some(Fault::Slow(extra)) => {
+            delay = extra;
+            Answer::Text
+        }
+        Some(Fault::PromptBlocked(reason)) => Answer::PromptBlocked(reason),
+        Some(Fault::FinishSafety) => Answer::FinishSafety,
+        Some(Fault::Empty) => Answer::Empty,
+    };
+    let reply = Reply::new(
+        &call.model,
+        &request,
+        answer,
+        reply::rfc3339(SystemTime::now()),
+        reply::response_id(&[call.model.as_bytes(), body]),
+    );
+    (
+        delay,
+        Action::Respond(reply_response(&reply, call.rpc, config.chunk_delay)),
+    )
+}
+
+/// The token of `Authorization: Bearer TOKEN`; `None` when missing, malformed or empty.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn response(status: u16, content_type: &'static str, body: EmulatorBody) -> Response<EmulatorBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<EmulatorBody> {
+    response(
+        error.code,
+        JSON,
+        EmulatorBody::full(error.to_json().to_string()),
+    )
+}
+
+fn garbage_response(rpc: Rpc) -> Response<EmulatorBody> {
+    match rpc {
+        Rpc::Stream { sse: true } => response(
+            200,
+            EVENT_STREAM,
+            EmulatorBody::full("data: {\"candidates\": [{\"content\": <<not JSON>>\r\n\r\n"),
+        ),
+        _ => response(
+            200,
+            JSON,
+            EmulatorBody::full("<html><body>502 upstream garbage {\"candidates\": [</body></html>"),
+        ),
+    }
+}
+
+fn reply_response(reply: &Reply, rpc: Rpc, chunk_delay: Duration) -> Response<EmulatorBody> {
+    match rpc {
+        Rpc::Generate => response(
+            200,
+            JSON,
+            EmulatorBody::full(reply.unary_json().to_string()),
+        ),
+        Rpc::Stream { sse: true } => {
+            let frames = reply
+                .stream_chunks()
+                .iter()
+                .map(|chunk| Bytes::from(format!("data: {chunk}\r\n\r\n")))
+                .collect();
+            response(200, EVENT_STREAM, EmulatorBody::paced(frames, chunk_delay))
+        }
+        // Without alt=sse the chunks form one JSON array, sent element by element.
+        Rpc::Stream { sse: false } => {
+            let chunks = reply.stream_chunks();
+            let last = chunks.len() - 1;
+            let frames = chunks
+                .iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let open = if i == 0 { "[" } else { ",\r\n" };
+                    let close = if i == last { "]" } else { "" };
+                    Bytes::from(format!("{open}{chunk}{close}"))
+                })
+                .collect();
+            response(200, JSON, EmulatorBody::paced(frames, chunk_delay))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bearer_token_parsing() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer")])), None);
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(bearer_token(&headers(&[])), None);
+    }
+}

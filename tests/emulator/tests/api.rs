@@ -1,0 +1,444 @@
+//! Protocol behaviour over real HTTP: reply shapes, streaming, auth, models, validation.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use vertex_emulator::{Emulator, EmulatorConfig, RETIRED_MODELS};
+
+fn tokens(chars: usize) -> u64 {
+    chars.div_ceil(4) as u64
+}
+
+#[test]
+fn unary_reply_has_the_real_shape() {
+    let emulator = background();
+    let body = json!({
+        "systemInstruction": {"parts": [{"text": "You are Elro, a patient mentor.\nNever rush."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hello"}]},
+            {"role": "model", "parts": [{"text": "Hi! How can I help?"}]},
+            {"role": "user", "parts": [{"text": "How do I start learning Rust?"}]}
+        ],
+        "generationConfig": {"temperature": 0.3, "maxOutputTokens": 1024, "candidateCount": 1}
+    });
+    let response = post(&emulator, &generate_path(), &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let json = response.json();
+    let candidate = &json["candidates"][0];
+    assert_eq!(candidate["index"], 0);
+    assert_eq!(candidate["content"]["role"], "model");
+    assert_eq!(candidate["finishReason"], "STOP");
+    let ratings = candidate["safetyRatings"].as_array().unwrap();
+    assert!(!ratings.is_empty());
+    assert!(ratings.iter().all(|r| r["probability"] == "NEGLIGIBLE"));
+
+    let text = response.reply_text();
+    assert_eq!(
+        text,
+        "[Vertex AI emulator · gemini-2.5-flash] You are Elro, a patient mentor. — you said: How do I start learning Rust?"
+    );
+
+    let prompt_chars = "You are Elro, a patient mentor.\nNever rush."
+        .chars()
+        .count()
+        + "Hello".len()
+        + "Hi! How can I help?".len()
+        + "How do I start learning Rust?".len();
+    let usage = &json["usageMetadata"];
+    let candidates = tokens(text.chars().count());
+    assert_eq!(usage["promptTokenCount"], tokens(prompt_chars));
+    assert_eq!(usage["candidatesTokenCount"], candidates);
+    assert_eq!(usage["totalTokenCount"], tokens(prompt_chars) + candidates);
+    assert_eq!(json["modelVersion"], MODEL);
+    let create_time = json["createTime"].as_str().unwrap();
+    assert_eq!(
+        create_time.len(),
+        "2026-11-26T08:00:00.123456Z".len(),
+        "{create_time}"
+    );
+    assert!(create_time.ends_with('Z') && create_time.as_bytes()[10] == b'T');
+    let id = json["responseId"].as_str().unwrap();
+    assert!(!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()));
+
+    // Same request, same id; another request, another id.
+    let again = post(&emulator, &generate_path(), &body).json();
+    assert_eq!(again["responseId"], json["responseId"]);
+    let other = post(&emulator, &generate_path(), &user_body("other")).json();
+    assert_ne!(other["responseId"], json["responseId"]);
+}
+
+#[test]
+fn reply_without_system_instruction_and_other_model_location() {
+    let emulator = background();
+    let path =
+        "/v1/projects/p2/locations/global/publishers/google/models/gemini-3-flash:generateContent";
+    let text = post(&emulator, path, &user_body("ping")).reply_text();
+    assert_eq!(
+        text,
+        "[Vertex AI emulator · gemini-3-flash] (no system instruction) — you said: ping"
+    );
+}
+
+#[test]
+fn max_output_tokens_cuts_the_reply() {
+    let emulator = background();
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "tell me everything"}]}],
+                      "generationConfig": {"maxOutputTokens": 5}});
+    let json = post(&emulator, &generate_path(), &body).json();
+    assert_eq!(json["candidates"][0]["finishReason"], "MAX_TOKENS");
+    assert_eq!(
+        json["candidates"][0]["content"]["parts"][0]["text"],
+        "[Vertex AI emulator "
+    );
+    assert_eq!(json["usageMetadata"]["candidatesTokenCount"], 5);
+}
+
+#[test]
+fn sse_stream_splits_the_unary_text_into_deltas() {
+    let emulator = background();
+    let body = json!({
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [{"role": "user", "parts": [{"text": "Explain ownership in a few words please"}]}]
+    });
+    let unary = post(&emulator, &generate_path(), &body);
+    let response = post(&emulator, &sse_path(), &body);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let text = response.text();
+    assert!(!text.contains("[DONE]"));
+    let events = sse_events(&response.body);
+    assert!(events.len() >= 3, "{} events", events.len());
+
+    let joined: String = events.iter().map(delta).collect();
+    assert_eq!(joined, unary.reply_text());
+
+    let unary_usage = &unary.json()["usageMetadata"];
+    let prompt = unary_usage["promptTokenCount"].clone();
+    for event in &events[..events.len() - 1] {
+        assert_eq!(
+            event["usageMetadata"],
+            json!({"promptTokenCount": prompt}),
+            "{event}"
+        );
+        assert!(
+            event["candidates"][0].get("finishReason").is_none(),
+            "{event}"
+        );
+        assert_eq!(event["candidates"][0]["content"]["role"], "model");
+        assert_eq!(event["modelVersion"], MODEL);
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(&last["usageMetadata"], unary_usage);
+}
+
+#[test]
+fn stream_without_alt_sse_is_a_json_array_of_the_same_chunks() {
+    let emulator = background();
+    let body = user_body("one two three four five six");
+    let path = model_path(MODEL, "streamGenerateContent");
+    let array = post(&emulator, &path, &body);
+    assert_eq!(array.status, 200);
+    assert!(
+        array
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let chunks = array.json();
+    let chunks = chunks.as_array().expect("a JSON array");
+    let sse = sse_events(&post(&emulator, &sse_path(), &body).body);
+    assert_eq!(chunks.len(), sse.len());
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("createTime");
+        v
+    };
+    for (a, b) in chunks.iter().zip(&sse) {
+        assert_eq!(strip(a), strip(b));
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let emulator = background();
+    let mut connection = Connection::open(emulator.addr());
+    let auth = format!("Bearer {TOKEN}");
+    for i in 0..5 {
+        let body = user_body(&format!("message {i}")).to_string();
+        let path = if i % 2 == 0 {
+            generate_path()
+        } else {
+            sse_path()
+        };
+        let response = connection
+            .send("POST", &path, &[("Authorization", &auth)], body.as_bytes())
+            .expect("response on the same connection");
+        assert_eq!(response.status, 200);
+        assert!(response.text().contains(&format!("you said: message {i}")));
+    }
+    // Errors keep the connection too.
+    let response = connection.send("GET", "/nope", &[], b"").unwrap();
+    assert_eq!(response.status, 404);
+    let response = connection
+        .send(
+            "POST",
+            &generate_path(),
+            &[("Authorization", &auth)],
+            user_body("after").to_string().as_bytes(),
+        )
+        .unwrap();
+    assert!(response.reply_text().ends_with("after"));
+}
+
+#[test]
+fn unknown_paths_and_methods_are_404_with_status_body() {
+    let emulator = background();
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("Authorization", auth.as_str())];
+    for (method, path) in [
+        ("GET", "/".to_string()),
+        ("POST", "/v1/models".to_string()),
+        ("GET", generate_path()),
+        ("PUT", generate_path()),
+        ("POST", model_path(MODEL, "countTokens")),
+        ("POST", generate_path().replace("/v1/", "/v9/")),
+    ] {
+        let response = send(&emulator, method, &path, &headers, b"{}").unwrap();
+        let message = response.expect_error(404, "NOT_FOUND");
+        assert!(
+            message.contains("was not found"),
+            "{method} {path}: {message}"
+        );
+    }
+}
+
+#[test]
+fn missing_or_empty_bearer_is_401() {
+    let emulator = background();
+    let body = user_body("hi").to_string();
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer ")],
+        vec![("Authorization", "Bearer")],
+        vec![("Authorization", "Basic dXNlcjpwYXNz")],
+    ] {
+        let response = send(
+            &emulator,
+            "POST",
+            &generate_path(),
+            &headers,
+            body.as_bytes(),
+        )
+        .unwrap();
+        let message = response.expect_error(401, "UNAUTHENTICATED");
+        assert!(
+            message.starts_with("Request is missing required authentication credential"),
+            "{headers:?}: {message}"
+        );
+    }
+    // Streaming is guarded the same way.
+    let response = send(&emulator, "POST", &sse_path(), &[], body.as_bytes()).unwrap();
+    response.expect_error(401, "UNAUTHENTICATED");
+}
+
+#[test]
+fn expected_token_must_match() {
+    let emulator = Emulator::start_in_background(EmulatorConfig {
+        expected_token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let body = user_body("hi").to_string();
+    let wrong = send(
+        &emulator,
+        "POST",
+        &generate_path(),
+        &[("Authorization", "Bearer other")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    let message = wrong.expect_error(401, "UNAUTHENTICATED");
+    assert!(
+        message.starts_with("Request had invalid authentication credentials"),
+        "{message}"
+    );
+    let right = send(
+        &emulator,
+        "POST",
+        &generate_path(),
+        &[("Authorization", "Bearer s3cret")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(right.status, 200, "{}", right.text());
+}
+
+#[test]
+fn retired_and_non_gemini_models_are_404() {
+    let emulator = background();
+    for model in RETIRED_MODELS
+        .iter()
+        .copied()
+        .chain(["text-bison", "claude-sonnet"])
+    {
+        for verb in ["generateContent", "streamGenerateContent"] {
+            let response = post(&emulator, &model_path(model, verb), &user_body("hi"));
+            let message = response.expect_error(404, "NOT_FOUND");
+            assert!(
+                message.starts_with(&format!(
+                    "Publisher Model `projects/test-project/locations/us-central1/publishers/google/models/{model}` was not found or your project does not have access to it."
+                )),
+                "{message}"
+            );
+        }
+    }
+    assert!(RETIRED_MODELS.contains(&"gemini-1.5-flash-002"));
+    assert!(RETIRED_MODELS.contains(&"gemini-2.0-flash-001"));
+}
+
+#[test]
+fn unknown_fields_are_400_naming_the_field() {
+    let emulator = background();
+    let cases = [
+        (
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"foo": 1}}),
+            "Invalid JSON payload received. Unknown name \"foo\" at 'generation_config': Cannot find field.",
+        ),
+        (
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": []}),
+            "Invalid JSON payload received. Unknown name \"tools\": Cannot find field.",
+        ),
+        (
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi", "inline_data": {}}]}]}),
+            "Invalid JSON payload received. Unknown name \"inline_data\" at 'contents[0].parts[0]': Cannot find field.",
+        ),
+    ];
+    for (body, expected) in cases {
+        let message =
+            post(&emulator, &generate_path(), &body).expect_error(400, "INVALID_ARGUMENT");
+        assert_eq!(message, expected);
+    }
+}
+
+#[test]
+fn snake_case_names_are_accepted() {
+    let emulator = background();
+    let body = json!({
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "system_instruction": {"parts": [{"text": "Snake."}]},
+        "generation_config": {"max_output_tokens": 100, "top_p": 0.9,
+                              "thinking_config": {"thinking_budget": 0}},
+        "safety_settings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}],
+        "labels": {"env": "test"}
+    });
+    let text = post(&emulator, &generate_path(), &body).reply_text();
+    assert!(text.contains("] Snake. — you said: hi"), "{text}");
+}
+
+#[test]
+fn malformed_json_is_400() {
+    let emulator = background();
+    let auth = format!("Bearer {TOKEN}");
+    for body in [
+        &b"{\"contents\": ["[..],
+        b"not json",
+        b"{\"contents\": [] ,}",
+    ] {
+        let response = send(
+            &emulator,
+            "POST",
+            &generate_path(),
+            &[("Authorization", &auth)],
+            body,
+        )
+        .unwrap();
+        let message = response.expect_error(400, "INVALID_ARGUMENT");
+        assert!(
+            message.starts_with("Invalid JSON payload received."),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn semantic_checks_are_400() {
+    let emulator = background();
+    let user = |t: &str| json!({"role": "user", "parts": [{"text": t}]});
+    let cases = [
+        (json!({"contents": []}), "contents"),
+        (json!({}), "contents"),
+        (
+            json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}]}),
+            "valid role",
+        ),
+        (
+            json!({"contents": [user("x"), {"role": "model", "parts": [{"text": "y"}]}]}),
+            "user turn",
+        ),
+        (
+            json!({"contents": [{"role": "user", "parts": [{"thought": true}]}]}),
+            "empty text",
+        ),
+        (
+            json!({"contents": [user("x")], "generationConfig": {"temperature": 2.1}}),
+            "temperature",
+        ),
+        (
+            json!({"contents": [user("x")], "generationConfig": {"temperature": -1}}),
+            "temperature",
+        ),
+        (
+            json!({"contents": [user("x")], "generationConfig": {"candidateCount": 2}}),
+            "candidateCount",
+        ),
+        (
+            json!({"contents": [user("x")], "generationConfig": {"maxOutputTokens": 0}}),
+            "maxOutputTokens",
+        ),
+        (
+            json!({"contents": [user("x")], "generationConfig": {"temperature": "warm"}}),
+            "generation_config.temperature",
+        ),
+    ];
+    for (body, needle) in cases {
+        let message =
+            post(&emulator, &generate_path(), &body).expect_error(400, "INVALID_ARGUMENT");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+}
+
+#[test]
+fn auth_then_model_then_body_is_the_check_order() {
+    let emulator = background();
+    let bad_body = b"{\"bogus\": 1}";
+    let retired = model_path("gemini-1.5-flash-002", "generateContent");
+    let none = send(&emulator, "POST", &retired, &[], bad_body).unwrap();
+    none.expect_error(401, "UNAUTHENTICATED");
+    let auth = format!("Bearer {TOKEN}");
+    let model = send(
+        &emulator,
+        "POST",
+        &retired,
+        &[("Authorization", &auth)],
+        bad_body,
+    )
+    .unwrap();
+    model.expect_error(404, "NOT_FOUND");
+    let body = send(
+        &emulator,
+        "POST",
+        &generate_path(),
+        &[("Authorization", &auth)],
+        bad_body,
+    )
+    .unwrap();
+    body.expect_error(400, "INVALID_ARGUMENT");
+}
