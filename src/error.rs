@@ -15,7 +15,7 @@ use crate::validation::ValidationIssue;
 /// A request that cannot be answered with a 2xx.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
-    Validation(ValidationIssue),
+    Validation(Box<ValidationIssue>),
     PayloadTooLarge {
         limit: usize,
     },
@@ -74,8 +74,8 @@ impl From<ConfigError> for ApiError {
     }
 }
 
-impl From<ValidationIssue> for ApiError {
-    fn from(e: ValidationIssue) -> Self {
+impl From<Box<ValidationIssue>> for ApiError {
+    fn from(e: Box<ValidationIssue>) -> Self {
         ApiError::Validation(e)
     }
 }

@@ -141,7 +141,7 @@ pub fn route(resonance: &Resonance) -> Routing {
 
     // Stable sort keeps the tie-break order of `Persona::ALL` among equal scores.
     let mut ranked = Persona::ALL.map(|p| (p, score(p)));
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
     let (persona, best) = ranked[0];
     let (secondary, _) = ranked[1];
 

@@ -69,7 +69,7 @@ async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
 }
 
 fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    let values = request.headers().get(&name.to_owned());
+    let values = request.headers().get(name);
     values
         .into_iter()
         .next()
@@ -129,7 +129,7 @@ impl Transport for WasiHttpTransport {
                 })?;
             let retry_after = response
                 .headers()
-                .get(&"retry-after".to_owned())
+                .get("retry-after")
                 .into_iter()
                 .next()
                 .and_then(|v| String::from_utf8(v).ok());

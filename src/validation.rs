@@ -29,43 +29,43 @@ pub struct ValidationIssue {
 }
 
 impl ValidationIssue {
-    fn message_field(kind: &'static str, msg: impl Into<String>, input: Value) -> Self {
-        ValidationIssue {
+    fn message_field(kind: &'static str, msg: impl Into<String>, input: Value) -> Box<Self> {
+        Box::new(ValidationIssue {
             kind,
             loc: vec![json!("body"), json!("message")],
             msg: msg.into(),
             input,
             ctx: None,
-        }
+        })
     }
 
-    fn with_ctx(mut self, ctx: Value) -> Self {
+    fn with_ctx(mut self: Box<Self>, ctx: Value) -> Box<Self> {
         self.ctx = Some(ctx);
         self
     }
 }
 
 /// Parses a `/chat` body (already size-checked) into a [`ChatRequest`].
-pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ValidationIssue> {
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Box<ValidationIssue>> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ValidationIssue {
+        return Err(Box::new(ValidationIssue {
             kind: "missing",
             loc: vec![json!("body")],
             msg: "Field required".into(),
             input: Value::Null,
             ctx: None,
-        });
+        }));
     }
 
     let value: Value = serde_json::from_slice(body).map_err(|e| json_invalid(body, &e))?;
     let Value::Object(fields) = &value else {
-        return Err(ValidationIssue {
+        return Err(Box::new(ValidationIssue {
             kind: "model_attributes_type",
             loc: vec![json!("body")],
             msg: "Input should be a valid dictionary or object to extract fields from".into(),
             input: value,
             ctx: None,
-        });
+        }));
     };
 
     // Unknown fields (such as the original callers' `user_id`) are ignored.
@@ -135,16 +135,16 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ValidationIssue> {
     })
 }
 
-fn json_invalid(body: &[u8], error: &serde_json::Error) -> ValidationIssue {
+fn json_invalid(body: &[u8], error: &serde_json::Error) -> Box<ValidationIssue> {
     // FastAPI reports the byte offset of the failure as the second `loc` element.
     let offset = offset_of(body, error.line(), error.column());
-    ValidationIssue {
+    Box::new(ValidationIssue {
         kind: "json_invalid",
         loc: vec![json!("body"), json!(offset)],
         msg: "JSON decode error".into(),
         input: json!({}),
         ctx: Some(json!({"error": error.to_string()})),
-    }
+    })
 }
 
 /// Byte offset of a 1-based (line, column) position as serde_json reports it.

@@ -168,7 +168,14 @@ impl WasiHttpHooks for OutboundPolicy {
                 "ion-host: outbound request to {} denied: not in allowed_outbound_hosts",
                 origin_of(request.uri())
             );
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            // Fail only once the guest has finished writing the body: failing at once would
+            // close the body stream under a guest that writes before it awaits the response,
+            // and it would see a closed stream instead of HttpRequestDenied (as Spin reports).
+            let body = request.into_body();
+            return Box::new(async move {
+                let _ = body.collect().await;
+                Err(HttpError::HttpRequestDenied)
+            });
         }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

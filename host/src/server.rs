@@ -24,6 +24,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::runtime::Runtime;
 
+/// Largest request head (request line and headers) read; beyond it hyper answers 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serving state shared by all connections.
 pub struct Server {
     runtime: Runtime,
@@ -66,13 +69,16 @@ impl Server {
             // Small responses and SSE chunks must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
             let server = self.clone();
-            let connection = http1::Builder::new().keep_alive(true).serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(request).await) }
-                }),
-            );
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.handle(request).await) }
+                    }),
+                );
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await

@@ -1,0 +1,380 @@
+//! End-to-end harness: starts the Vertex AI emulator in-process and the service (ion-host or
+//! `spin up`) as a real child process on an ephemeral port, and talks plain HTTP to them.
+//!
+//! The artifacts under test are built before `cargo test` runs (see `scripts/test.sh`):
+//! the component (`wasm32-wasip2`, release) and `ion-host` (release).
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+pub use vertex_emulator::{Emulator, EmulatorConfig};
+
+/// Bearer token the tests configure; the emulator insists on it.
+pub const TOKEN: &str = "e2e-token";
+/// Gemini deadline the services get in tests; the emulator's `slow` fault exceeds it.
+pub const TIMEOUT_MS: u64 = 1500;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+fn built(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/test.sh, which builds the component and ion-host first",
+        path.display()
+    );
+    path
+}
+
+pub fn component_wasm() -> PathBuf {
+    built(target_dir().join("wasm32-wasip2/release/ion_mentoring.wasm"))
+}
+
+pub fn host_binary() -> PathBuf {
+    built(target_dir().join("release/ion-host"))
+}
+
+/// `$SPIN_BIN`, then `spin` on PATH, then `../shared/bin/spin` beside the checkout.
+pub fn spin_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SPIN_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("spin");
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    let shared = workspace_root().join("../shared/bin/spin");
+    shared.is_file().then_some(shared)
+}
+
+/// The runtimes to test: ion-host always; Spin when a binary is found. In CI Spin must be found,
+/// so that parity is never skipped silently.
+pub fn runtimes() -> Vec<Runtime> {
+    let mut runtimes = vec![Runtime::IonHost];
+    match spin_binary() {
+        Some(_) => runtimes.push(Runtime::Spin),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but no spin binary was found ($SPIN_BIN, PATH, ../shared/bin/spin)")
+        }
+        None => eprintln!("note: no spin binary found; Spin parity checks skipped"),
+    }
+    runtimes
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    IonHost,
+    Spin,
+}
+
+/// Starts the emulator on an ephemeral port, recording requests.
+pub fn start_emulator() -> Emulator {
+    Emulator::start_in_background(EmulatorConfig::default()).expect("emulator starts")
+}
+
+/// Variables for a service wired to `emulator`.
+pub fn emulator_env(emulator: &Emulator) -> Vec<(String, String)> {
+    vec![
+        ("SPIN_VARIABLE_PROJECT_ID".into(), "e2e-project".into()),
+        ("SPIN_VARIABLE_ACCESS_TOKEN".into(), TOKEN.into()),
+        ("SPIN_VARIABLE_VERTEX_ENDPOINT".into(), emulator.url()),
+        (
+            "SPIN_VARIABLE_REQUEST_TIMEOUT_MS".into(),
+            TIMEOUT_MS.to_string(),
+        ),
+    ]
+}
+
+/// A running service process; killed on drop.
+pub struct Service {
+    child: Child,
+    pub runtime: Runtime,
+    pub base_url: String,
+    _workdir: TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // `spin up` runs the trigger as a child process: end the whole process group.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// Starts `runtime` with the project's spin.toml and the given environment.
+    pub fn start(runtime: Runtime, env: &[(String, String)]) -> Service {
+        let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+        Service::start_with_manifest(runtime, &manifest, env)
+    }
+
+    /// Starts `runtime` with a manifest text (its `source` is pointed at the built component).
+    pub fn start_with_manifest(
+        runtime: Runtime,
+        manifest: &str,
+        env: &[(String, String)],
+    ) -> Service {
+        let workdir = TempDir::new();
+        let manifest = with_source(manifest, &component_wasm());
+        let manifest_path = workdir.path().join("spin.toml");
+        std::fs::write(&manifest_path, manifest).unwrap();
+
+        let (mut command, port) = match runtime {
+            Runtime::IonHost => {
+                let mut c = Command::new(host_binary());
+                c.arg("--manifest")
+                    .arg(&manifest_path)
+                    .args(["--listen", "127.0.0.1:0"]);
+                (c, None)
+            }
+            Runtime::Spin => {
+                let port = free_port();
+                let mut c = Command::new(spin_binary().expect("spin binary"));
+                c.arg("up")
+                    .arg("--from")
+                    .arg(&manifest_path)
+                    .args(["--listen", &format!("127.0.0.1:{port}")])
+                    .arg("--log-dir")
+                    .arg(workdir.path().join("logs"));
+                (c, Some(port))
+            }
+        };
+        // Only what the test sets: no SPIN_VARIABLE_* leaks in from the caller's shell.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SPIN_VARIABLE_") || key == "PORT" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(workdir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        command.process_group(0);
+        let mut child = command.spawn().expect("service process starts");
+        let stdout = child.stdout.take().unwrap();
+
+        let base_url = match port {
+            Some(port) => {
+                drain(stdout, None);
+                format!("http://127.0.0.1:{port}")
+            }
+            None => {
+                let (tx, rx) = mpsc::channel();
+                drain(stdout, Some(tx));
+                match rx.recv_timeout(Duration::from_secs(60)) {
+                    Ok(url) => url,
+                    Err(_) => {
+                        let _ = child.kill();
+                        panic!("ion-host did not report its address: {:?}", child.wait());
+                    }
+                }
+            }
+        };
+        let service = Service {
+            child,
+            runtime,
+            base_url,
+            _workdir: workdir,
+        };
+        service.wait_ready();
+        service
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = try_request("GET", &format!("{}/health", self.base_url), &[], b"")
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not become ready at {}",
+                self.runtime,
+                self.base_url
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        request("GET", &self.url(path), &[], b"")
+    }
+
+    /// POST a JSON body to /chat.
+    pub fn chat(&self, body: &str) -> Reply {
+        request(
+            "POST",
+            &self.url("/chat"),
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// POST `{"message": message}` to /chat.
+    pub fn ask(&self, message: &str) -> Reply {
+        self.chat(&serde_json::json!({ "message": message }).to_string())
+    }
+}
+
+/// Rewrites the manifest's component `source` to an absolute path.
+fn with_source(manifest: &str, wasm: &Path) -> String {
+    manifest
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("source = ") {
+                format!("source = {:?}", wasm.display().to_string())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Forwards the child's stdout to ours; the first `listening on` URL goes to `tx`.
+fn drain(stdout: impl Read + Send + 'static, tx: Option<mpsc::Sender<String>>) {
+    std::thread::spawn(move || {
+        let mut tx = tx;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, url)) = line.split_once("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(url.trim().to_owned());
+            }
+            println!("[service] {line}");
+        }
+    });
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(body.to_vec()).expect("valid request");
+    let response = agent.run(request)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = response.into_body().read_to_string()?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends raw bytes and returns the raw response (read until close or 5 s).
+pub fn raw_exchange(base_url: &str, bytes: &[u8]) -> String {
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ion-e2e-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

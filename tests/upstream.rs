@@ -1,0 +1,155 @@
+//! Vertex AI failures, missing configuration and outbound policy over real HTTP: each is an
+//! honest, distinct non-200 JSON error. Checked on ion-host and on `spin up`.
+
+mod common;
+
+use common::*;
+
+/// emulator fault → (status, code)
+const FAULTS: &[(&str, u16, &str)] = &[
+    ("429", 429, "upstream_rate_limited"),
+    ("500", 502, "upstream_error"),
+    ("503", 502, "upstream_error"),
+    ("504", 504, "upstream_timeout"),
+    ("400", 502, "upstream_rejected"),
+    ("401", 502, "upstream_auth_failed"),
+    ("403", 502, "upstream_auth_failed"),
+    ("404", 502, "upstream_model_not_found"),
+    ("slow=4000", 504, "upstream_timeout"),
+    ("safety", 400, "content_blocked"),
+    ("blocked=PROHIBITED_CONTENT", 400, "content_blocked"),
+    ("finish-safety", 400, "content_blocked"),
+    ("empty", 502, "upstream_empty_answer"),
+    ("garbage", 502, "upstream_invalid_response"),
+    ("drop", 502, "upstream_unreachable"),
+];
+
+#[test]
+fn upstream_faults_are_honest_errors() {
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        let service = Service::start(runtime, &emulator_env(&emulator));
+        for (fault, status, code) in FAULTS {
+            let reply = service.ask(&format!("도와주세요 [[emulator:{fault}]]"));
+            assert_eq!(reply.status, *status, "{runtime:?} {fault}: {}", reply.body);
+            let body = reply.json();
+            assert_eq!(body["code"], *code, "{runtime:?} {fault}: {body}");
+            assert_eq!(body["status_code"], *status, "{runtime:?} {fault}");
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+            assert!(
+                body.get("content").is_none(),
+                "{runtime:?} {fault}: no made-up answer"
+            );
+        }
+
+        let limited = service.ask("[[emulator:429]]");
+        assert_eq!(
+            limited.header("retry-after"),
+            Some("3"),
+            "{runtime:?}: RetryInfo is passed on"
+        );
+        assert_eq!(limited.json()["upstream"]["reason"], "RESOURCE_EXHAUSTED");
+        let blocked = service
+            .ask("[[emulator:blocked=PROHIBITED_CONTENT]]")
+            .json();
+        assert_eq!(blocked["block_reason"], "PROHIBITED_CONTENT");
+        assert_eq!(blocked["stage"], "prompt");
+
+        // The service is fine afterwards.
+        assert_eq!(service.ask("다시 해볼게요").status, 200, "{runtime:?}");
+    }
+}
+
+#[test]
+fn retired_model_and_wrong_token_are_reported_as_such() {
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        let mut env = emulator_env(&emulator);
+        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-1.5-flash-002".into()));
+        let service = Service::start(runtime, &env);
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 502, "{runtime:?}: {}", reply.body);
+        assert_eq!(reply.json()["code"], "upstream_model_not_found");
+        assert_eq!(reply.json()["upstream"]["status"], 404);
+    }
+}
+
+#[test]
+fn missing_configuration_is_a_503_that_says_what_to_set() {
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        let service = Service::start(
+            runtime,
+            &[("SPIN_VARIABLE_VERTEX_ENDPOINT".into(), emulator.url())],
+        );
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 503, "{runtime:?}: {}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["code"], "not_configured");
+        assert_eq!(body["variable"], "project_id");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("SPIN_VARIABLE_PROJECT_ID")
+        );
+        // Liveness stays green: configuration is a readiness matter for /chat only.
+        assert_eq!(service.get("/health").status, 200);
+        drop(service);
+
+        let service = Service::start(
+            runtime,
+            &[
+                ("SPIN_VARIABLE_PROJECT_ID".into(), "p".into()),
+                ("SPIN_VARIABLE_VERTEX_ENDPOINT".into(), emulator.url()),
+            ],
+        );
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 503, "{runtime:?}: {}", reply.body);
+        assert_eq!(reply.json()["variable"], "access_token");
+    }
+    assert!(emulator.requests().is_empty());
+}
+
+#[test]
+fn unreachable_vertex_is_a_502() {
+    let closed_port = free_port();
+    for runtime in runtimes() {
+        let service = Service::start(
+            runtime,
+            &[
+                ("SPIN_VARIABLE_PROJECT_ID".into(), "p".into()),
+                ("SPIN_VARIABLE_ACCESS_TOKEN".into(), TOKEN.into()),
+                (
+                    "SPIN_VARIABLE_VERTEX_ENDPOINT".into(),
+                    format!("http://127.0.0.1:{closed_port}"),
+                ),
+            ],
+        );
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 502, "{runtime:?}: {}", reply.body);
+        assert_eq!(reply.json()["code"], "upstream_unreachable");
+    }
+}
+
+#[test]
+fn outbound_policy_denies_hosts_missing_from_the_manifest() {
+    let emulator = start_emulator();
+    let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+    let without_template = manifest.replace("\"{{ vertex_endpoint }}\",", "");
+    assert_ne!(
+        manifest, without_template,
+        "spin.toml lists the endpoint template"
+    );
+    for runtime in runtimes() {
+        let service =
+            Service::start_with_manifest(runtime, &without_template, &emulator_env(&emulator));
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 503, "{runtime:?}: {}", reply.body);
+        assert_eq!(reply.json()["code"], "outbound_not_allowed");
+    }
+    assert!(
+        emulator.requests().is_empty(),
+        "a denied request never leaves the runtime"
+    );
+}
