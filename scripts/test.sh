@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain (rust-toolchain.toml: stable + wasm32-wasip2)"
-rustup toolchain install >/dev/null
+rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 step "format"

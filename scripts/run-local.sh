@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the service on http://127.0.0.1:${PORT:-8080} with no Google account: /chat is answered by
+# the local Vertex AI emulator (tests/emulator), which speaks Vertex's REST protocol but returns
+# canned, clearly labelled text instead of Gemini's answers.
+#
+#   ./scripts/run-local.sh          # under ion-host (the production host)
+#   ./scripts/run-local.sh --spin   # under `spin up`
+#
+# Ctrl-C stops the service and the emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runtime=ion-host
+case "${1:-}" in
+  --spin) runtime=spin ;;
+  "") ;;
+  *) echo "usage: $0 [--spin]" >&2; exit 2 ;;
+esac
+port="${PORT:-8080}"
+target="${CARGO_TARGET_DIR:-target}"
+
+rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
+echo "building the component, ion-host and the emulator (first build takes a few minutes)..." >&2
+cargo build --release --quiet --target wasm32-wasip2 -p ion-mentoring
+cargo build --release --quiet -p ion-host -p vertex-emulator
+
+# The emulator picks a free port and reports it on its first line of output.
+emulator_log="$(mktemp)"
+"$target/release/vertex-emulator" --listen 127.0.0.1:0 >"$emulator_log" &
+emulator_pid=$!
+trap 'kill "$emulator_pid" 2>/dev/null || true; rm -f "$emulator_log"' EXIT
+for _ in $(seq 100); do
+  grep -q "listening on" "$emulator_log" && break
+  sleep 0.1
+done
+emulator_url="$(sed -n 's/.*listening on //p' "$emulator_log" | head -n 1)"
+[ -n "$emulator_url" ] || { echo "the emulator did not start" >&2; exit 1; }
+
+export SPIN_VARIABLE_PROJECT_ID=local-emulator
+export SPIN_VARIABLE_ACCESS_TOKEN=local-emulator-token
+export SPIN_VARIABLE_VERTEX_ENDPOINT="$emulator_url"
+
+cat >&2 <<BANNER
+
+  Ion Mentoring API on http://127.0.0.1:$port  ($runtime)
+  /chat is answered by the LOCAL VERTEX AI EMULATOR at $emulator_url,
+  not by Gemini: replies start with "[Vertex AI emulator ...]".
+
+  try:  curl -s http://127.0.0.1:$port/chat -H 'content-type: application/json' \\
+          -d '{"message": "어떻게 해야 하나요?"}'
+
+BANNER
+
+if [ "$runtime" = spin ]; then
+  spin="${SPIN_BIN:-$(command -v spin || echo ../shared/bin/spin)}"
+  "$spin" up --listen "127.0.0.1:$port" --from spin.toml
+else
+  "$target/release/ion-host" --listen "127.0.0.1:$port" \
+    --component "$target/wasm32-wasip2/release/ion_mentoring.wasm"
+fi
