@@ -296,7 +296,7 @@ mod tests {
 
         let seen = transport.seen.borrow();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].bearer_token, "tok");
+        assert_eq!(seen[0].bearer_token.as_deref(), Some("tok"));
         assert!(seen[0].url.contains("/projects/proj/locations/global/"));
         let sent: Value = serde_json::from_slice(&seen[0].body).unwrap();
         assert_eq!(
@@ -337,6 +337,7 @@ mod tests {
         for (failure, status) in [
             (TransportError::Timeout, 504),
             (TransportError::Denied, 503),
+            (TransportError::RuntimeCredentials, 503),
             (TransportError::Failed("connection refused".into()), 502),
         ] {
             let transport = Scripted {

@@ -19,8 +19,9 @@ pub struct Settings {
     pub model: String,
     /// Base URL of the Vertex AI REST API, e.g. `https://aiplatform.googleapis.com`.
     pub endpoint: String,
-    /// OAuth2 bearer token sent to Vertex AI.
-    pub access_token: String,
+    /// OAuth2 bearer token the component sends; `None` when the runtime authenticates
+    /// (`credentials = "runtime"`: ion-host adds Google credentials itself).
+    pub access_token: Option<String>,
     pub temperature: f64,
     pub max_output_tokens: u32,
     /// Whole-call deadline for one Gemini request.
@@ -112,12 +113,21 @@ impl Settings {
             project_id,
             model,
             endpoint,
-            access_token: vars.get("access_token").ok_or_else(|| {
-                ConfigError::new(
-                    "access_token",
-                    "no Vertex AI credentials are configured (e.g. $(gcloud auth print-access-token))",
-                )
-            })?,
+            access_token: match vars.get("credentials").as_deref() {
+                None | Some("access_token") => Some(vars.get("access_token").ok_or_else(|| {
+                    ConfigError::new(
+                        "access_token",
+                        "no Vertex AI credentials are configured (e.g. $(gcloud auth print-access-token))",
+                    )
+                })?),
+                Some("runtime") => None,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "credentials",
+                        format!("{other:?} is neither \"access_token\" nor \"runtime\""),
+                    ));
+                }
+            },
             temperature: parse_number(vars, "temperature", DEFAULT_TEMPERATURE, 0.0..=2.0)?,
             max_output_tokens: parse_number(
                 vars,
@@ -220,7 +230,7 @@ pub(crate) mod tests {
             "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-2.5-flash:generateContent"
         );
         assert_eq!(s.timeout, Duration::from_secs(30));
-        assert_eq!(s.access_token, "t");
+        assert_eq!(s.access_token.as_deref(), Some("t"));
     }
 
     #[test]
@@ -268,6 +278,11 @@ pub(crate) mod tests {
 
         let e = Settings::load(&vars(&[("project_id", "p")])).unwrap_err();
         assert_eq!(e.variable, "access_token");
+        let s = Settings::load(&vars(&[("project_id", "p"), ("credentials", "runtime")])).unwrap();
+        assert_eq!(s.access_token, None, "the runtime authenticates");
+        let e =
+            Settings::load(&vars(&[("project_id", "p"), ("credentials", "magic")])).unwrap_err();
+        assert_eq!(e.variable, "credentials");
         let e = Settings::load(&vars(&[("project_id", "a/../b")])).unwrap_err();
         assert_eq!(e.variable, "project_id");
         let e = Settings::load(&vars(&[

@@ -54,6 +54,8 @@ pub enum UpstreamError {
     Unreachable { detail: String },
     /// The runtime's `allowed_outbound_hosts` refused the request.
     Denied { url: String },
+    /// The runtime was to authenticate the request and has no usable credentials.
+    CredentialsUnavailable,
     /// A 200 whose body is not a GenerateContentResponse.
     InvalidResponse { detail: String },
     /// The prompt or the answer was withheld by a content filter.
@@ -209,6 +211,13 @@ impl UpstreamError {
                     "the runtime does not allow requests to {url}: add its origin to \
                      allowed_outbound_hosts in spin.toml, or set vertex_endpoint to an allowed one"
                 ),
+                json!({}),
+            ),
+            UpstreamError::CredentialsUnavailable => error_body(
+                503,
+                "credentials_unavailable",
+                "the runtime could not obtain Google credentials for Vertex AI; its logs say why"
+                    .into(),
                 json!({}),
             ),
             UpstreamError::InvalidResponse { detail } => error_body(

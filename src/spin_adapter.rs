@@ -112,14 +112,16 @@ struct WasiHttpTransport;
 
 impl Transport for WasiHttpTransport {
     async fn post(&self, call: VertexCall) -> Result<RawReply, TransportError> {
-        let request = Request::builder()
+        let mut builder = Request::builder();
+        builder
             .method(Method::Post)
             .uri(call.url)
-            .header("authorization", format!("Bearer {}", call.bearer_token))
             .header("content-type", "application/json")
-            .header("accept", "application/json")
-            .body(call.body)
-            .build();
+            .header("accept", "application/json");
+        if let Some(token) = &call.bearer_token {
+            builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = builder.body(call.body).build();
 
         let exchange = async move {
             let response: IncomingResponse =
@@ -163,6 +165,7 @@ impl Transport for WasiHttpTransport {
 fn transport_error(code: ErrorCode) -> TransportError {
     match code {
         ErrorCode::HttpRequestDenied => TransportError::Denied,
+        ErrorCode::ConfigurationError => TransportError::RuntimeCredentials,
         ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout
         | ErrorCode::ConnectionWriteTimeout

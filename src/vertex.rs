@@ -14,7 +14,8 @@ use crate::gemini::{self, Answer, GenerateContentRequest};
 #[derive(Debug, Clone, PartialEq)]
 pub struct VertexCall {
     pub url: String,
-    pub bearer_token: String,
+    /// `None` when the runtime adds credentials itself.
+    pub bearer_token: Option<String>,
     pub body: Vec<u8>,
     /// Deadline for the whole exchange, request to last byte of the reply.
     pub timeout: Duration,
@@ -35,6 +36,8 @@ pub enum TransportError {
     Denied,
     /// The deadline passed first.
     Timeout,
+    /// The runtime was to add credentials and could not obtain any.
+    RuntimeCredentials,
     /// Any other failure to exchange the request and reply.
     Failed(String),
 }
@@ -68,6 +71,7 @@ pub async fn generate(
         TransportError::Timeout => UpstreamError::Timeout {
             after: settings.timeout,
         },
+        TransportError::RuntimeCredentials => UpstreamError::CredentialsUnavailable,
         TransportError::Failed(detail) => UpstreamError::Unreachable { detail },
     })?;
 
