@@ -1,6 +1,8 @@
 //! ion-host: serves the Ion Mentoring WebAssembly component over HTTP with wasmtime, configured
 //! by the same `spin.toml` that `spin up` reads.
 
+mod credentials;
+mod logging;
 mod manifest;
 mod outbound;
 mod runtime;
@@ -13,18 +15,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
+use crate::credentials::Credentials;
 use crate::manifest::App;
-use crate::outbound::AllowList;
-use crate::runtime::Runtime;
-use crate::server::Server;
+use crate::outbound::client::{HttpClient, Timeouts};
+use crate::outbound::policy::AllowList;
+use crate::outbound::{Outbound, VertexAuth};
+use crate::runtime::{EPOCH_TICK, Limits, Runtime};
+use crate::server::{RequestLimits, Server};
 use crate::variables::{AppVariables, ComponentVariables};
 
 /// Serve a wasi:http component described by a Spin manifest.
 #[derive(Parser, Debug)]
-#[command(name = "ion-host", version)]
-struct Options {
+#[command(name = "ion-host", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeOptions,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Precompile a component (.wasm) into a .cwasm for this ion-host build, so that serving
+    /// it needs no compilation at startup.
+    Compile {
+        /// The component to compile.
+        input: PathBuf,
+        /// Where to write the precompiled component.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeOptions {
     /// The Spin manifest (version 2) naming the component, its variables and its outbound policy.
     #[arg(long, default_value = "spin.toml", env = "ION_MANIFEST")]
     manifest: PathBuf,
@@ -33,7 +59,8 @@ struct Options {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Component file to serve instead of the manifest's `source`.
+    /// Component to serve instead of the manifest's `source`: a .wasm, or a .cwasm from
+    /// `ion-host compile`.
     #[arg(long, value_name = "PATH")]
     component: Option<PathBuf>,
 
@@ -42,22 +69,42 @@ struct Options {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_concurrent_requests: u32,
 
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    max_body_bytes: u64,
+
+    /// Largest linear memory one request's instance may use.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    max_memory_mib: usize,
+
+    /// Deadline for one request: the response must start within it, and the guest's CPU work
+    /// stops at it (epoch interruption). Cloud Run's own limit is 300 s by default.
+    #[arg(long, default_value_t = 120_000, value_name = "MS")]
+    request_timeout_ms: u64,
+
     /// How long open requests may run after SIGTERM or Ctrl-C before the process exits.
     #[arg(long, default_value_t = 8000, value_name = "MS")]
     shutdown_grace_ms: u64,
 }
 
 fn main() {
-    let options = Options::parse();
-    if let Err(e) = run(options) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Compile { input, output }) => runtime::compile(&input, &output),
+        None => serve(cli.serve),
+    };
+    if let Err(e) = result {
         eprintln!("ion-host: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(options: Options) -> Result<()> {
+fn serve(options: ServeOptions) -> Result<()> {
     if options.max_concurrent_requests == 0 {
         bail!("--max-concurrent-requests must be at least 1");
+    }
+    if options.request_timeout_ms == 0 {
+        bail!("--request-timeout-ms must be at least 1");
     }
     let listen = match options.listen {
         Some(addr) => addr,
@@ -72,37 +119,54 @@ fn run(options: Options) -> Result<()> {
         }
     };
 
-    let app = App::load(&options.manifest)?;
-    let values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
-    let variables = ComponentVariables::render(&app, &values)?;
-    let allowed = AllowList::new(&app.allowed_outbound_hosts, &values)?;
-    let component = options.component.unwrap_or(app.source);
-    let runtime = Runtime::new(
-        &component,
-        options.max_concurrent_requests,
-        variables,
-        allowed,
-    )?;
-
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
+        let app = App::load(&options.manifest)?;
+        let mut values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
+        let client = HttpClient::new(Timeouts::default());
+        let auth = runtime_credentials(&mut values, &client).await?;
+        if let Some(project) = values.get("project_id").filter(|p| !p.is_empty()) {
+            logging::set_project_id(project);
+        }
+
+        let variables = ComponentVariables::render(&app, &values)?;
+        let outbound = Outbound {
+            allowed: AllowList::new(&app.allowed_outbound_hosts, &values)?,
+            client,
+            auth,
+        };
+        let component = options.component.clone().unwrap_or(app.source.clone());
+        let timeout = Duration::from_millis(options.request_timeout_ms);
+        let limits = Limits {
+            max_instances: options.max_concurrent_requests,
+            max_memory_bytes: options.max_memory_mib.saturating_mul(1024 * 1024),
+            deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
+        };
+        let runtime = Runtime::new(&component, limits, variables, outbound)?;
+        spawn_epoch_ticker(runtime.engine().clone());
+
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        println!("ion-host listening on http://{local_addr}");
-        eprintln!(
-            "ion-host: serving component {:?} ({}) from {}",
+        logging::info(&format!(
+            "serving component {:?} ({}) from {}",
             app.component_id,
             component.display(),
             options.manifest.display()
-        );
+        ));
+        // Scripts and tests wait for this exact line.
+        println!("ion-host listening on http://{local_addr}");
         let server = Arc::new(Server::new(
             runtime,
-            options.max_concurrent_requests as usize,
+            RequestLimits {
+                max_concurrent: options.max_concurrent_requests as usize,
+                max_body_bytes: options.max_body_bytes,
+                deadline: timeout,
+            },
             local_addr,
         ));
         server
@@ -115,21 +179,128 @@ fn run(options: Options) -> Result<()> {
     })
 }
 
+/// With `credentials = "runtime"`, the host authenticates the component's Vertex AI requests:
+/// a static `access_token` variable if set, else Application Default Credentials. The project
+/// id comes from the `project_id` variable, else from the metadata server.
+async fn runtime_credentials(
+    values: &mut AppVariables,
+    client: &HttpClient,
+) -> Result<Option<VertexAuth>> {
+    if values.get("credentials") != Some("runtime") {
+        return Ok(None);
+    }
+    let credentials = match values.get("access_token").filter(|t| !t.is_empty()) {
+        Some(token) => Credentials::from_static(token.to_owned()),
+        None => Credentials::discover(client.clone())
+            .await
+            .context("cannot load Google credentials (credentials = \"runtime\")")?,
+    };
+    if values.get("project_id").is_none_or(str::is_empty) {
+        let project = credentials::project_id_from_metadata(client)
+            .await?
+            .context(
+                "no project id: set SPIN_VARIABLE_PROJECT_ID (no metadata server was found to ask)",
+            )?;
+        values.set("project_id", project);
+    }
+    let authority = vertex_authority(
+        values.get("vertex_endpoint").unwrap_or_default(),
+        values.get("location").unwrap_or("global"),
+    )?;
+    logging::info(&format!(
+        "authenticating requests to {authority} with {}",
+        credentials.describe()
+    ));
+    // The metadata server is only known to exist once asked: ask now, so that a missing one
+    // shows in the startup log rather than on the first chat. Later calls share this refresh.
+    let credentials = Arc::new(credentials);
+    let warm = credentials.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.token().await {
+            logging::warn(&format!("cannot obtain Google credentials yet: {e:#}"));
+        }
+    });
+    Ok(Some(VertexAuth {
+        authority,
+        credentials,
+    }))
+}
+
+/// `host[:port]` the component sends Vertex AI requests to, by the component's own rule: the
+/// Google default endpoint becomes the regional host when `location` is a region.
+fn vertex_authority(endpoint: &str, location: &str) -> Result<String> {
+    const GLOBAL: &str = "https://aiplatform.googleapis.com";
+    let endpoint = endpoint.trim_end_matches('/');
+    let url = if (endpoint.is_empty() || endpoint == GLOBAL) && location != "global" {
+        format!("https://{location}-aiplatform.googleapis.com")
+    } else if endpoint.is_empty() {
+        GLOBAL.to_owned()
+    } else {
+        endpoint.to_owned()
+    };
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("vertex_endpoint {url:?} is not a URL"))?;
+    Ok(uri
+        .authority()
+        .with_context(|| format!("vertex_endpoint {url:?} has no host"))?
+        .as_str()
+        .to_ascii_lowercase())
+}
+
+/// Advances the engine's epoch so that a guest past its CPU deadline traps.
+fn spawn_epoch_ticker(engine: wasmtime::Engine) {
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawn the epoch ticker thread");
+}
+
 /// Resolves on SIGTERM (how Cloud Run stops a container) or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vertex_authority_follows_the_component_rule() {
+        assert_eq!(
+            vertex_authority("", "global").unwrap(),
+            "aiplatform.googleapis.com"
+        );
+        assert_eq!(
+            vertex_authority("https://aiplatform.googleapis.com", "us-central1").unwrap(),
+            "us-central1-aiplatform.googleapis.com"
+        );
+        assert_eq!(
+            vertex_authority("http://127.0.0.1:9000/", "us-central1").unwrap(),
+            "127.0.0.1:9000"
+        );
+        assert!(vertex_authority("not a url", "global").is_err());
+    }
+
+    #[test]
+    fn cli_parses_serve_and_compile() {
+        let cli = Cli::try_parse_from(["ion-host", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["ion-host", "compile", "a.wasm", "-o", "a.cwasm"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Compile { .. })));
+        assert!(Cli::try_parse_from(["ion-host", "--listen", "x"]).is_err());
+    }
 }

@@ -33,6 +33,16 @@ impl AppVariables {
         Ok(AppVariables(values))
     }
 
+    /// The value of an application variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Replaces a value the host discovered itself (e.g. the project id from the metadata server).
+    pub fn set(&mut self, name: &str, value: String) {
+        self.0.insert(name.to_owned(), value);
+    }
+
     /// Renders a template such as `"https://{{ host }}"`.
     pub fn render(&self, template: &str) -> Result<String> {
         let mut out = String::with_capacity(template.len());

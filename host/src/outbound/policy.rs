@@ -1,12 +1,7 @@
-//! Outbound HTTP policy: the component's `allowed_outbound_hosts`, enforced on every
-//! `wasi:http` outgoing request. A refused request fails with `HttpRequestDenied`, as under Spin.
-
-use std::sync::Arc;
+//! The component's `allowed_outbound_hosts`: parsed once at startup, checked on every request.
 
 use anyhow::{Context, Result, bail};
 use http::Uri;
-use http_body_util::BodyExt;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::variables::AppVariables;
 
@@ -138,62 +133,6 @@ fn parse_origin(entry: &str) -> Result<AllowedOrigin> {
         Some(p) => PortPattern::Exact(p.parse().with_context(|| format!("invalid port {p:?}"))?),
     };
     Ok(AllowedOrigin { scheme, host, port })
-}
-
-/// `wasi:http` hooks applying the allow-list before the default HTTP client sends a request.
-pub struct OutboundPolicy {
-    pub allowed: Arc<AllowList>,
-}
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                    ),
-                    HttpError,
-                >,
-            > + Send,
-    > {
-        drop(fut);
-        if !self.allowed.allows(request.uri()) {
-            eprintln!(
-                "ion-host: outbound request to {} denied: not in allowed_outbound_hosts",
-                origin_of(request.uri())
-            );
-            // Fail only once the guest has finished writing the body: failing at once would
-            // close the body stream under a guest that writes before it awaits the response,
-            // and it would see a closed stream instead of HttpRequestDenied (as Spin reports).
-            let body = request.into_body();
-            return Box::new(async move {
-                let _ = body.collect().await;
-                Err(HttpError::HttpRequestDenied)
-            });
-        }
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// `scheme://host:port` of a URI, for logs (never the path or query).
-fn origin_of(uri: &Uri) -> String {
-    format!(
-        "{}://{}",
-        uri.scheme_str().unwrap_or("?"),
-        uri.authority().map_or("?", |a| a.as_str())
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,197 @@
+//! Outbound `wasi:http` requests from the component: the allow-list from `spin.toml`, Google
+//! credentials added to requests bound for the Vertex AI endpoint, and the pooled client.
+
+pub mod client;
+pub mod policy;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::credentials::Credentials;
+use client::{BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts};
+use policy::AllowList;
+
+/// Largest request body buffered so that a request can be replayed after a 401.
+const MAX_REPLAY_BODY: usize = 1024 * 1024;
+
+/// Adds Google credentials to requests for one origin (the configured Vertex AI endpoint).
+pub struct VertexAuth {
+    /// `host[:port]` of the Vertex AI endpoint, lowercase.
+    pub authority: String,
+    pub credentials: Arc<Credentials>,
+}
+
+impl VertexAuth {
+    fn applies_to(&self, uri: &Uri) -> bool {
+        uri.authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.authority))
+    }
+}
+
+/// Shared by all requests; cloned into each store's hooks.
+pub struct Outbound {
+    pub allowed: AllowList,
+    pub client: HttpClient,
+    pub auth: Option<VertexAuth>,
+}
+
+/// The per-store `wasi:http` hooks.
+pub struct OutboundHooks(pub Arc<Outbound>);
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let outbound = self.0.clone();
+        Box::new(async move {
+            let response = outbound.send(request, options).await?;
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl Outbound {
+    async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        if !self.allowed.allows(request.uri()) {
+            eprintln!(
+                "ion-host: outbound request to {} denied: not in allowed_outbound_hosts",
+                origin_of(request.uri())
+            );
+            // Fail only once the guest has finished writing the body: failing at once would
+            // close the body stream under a guest that writes before it awaits the response,
+            // and it would see a closed stream instead of HttpRequestDenied (as Spin reports).
+            let _ = request.into_body().collect().await;
+            return Err(HttpError::HttpRequestDenied);
+        }
+        let timeouts = self.timeouts(options);
+
+        let auth = self.auth.as_ref().filter(|a| {
+            a.applies_to(request.uri()) && !request.headers().contains_key(AUTHORIZATION)
+        });
+        let Some(auth) = auth else {
+            let request = request.map(|body| body.map_err(BoxError::from).boxed_unsync());
+            return self.exchange(request, timeouts).await;
+        };
+
+        // Buffer the (small) body so the request can be sent again with a fresh token.
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, MAX_REPLAY_BODY)
+            .collect()
+            .await
+            .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
+            .to_bytes();
+        let build = |token: &str| -> Result<http::Request<ClientBody>, HttpError> {
+            let mut request = http::Request::new(full(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| HttpError::ConfigurationError)?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+            Ok(request)
+        };
+
+        let token = self.token(auth).await?;
+        let response = self.exchange(build(&token)?, timeouts).await?;
+        if response.status() != http::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        // The token was revoked or expired early: refresh once and try again.
+        auth.credentials.invalidate(&token);
+        let token = self.token(auth).await?;
+        self.exchange(build(&token)?, timeouts).await
+    }
+
+    async fn token(&self, auth: &VertexAuth) -> Result<String, HttpError> {
+        auth.credentials.token().await.map_err(|e| {
+            eprintln!("ion-host: cannot obtain Google credentials: {e:#}");
+            HttpError::ConfigurationError
+        })
+    }
+
+    fn timeouts(&self, options: Option<RequestOptions>) -> Timeouts {
+        let defaults = self.client.timeouts();
+        let Some(options) = options else {
+            return defaults;
+        };
+        Timeouts {
+            connect: options.connect_timeout.unwrap_or(defaults.connect),
+            first_byte: options.first_byte_timeout.unwrap_or(defaults.first_byte),
+            between_bytes: options
+                .between_bytes_timeout
+                .unwrap_or(defaults.between_bytes),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        request: http::Request<ClientBody>,
+        timeouts: Timeouts,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let response = self
+            .client
+            .send(request, timeouts)
+            .await
+            .map_err(|e| match e {
+                SendError::Connect {
+                    timed_out: true, ..
+                } => HttpError::ConnectionTimeout,
+                SendError::Connect { .. } => HttpError::ConnectionRefused,
+                SendError::Tls(_) => HttpError::TlsProtocolError,
+                SendError::FirstByteTimeout => HttpError::ConnectionReadTimeout,
+                SendError::Protocol(_) => HttpError::HttpProtocolError,
+            })?;
+        Ok(response.map(|body| {
+            body.map_err(|e| {
+                if e.is::<BodyTimeout>() {
+                    HttpError::ConnectionReadTimeout
+                } else {
+                    HttpError::HttpResponseIncomplete
+                }
+            })
+            .boxed_unsync()
+        }))
+    }
+}
+
+fn full(bytes: Bytes) -> ClientBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// `scheme://host:port` of a URI, for logs (never the path or query).
+fn origin_of(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map_or("?", |a| a.as_str())
+    )
+}
