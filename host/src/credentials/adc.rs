@@ -1,0 +1,175 @@
+//! Application Default Credentials discovery: which source of tokens to use, in Google's
+//! order, and the checks that make a broken credentials file a startup error naming it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::authorized_user::{AuthorizedUser, AuthorizedUserFile};
+use super::metadata::{self, MetadataServer};
+use super::oauth::{AccessToken, GOOGLE_TOKEN_URI};
+use super::service_account::{ServiceAccount, ServiceAccountFile};
+use crate::outbound::client::HttpClient;
+
+/// File name of gcloud's Application Default Credentials in its config folder.
+const GCLOUD_ADC_FILE: &str = "application_default_credentials.json";
+
+/// What discovery reads from the environment; tests build their own.
+pub(super) struct AdcEnv {
+    /// `$GOOGLE_APPLICATION_CREDENTIALS`.
+    pub credentials_file: Option<PathBuf>,
+    /// gcloud's config folder: `$CLOUDSDK_CONFIG`, else `$HOME/.config/gcloud`.
+    pub gcloud_dir: Option<PathBuf>,
+    /// `host[:port]` of the metadata server.
+    pub metadata_host: String,
+}
+
+impl AdcEnv {
+    /// The process environment. Empty variables count as unset.
+    pub fn from_process() -> AdcEnv {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        AdcEnv {
+            credentials_file: var("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+            gcloud_dir: var("CLOUDSDK_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| var("HOME").map(|home| Path::new(&home).join(".config/gcloud"))),
+            metadata_host: metadata::host_from_env(),
+        }
+    }
+}
+
+/// Where tokens come from.
+pub(super) enum Source {
+    ServiceAccount(ServiceAccount),
+    AuthorizedUser(AuthorizedUser),
+    Metadata(MetadataServer),
+}
+
+impl Source {
+    /// A fresh token, within `timeout` for the HTTP exchange.
+    pub async fn fetch(&self, client: &HttpClient, timeout: Duration) -> Result<AccessToken> {
+        match self {
+            Source::ServiceAccount(account) => account.fetch(client, timeout).await,
+            Source::AuthorizedUser(user) => user.fetch(client, timeout).await,
+            Source::Metadata(server) => server.fetch(client, timeout).await,
+        }
+    }
+}
+
+/// The source discovery chose, and how to name it in logs.
+pub(super) struct Found {
+    pub source: Source,
+    pub description: String,
+}
+
+/// Application Default Credentials in Google's order. Files are read and checked now; the
+/// metadata server only when asked for a token.
+pub(super) fn discover(env: &AdcEnv) -> Result<Found> {
+    if let Some(path) = &env.credentials_file {
+        let origin = format!("GOOGLE_APPLICATION_CREDENTIALS={}", path.display());
+        let text = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the credentials file {} named by GOOGLE_APPLICATION_CREDENTIALS",
+                path.display()
+            )
+        })?;
+        return from_file(&text, path, &origin);
+    }
+    let searched = match &env.gcloud_dir {
+        Some(dir) => {
+            let path = dir.join(GCLOUD_ADC_FILE);
+            match std::fs::read(&path) {
+                Ok(text) => {
+                    let origin = format!("gcloud ADC file {}", path.display());
+                    return from_file(&text, &path, &origin);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                    "GOOGLE_APPLICATION_CREDENTIALS is not set and {} does not exist",
+                    path.display()
+                ),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot read the gcloud credentials file {}", path.display())
+                    });
+                }
+            }
+        }
+        None => "GOOGLE_APPLICATION_CREDENTIALS, CLOUDSDK_CONFIG and HOME are not set".to_owned(),
+    };
+    let server = MetadataServer::new(env.metadata_host.clone(), searched)?;
+    Ok(Found {
+        description: format!("metadata server ({})", server.host()),
+        source: Source::Metadata(server),
+    })
+}
+
+/// A source from the text of a credentials file; errors name `path`, never a secret.
+fn from_file(text: &[u8], path: &Path, origin: &str) -> Result<Found> {
+    let in_file = || format!("credentials file {}", path.display());
+    let json: serde_json::Value =
+        serde_json::from_slice(text).with_context(|| format!("{} is not valid JSON", in_file()))?;
+    let kind = json.get("type").and_then(serde_json::Value::as_str);
+    let (source, description) = match kind {
+        Some("service_account") => {
+            let account = serde_json::from_value::<ServiceAccountFile>(json)
+                .map_err(anyhow::Error::from)
+                .and_then(ServiceAccount::new)
+                .with_context(|| format!("invalid service account key in {}", in_file()))?;
+            let description = format!(
+                "service account {} ({origin}{})",
+                account.client_email(),
+                endpoint_note(account.token_uri())
+            );
+            (Source::ServiceAccount(account), description)
+        }
+        Some("authorized_user") => {
+            let user = serde_json::from_value::<AuthorizedUserFile>(json)
+                .map_err(anyhow::Error::from)
+                .and_then(AuthorizedUser::new)
+                .with_context(|| format!("invalid authorized user in {}", in_file()))?;
+            let description = format!(
+                "authorized user ({origin}{})",
+                endpoint_note(user.token_uri())
+            );
+            (Source::AuthorizedUser(user), description)
+        }
+        Some(other) => bail!(
+            "{} has unsupported credentials type {other:?} (supported: \"service_account\", \
+             \"authorized_user\")",
+            in_file()
+        ),
+        None => bail!(
+            "{} has no \"type\" field (supported: \"service_account\", \"authorized_user\")",
+            in_file()
+        ),
+    };
+    Ok(Found {
+        source,
+        description,
+    })
+}
+
+/// The token endpoint for a file's optional `token_uri`, checked to be an http(s) URL.
+pub(super) fn token_uri(from_file: Option<String>) -> Result<String> {
+    let Some(uri) = from_file.filter(|u| !u.is_empty()) else {
+        return Ok(GOOGLE_TOKEN_URI.to_owned());
+    };
+    let parsed: Option<http::Uri> = uri.parse().ok();
+    let valid = parsed.is_some_and(|u| {
+        matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
+    });
+    if !valid {
+        bail!("token_uri {uri:?} is not an http(s) URL");
+    }
+    Ok(uri)
+}
+
+/// `", token endpoint X"` when a file names an endpoint other than Google's.
+fn endpoint_note(token_uri: &str) -> String {
+    if token_uri == GOOGLE_TOKEN_URI {
+        String::new()
+    } else {
+        format!(", token endpoint {token_uri}")
+    }
+}

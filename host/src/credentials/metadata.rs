@@ -1,0 +1,113 @@
+//! The metadata server of Cloud Run, GCE and GKE: the default service account's token and the
+//! project id, asked over plain HTTP with `Metadata-Flavor: Google`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::oauth::{self, AccessToken, Failure};
+use crate::outbound::client::{ClientBody, HttpClient};
+
+/// Where the metadata server is when `GCE_METADATA_HOST` does not say.
+pub(super) const DEFAULT_HOST: &str = "metadata.google.internal";
+
+const TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+const PROJECT_ID_PATH: &str = "/computeMetadata/v1/project/project-id";
+
+/// `host[:port]` of the metadata server: `$GCE_METADATA_HOST`, else [`DEFAULT_HOST`].
+pub(super) fn host_from_env() -> String {
+    std::env::var("GCE_METADATA_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_HOST.to_owned())
+}
+
+/// Tokens of the instance's default service account.
+pub(super) struct MetadataServer {
+    host: String,
+    /// Where credentials were looked for before, for the error when the server is unreachable.
+    searched: String,
+}
+
+impl MetadataServer {
+    /// The server at `host` (`host[:port]`); `searched` says what was tried before it.
+    pub(super) fn new(host: String, searched: String) -> Result<MetadataServer> {
+        request(&host, TOKEN_PATH).with_context(|| {
+            format!("metadata server address {host:?} (GCE_METADATA_HOST) is not a host[:port]")
+        })?;
+        Ok(MetadataServer { host, searched })
+    }
+
+    pub(super) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The error for an unreachable server: it was the last place to look.
+    fn nothing_found(&self) -> String {
+        format!(
+            "no Google credentials: {}, and no metadata server answered (outside Google Cloud, \
+             set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`)",
+            self.searched
+        )
+    }
+
+    /// A fresh access token from the metadata server.
+    pub(super) async fn fetch(
+        &self,
+        client: &HttpClient,
+        timeout: Duration,
+    ) -> Result<AccessToken> {
+        let what = format!("metadata server at {}", self.host);
+        let request = request(&self.host, TOKEN_PATH)?;
+        let requested_at = Instant::now();
+        let (status, body) = match oauth::fetch(client, request, timeout, &what).await {
+            Ok(answer) => answer,
+            Err(Failure::Unreachable(e)) => return Err(e.context(self.nothing_found())),
+            Err(Failure::Other(e)) => return Err(e),
+        };
+        oauth::parse_token(status, &body, requested_at, &what)
+    }
+}
+
+/// The project id from the metadata server at `host`; `Ok(None)` when nothing answers there
+/// within `timeout`.
+pub(super) async fn project_id(
+    client: &HttpClient,
+    host: &str,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let what = format!("metadata server at {host}");
+    let request = request(host, PROJECT_ID_PATH).with_context(|| {
+        format!("metadata server address {host:?} (GCE_METADATA_HOST) is not a host[:port]")
+    })?;
+    let (status, body) = match oauth::fetch(client, request, timeout, &what).await {
+        Ok(answer) => answer,
+        Err(Failure::Unreachable(_)) => return Ok(None),
+        Err(Failure::Other(e)) => return Err(e.context("cannot read the project id")),
+    };
+    if !status.is_success() {
+        bail!(
+            "{what} answered {status} to {PROJECT_ID_PATH}: {}",
+            oauth::refusal_detail(&body)
+        );
+    }
+    let id = std::str::from_utf8(&body)
+        .map_err(|_| anyhow!("{what} answered a project id that is not UTF-8"))?
+        .trim();
+    if id.is_empty() {
+        bail!("{what} answered an empty project id");
+    }
+    Ok(Some(id.to_owned()))
+}
+
+fn request(host: &str, path: &str) -> Result<http::Request<ClientBody>> {
+    let uri: http::Uri = format!("http://{host}{path}").parse()?;
+    if uri.path() != path || uri.authority().is_none_or(|a| a.as_str() != host) {
+        bail!("not a host[:port]");
+    }
+    Ok(http::Request::get(uri)
+        .header("Metadata-Flavor", "Google")
+        .body(oauth::full(Bytes::new()))?)
+}

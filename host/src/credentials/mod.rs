@@ -1,0 +1,134 @@
+//! Google credentials held by the host: the component never sees them.
+//!
+//! [`Credentials`] hands out OAuth2 access tokens for Vertex AI, either a fixed token or ones
+//! obtained through Application Default Credentials ([`adc`]): a service-account key, a gcloud
+//! authorized-user file or the metadata server. Obtained tokens are cached and refreshed by
+//! [`cache::TokenCache`], once for all concurrent callers.
+
+mod adc;
+mod authorized_user;
+mod cache;
+mod metadata;
+mod oauth;
+mod service_account;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::outbound::client::HttpClient;
+use cache::TokenCache;
+
+/// A source of OAuth2 access tokens for Vertex AI. `Send + Sync`; share it as `Arc<Credentials>`.
+pub struct Credentials {
+    kind: Kind,
+    description: String,
+}
+
+enum Kind {
+    Static(String),
+    Refreshing(TokenCache),
+}
+
+impl Credentials {
+    /// A fixed token (the `access_token` variable), for local use. Never refreshed.
+    pub fn from_static(token: String) -> Credentials {
+        Credentials {
+            kind: Kind::Static(token),
+            description: "static token".to_owned(),
+        }
+    }
+
+    /// Application Default Credentials, looked up in Google's order: the JSON file named by
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, then gcloud's `application_default_credentials.json`
+    /// (in `$CLOUDSDK_CONFIG`, else `$HOME/.config/gcloud`), then the metadata server at
+    /// `$GCE_METADATA_HOST` or `metadata.google.internal`.
+    ///
+    /// Files are read and checked here, so a broken file is a startup error naming it. The
+    /// metadata server is not contacted: whether it exists is only known on the first
+    /// [`token`](Self::token), whose error then says where credentials were looked for.
+    pub async fn discover(client: HttpClient) -> Result<Credentials> {
+        Credentials::discover_in(client, &adc::AdcEnv::from_process(), Tuning::default())
+    }
+
+    fn discover_in(client: HttpClient, env: &adc::AdcEnv, tuning: Tuning) -> Result<Credentials> {
+        let found = adc::discover(env)?;
+        Ok(Credentials {
+            kind: Kind::Refreshing(TokenCache::new(found.source, client, tuning)),
+            description: found.description,
+        })
+    }
+
+    /// A valid access token. Obtained tokens are cached. With less than 3 min 45 s of life
+    /// left, the cached token is still returned while one refresh runs in the background;
+    /// with less than 30 s left (or none yet, or after [`invalidate`](Self::invalidate)),
+    /// callers wait for the refresh. Concurrent callers share one refresh, bounded by a 10 s
+    /// timeout; its failure is an error for every caller waiting on it, and the next call
+    /// tries again.
+    pub async fn token(&self) -> Result<String> {
+        match &self.kind {
+            Kind::Static(token) => Ok(token.clone()),
+            Kind::Refreshing(cache) => cache.token().await,
+        }
+    }
+
+    /// Vertex AI answered 401 to `token`: forgets it if it is still the cached token, so the
+    /// next [`token`](Self::token) refreshes. A token already replaced is ignored, so many 401s
+    /// for the same token cause one refresh.
+    pub fn invalidate(&self, token: &str) {
+        if let Kind::Refreshing(cache) = &self.kind {
+            cache.invalidate(token);
+        }
+    }
+
+    /// Where tokens come from, for logs; never secret.
+    pub fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+/// The project id from the metadata server at `$GCE_METADATA_HOST` or
+/// `metadata.google.internal`, asked with a short timeout; `Ok(None)` when no metadata server
+/// answers.
+pub async fn project_id_from_metadata(client: &HttpClient) -> Result<Option<String>> {
+    metadata::project_id(client, &metadata::host_from_env(), PROJECT_ID_TIMEOUT).await
+}
+
+/// Remaining life below which a cached token is refreshed: 3 min 45 s, the margin Google's
+/// auth libraries use (the metadata server renews its own cached token 4 minutes before expiry,
+/// so a refresh then gets a new token, not the same one).
+const REFRESH_MARGIN: Duration = Duration::from_secs(225);
+
+/// How long the metadata server may take to answer the project id question.
+const PROJECT_ID_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Timing of token refreshes; shortened in tests.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    /// Bound on one token request, connect to last byte.
+    request_timeout: Duration,
+    /// Remaining life below which a background refresh starts.
+    refresh_margin: Duration,
+    /// Remaining life below which a cached token is no longer handed out.
+    min_remaining: Duration,
+    /// Pause after a failed background refresh before the next one (callers that have no
+    /// usable token always try at once).
+    background_retry: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            request_timeout: Duration::from_secs(10),
+            refresh_margin: REFRESH_MARGIN,
+            // Leaves a request that gets the token time to reach Vertex AI, with clock skew.
+            min_remaining: Duration::from_secs(30),
+            background_retry: Duration::from_secs(5),
+        }
+    }
+}
