@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,6 +110,8 @@ pub struct Service {
     child: Child,
     pub runtime: Runtime,
     pub base_url: String,
+    /// Every line the process printed on stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     _workdir: TempDir,
 }
 
@@ -137,6 +139,21 @@ impl Service {
         manifest: &str,
         env: &[(String, String)],
     ) -> Service {
+        Service::start_full(runtime, manifest, &[], env)
+    }
+
+    /// Starts ion-host with extra command-line arguments.
+    pub fn start_host(args: &[&str], env: &[(String, String)]) -> Service {
+        let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+        Service::start_full(Runtime::IonHost, &manifest, args, env)
+    }
+
+    fn start_full(
+        runtime: Runtime,
+        manifest: &str,
+        extra_args: &[&str],
+        env: &[(String, String)],
+    ) -> Service {
         let workdir = TempDir::new();
         let manifest = with_source(manifest, &component_wasm());
         let manifest_path = workdir.path().join("spin.toml");
@@ -147,7 +164,8 @@ impl Service {
                 let mut c = Command::new(host_binary());
                 c.arg("--manifest")
                     .arg(&manifest_path)
-                    .args(["--listen", "127.0.0.1:0"]);
+                    .args(["--listen", "127.0.0.1:0"])
+                    .args(extra_args);
                 (c, None)
             }
             Runtime::Spin => {
@@ -164,7 +182,14 @@ impl Service {
         };
         // Only what the test sets: no SPIN_VARIABLE_* leaks in from the caller's shell.
         for (key, _) in std::env::vars() {
-            if key.starts_with("SPIN_VARIABLE_") || key == "PORT" {
+            if key.starts_with("SPIN_VARIABLE_")
+                || [
+                    "PORT",
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "GCE_METADATA_HOST",
+                ]
+                .contains(&key.as_str())
+            {
                 command.env_remove(key);
             }
         }
@@ -178,14 +203,15 @@ impl Service {
         let mut child = command.spawn().expect("service process starts");
         let stdout = child.stdout.take().unwrap();
 
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let base_url = match port {
             Some(port) => {
-                drain(stdout, None);
+                drain(stdout, None, lines.clone());
                 format!("http://127.0.0.1:{port}")
             }
             None => {
                 let (tx, rx) = mpsc::channel();
-                drain(stdout, Some(tx));
+                drain(stdout, Some(tx), lines.clone());
                 match rx.recv_timeout(Duration::from_secs(60)) {
                     Ok(url) => url,
                     Err(_) => {
@@ -199,6 +225,7 @@ impl Service {
             child,
             runtime,
             base_url,
+            stdout: lines,
             _workdir: workdir,
         };
         service.wait_ready();
@@ -208,9 +235,8 @@ impl Service {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = try_request("GET", &format!("{}/health", self.base_url), &[], b"")
-                && r.status == 200
-            {
+            // Any HTTP answer means the server is up (a test may expect /health itself to fail).
+            if try_request("GET", &format!("{}/health", self.base_url), &[], b"").is_ok() {
                 return;
             }
             assert!(
@@ -221,6 +247,32 @@ impl Service {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The stdout lines printed so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM to the process.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -262,11 +314,16 @@ fn with_source(manifest: &str, wasm: &Path) -> String {
         .join("\n")
 }
 
-/// Forwards the child's stdout to ours; the first `listening on` URL goes to `tx`.
-fn drain(stdout: impl Read + Send + 'static, tx: Option<mpsc::Sender<String>>) {
+/// Forwards the child's stdout to ours and keeps it; the first `listening on` URL goes to `tx`.
+fn drain(
+    stdout: impl Read + Send + 'static,
+    tx: Option<mpsc::Sender<String>>,
+    lines: Arc<Mutex<Vec<String>>>,
+) {
     std::thread::spawn(move || {
         let mut tx = tx;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line.clone());
             if let Some((_, url)) = line.split_once("listening on ")
                 && let Some(tx) = tx.take()
             {
@@ -376,5 +433,76 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fake GCE metadata server (token and project id), over plain HTTP on 127.0.0.1.
+pub struct FakeMetadata {
+    pub host: String,
+    pub token_requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeMetadata {
+    /// Serves `token` (valid for an hour) and `project`; requires `Metadata-Flavor: Google`.
+    pub fn start(token: &'static str, project: &'static str) -> FakeMetadata {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let token_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = token_requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut head = Vec::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push(line);
+                        }
+                        let path = head[0].split_whitespace().nth(1).unwrap_or("").to_owned();
+                        let flavored = head.iter().any(|h| {
+                            h.to_ascii_lowercase()
+                                .starts_with("metadata-flavor: google")
+                        });
+                        let (status, body) = if !flavored {
+                            ("403 Forbidden", "missing Metadata-Flavor".to_owned())
+                        } else if path.starts_with(
+                            "/computeMetadata/v1/instance/service-accounts/default/token",
+                        ) {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            (
+                                "200 OK",
+                                format!(
+                                    r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#
+                                ),
+                            )
+                        } else if path == "/computeMetadata/v1/project/project-id" {
+                            ("200 OK", project.to_owned())
+                        } else {
+                            ("404 Not Found", "not found".to_owned())
+                        };
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\nMetadata-Flavor: Google\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeMetadata {
+            host,
+            token_requests,
+        }
     }
 }
