@@ -6,21 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-fn host_fails(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(host_binary())
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(workspace_root())
-        .output()
-        .expect("ion-host runs");
-    assert!(
-        !output.status.success(),
-        "ion-host should fail for {args:?}"
-    );
-    assert_eq!(output.status.code(), Some(1), "{args:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[test]
 fn startup_errors_are_clear_and_exit_non_zero() {
     let err = host_fails(

@@ -51,18 +51,15 @@ fn precompiled_component_is_served_and_a_bad_one_refused() {
     bytes.truncate(cut);
     let broken = dir.path().join("broken.cwasm");
     std::fs::write(&broken, bytes).unwrap();
-    let output = Command::new(host_binary())
-        .args([
+    let err = host_fails(
+        &[
             "--listen",
             "127.0.0.1:0",
             "--component",
             broken.to_str().unwrap(),
-        ])
-        .current_dir(workspace_root())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&output.stderr);
+        ],
+        &[],
+    );
     assert!(err.contains("broken.cwasm"), "{err}");
 }
 
@@ -81,10 +78,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         )
     });
     // Let the request reach the emulator, then ask the host to stop.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emulator.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_upstream_requests(&emulator, 1);
     service.terminate();
     let reply = slow.join().unwrap();
     assert_eq!(
@@ -118,10 +112,7 @@ fn in_flight_limit_sheds_load_with_503_and_retry_after() {
             br#"{"message": "[[emulator:slow=1000]]"}"#,
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emulator.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_upstream_requests(&emulator, 1);
     let shed = service.get("/health");
     assert_eq!(shed.status, 503, "{}", shed.body);
     assert_eq!(shed.header("retry-after"), Some("1"));
@@ -159,15 +150,18 @@ fn body_size_deadline_and_memory_limits() {
     drop(service);
 
     // A memory limit below what the component needs is a startup error, not a request error.
-    let output = Command::new(host_binary())
-        .args(["--listen", "127.0.0.1:0", "--max-memory-mib", "1"])
-        .arg("--component")
-        .arg(component_wasm())
-        .current_dir(workspace_root())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&output.stderr);
+    let wasm = component_wasm();
+    let err = host_fails(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-memory-mib",
+            "1",
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(err.contains("exceeds the limit"), "{err}");
 }
 
@@ -335,10 +329,7 @@ fn a_client_that_hangs_up_cancels_its_request() {
         .as_bytes(),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emulator.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_upstream_requests(&emulator, 1);
     drop(stream);
 
     // The request ends as 499 long before the upstream's 5 s, i.e. it was not waited for.

@@ -506,3 +506,31 @@ impl FakeMetadata {
         }
     }
 }
+
+/// Runs ion-host expecting a startup failure (exit 1); returns its stderr.
+pub fn host_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(host_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root())
+        .output()
+        .expect("ion-host runs");
+    assert!(
+        !output.status.success(),
+        "ion-host should fail for {args:?}"
+    );
+    assert_eq!(output.status.code(), Some(1), "{args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits until the emulator has received at least `count` requests (10 s at most).
+pub fn wait_for_upstream_requests(emulator: &Emulator, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emulator.requests().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the emulator saw fewer than {count} requests"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
