@@ -85,6 +85,9 @@ pub struct Limits {
     pub deadline_ticks: u64,
 }
 
+/// Slot decommits done together in one pass.
+const DECOMMIT_BATCH: usize = 16;
+
 /// How often the epoch advances: the granularity of the CPU deadline.
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -154,7 +157,11 @@ impl Runtime {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
-            .max_memory_size(limits.max_memory_bytes);
+            .max_memory_size(limits.max_memory_bytes)
+            // Slot memory is returned to the kernel in batches: fewer madvise calls and TLB
+            // shootdowns per fresh instance. (Keeping slots resident instead is faster still,
+            // but then every slot a burst touched stays resident: ~1 GiB after 1000 at once.)
+            .decommit_batch_size(DECOMMIT_BATCH);
         let mut config = base_config();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;

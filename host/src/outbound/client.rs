@@ -13,7 +13,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
 
 /// Error type of bodies flowing through the client.
@@ -96,7 +96,11 @@ impl HttpClient {
             .enable_all_versions()
             .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
+            // The idle timeout is only enforced with a timer; without one, idle upstream
+            // connections (and their buffers) would stay open forever after a burst.
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
             .build(https);
         HttpClient { inner, timeouts }
     }
