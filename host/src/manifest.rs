@@ -131,11 +131,14 @@ impl App {
 }
 
 /// Spin variable names: lowercase ASCII letters, digits and underscores, starting with a letter.
-fn check_variable_name(name: &str) -> Result<()> {
+pub fn is_valid_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid {
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn check_variable_name(name: &str) -> Result<()> {
+    if !is_valid_variable_name(name) {
         bail!("invalid variable name {name:?}: use lowercase letters, digits and underscores");
     }
     Ok(())

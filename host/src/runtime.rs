@@ -60,11 +60,7 @@ impl WasiHttpView for RequestState {
 
 impl variables::Host for RequestState {
     fn get(&mut self, name: String) -> Result<String, variables::Error> {
-        let valid = name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && name.starts_with(|c: char| c.is_ascii_lowercase());
-        if !valid {
+        if !crate::manifest::is_valid_variable_name(&name) {
             return Err(variables::Error::InvalidName(name));
         }
         self.variables
