@@ -10,7 +10,7 @@ use super::authorized_user::{AuthorizedUser, AuthorizedUserFile};
 use super::metadata::{self, MetadataServer};
 use super::oauth::{AccessToken, GOOGLE_TOKEN_URI};
 use super::service_account::{ServiceAccount, ServiceAccountFile};
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 
 /// File name of gcloud's Application Default Credentials in its config folder.
 const GCLOUD_ADC_FILE: &str = "application_default_credentials.json";
@@ -148,21 +148,6 @@ fn from_file(text: &[u8], path: &Path, origin: &str) -> Result<Found> {
         source,
         description,
     })
-}
-
-/// The token endpoint for a file's optional `token_uri`, checked to be an http(s) URL.
-pub(super) fn token_uri(from_file: Option<String>) -> Result<String> {
-    let Some(uri) = from_file.filter(|u| !u.is_empty()) else {
-        return Ok(GOOGLE_TOKEN_URI.to_owned());
-    };
-    let parsed: Option<http::Uri> = uri.parse().ok();
-    let valid = parsed.is_some_and(|u| {
-        matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
-    });
-    if !valid {
-        bail!("token_uri {uri:?} is not an http(s) URL");
-    }
-    Ok(uri)
 }
 
 /// `", token endpoint X"` when a file names an endpoint other than Google's.

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::oauth::{self, AccessToken, Failure};
-use crate::outbound::client::{ClientBody, HttpClient};
+use crate::http_client::{ClientBody, HttpClient, empty_body};
 
 /// Where the metadata server is when `GCE_METADATA_HOST` does not say.
 pub(super) const DEFAULT_HOST: &str = "metadata.google.internal";
@@ -109,5 +108,5 @@ fn request(host: &str, path: &str) -> Result<http::Request<ClientBody>> {
     }
     Ok(http::Request::get(uri)
         .header("Metadata-Flavor", "Google")
-        .body(oauth::full(Bytes::new()))?)
+        .body(empty_body())?)
 }

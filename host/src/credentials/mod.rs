@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 use cache::TokenCache;
 
 /// A source of OAuth2 access tokens for Vertex AI. `Send + Sync`; share it as `Arc<Credentials>`.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::adc::AdcEnv;
 use super::fake::{self, FakeGoogle, Reply};
 use super::*;
-use crate::outbound::client::Timeouts;
+use crate::http_client::Timeouts;
 
 fn client() -> HttpClient {
     HttpClient::new(Timeouts::default())
@@ -273,7 +273,7 @@ async fn fake_metadata_server_refuses_requests_without_the_header() {
         fake.authority()
     );
     let request = http::Request::get(uri)
-        .body(oauth::full(bytes::Bytes::new()))
+        .body(crate::http_client::empty_body())
         .unwrap();
     let response = client().send(request, Timeouts::default()).await.unwrap();
     assert_eq!(response.status(), http::StatusCode::FORBIDDEN);

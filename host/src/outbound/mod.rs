@@ -1,37 +1,24 @@
 //! Outbound `wasi:http` requests from the component: the allow-list from `spin.toml`, Google
 //! credentials added to requests bound for the Vertex AI endpoint, and the pooled client.
 
-pub mod client;
 pub mod policy;
+pub mod vertex_auth;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::credentials::Credentials;
-use client::{BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts};
+use crate::http_client::{
+    BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts, full_body,
+};
 use policy::AllowList;
+use vertex_auth::VertexAuth;
 
 /// Largest request body buffered so that a request can be replayed after a 401.
 const MAX_REPLAY_BODY: usize = 1024 * 1024;
-
-/// Adds Google credentials to requests for one origin (the configured Vertex AI endpoint).
-pub struct VertexAuth {
-    /// `host[:port]` of the Vertex AI endpoint, lowercase.
-    pub authority: String,
-    pub credentials: Arc<Credentials>,
-}
-
-impl VertexAuth {
-    fn applies_to(&self, uri: &Uri) -> bool {
-        uri.authority()
-            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.authority))
-    }
-}
 
 /// Shared by all requests; cloned into each store's hooks.
 pub struct Outbound {
@@ -107,7 +94,7 @@ impl Outbound {
             .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
             .to_bytes();
         let build = |token: &str| -> Result<http::Request<ClientBody>, HttpError> {
-            let mut request = http::Request::new(full(body.clone()));
+            let mut request = http::Request::new(full_body(body.clone()));
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = parts.uri.clone();
             *request.version_mut() = parts.version;
@@ -179,12 +166,6 @@ impl Outbound {
             .boxed_unsync()
         }))
     }
-}
-
-fn full(bytes: Bytes) -> ClientBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 /// `scheme://host:port` of a URI, for logs (never the path or query).
