@@ -66,10 +66,10 @@ impl Outbound {
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         if !self.allowed.allows(request.uri()) {
-            eprintln!(
-                "ion-host: outbound request to {} denied: not in allowed_outbound_hosts",
+            crate::logging::warn(&format!(
+                "outbound request to {} denied: not in allowed_outbound_hosts",
                 origin_of(request.uri())
-            );
+            ));
             // Fail only once the guest has finished writing the body: failing at once would
             // close the body stream under a guest that writes before it awaits the response,
             // and it would see a closed stream instead of HttpRequestDenied (as Spin reports).
@@ -118,7 +118,7 @@ impl Outbound {
 
     async fn token(&self, auth: &VertexAuth) -> Result<String, HttpError> {
         auth.credentials.token().await.map_err(|e| {
-            eprintln!("ion-host: cannot obtain Google credentials: {e:#}");
+            crate::logging::error(&format!("cannot obtain Google credentials: {e:#}"));
             HttpError::ConfigurationError
         })
     }
