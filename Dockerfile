@@ -81,6 +81,9 @@ COPY spin.toml /app/spin.toml
 # on Cloud Run); the component never holds a token. Project, location and model are set per
 # deployment (gcloud run deploy --set-env-vars SPIN_VARIABLE_...).
 ENV SPIN_VARIABLE_CREDENTIALS=runtime
+# Cloud Run's front end appends the caller's address to X-Forwarded-For: one trusted hop, so
+# logs and the rate limit (ION_RATE_LIMIT_PER_MINUTE, off unless set) see the real client.
+ENV ION_TRUSTED_PROXY_HOPS=1
 # distroless "nonroot", numerically, so that runtimes can verify it is not root.
 USER 65532:65532
 EXPOSE 8080

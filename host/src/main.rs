@@ -1,11 +1,13 @@
 //! ion-host: serves the Ion Mentoring WebAssembly component over HTTP with wasmtime, configured
 //! by the same `spin.toml` that `spin up` reads.
 
+mod client_ip;
 mod credentials;
 mod http_client;
 mod logging;
 mod manifest;
 mod outbound;
+mod ratelimit;
 mod runtime;
 mod server;
 mod template;
@@ -23,6 +25,7 @@ use crate::http_client::{HttpClient, Timeouts};
 use crate::manifest::App;
 use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
+use crate::ratelimit::{ClientLimits, ClientOptions};
 use crate::runtime::{EPOCH_TICK, Limits, Runtime};
 use crate::server::{RequestLimits, Server};
 use crate::variables::{AppVariables, ComponentVariables};
@@ -86,6 +89,9 @@ struct ServeOptions {
     /// How long open requests may run after SIGTERM or Ctrl-C before the process exits.
     #[arg(long, default_value_t = 8000, value_name = "MS")]
     shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    clients: ClientOptions,
 }
 
 fn main() {
@@ -159,6 +165,10 @@ fn serve(options: ServeOptions) -> Result<()> {
             component.display(),
             options.manifest.display()
         ));
+        let clients = ClientLimits::new(&options.clients);
+        if let Some(limit) = clients.describe() {
+            logging::info(&limit);
+        }
         // Scripts and tests wait for this exact line.
         println!("ion-host listening on http://{local_addr}");
         let server = Arc::new(Server::new(
@@ -168,6 +178,7 @@ fn serve(options: ServeOptions) -> Result<()> {
                 max_body_bytes: options.max_body_bytes,
                 deadline: timeout,
             },
+            clients,
             local_addr,
         ));
         server
