@@ -99,9 +99,11 @@ impl Outbound {
             *request.uri_mut() = parts.uri.clone();
             *request.version_mut() = parts.version;
             *request.headers_mut() = parts.headers.clone();
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| HttpError::ConfigurationError)?;
-            request.headers_mut().insert(AUTHORIZATION, value);
+            add_credentials(
+                request.headers_mut(),
+                token,
+                auth.credentials.quota_project(),
+            )?;
             Ok(request)
         };
 
@@ -168,6 +170,28 @@ impl Outbound {
     }
 }
 
+/// Sets `Authorization: Bearer <token>` and, for credentials that name a quota project,
+/// `x-goog-user-project` (unless the component set its own).
+fn add_credentials(
+    headers: &mut http::HeaderMap,
+    token: &str,
+    quota_project: Option<&str>,
+) -> Result<(), HttpError> {
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| HttpError::ConfigurationError)?;
+    headers.insert(AUTHORIZATION, value);
+    if let Some(project) = quota_project
+        && !headers.contains_key(USER_PROJECT)
+    {
+        let value = HeaderValue::from_str(project).map_err(|_| HttpError::ConfigurationError)?;
+        headers.insert(USER_PROJECT, value);
+    }
+    Ok(())
+}
+
+/// The project Google bills for a call made with user credentials.
+const USER_PROJECT: http::HeaderName = http::HeaderName::from_static("x-goog-user-project");
+
 /// `scheme://host:port` of a URI, for logs (never the path or query).
 fn origin_of(uri: &Uri) -> String {
     format!(
@@ -175,4 +199,30 @@ fn origin_of(uri: &Uri) -> String {
         uri.scheme_str().unwrap_or("?"),
         uri.authority().map_or("?", |a| a.as_str())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_add_the_token_and_the_quota_project() {
+        let mut headers = http::HeaderMap::new();
+        add_credentials(&mut headers, "ya29.t", Some("billing-project")).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer ya29.t");
+        assert_eq!(headers["x-goog-user-project"], "billing-project");
+
+        let mut headers = http::HeaderMap::new();
+        add_credentials(&mut headers, "ya29.t", None).unwrap();
+        assert!(!headers.contains_key("x-goog-user-project"));
+
+        // The component's own choice stands.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-goog-user-project", HeaderValue::from_static("mine"));
+        add_credentials(&mut headers, "ya29.t", Some("billing-project")).unwrap();
+        assert_eq!(headers["x-goog-user-project"], "mine");
+
+        let mut headers = http::HeaderMap::new();
+        assert!(add_credentials(&mut headers, "bad\ntoken", None).is_err());
+    }
 }
