@@ -129,4 +129,38 @@ mod tests {
         assert!(start.elapsed() >= delay * 2, "{:?}", start.elapsed());
         assert!(body.is_end_stream());
     }
+
+    fn tracked(body: &mut EmulatorBody) -> std::sync::Arc<crate::record::Records> {
+        let records = std::sync::Arc::new(crate::record::Records::default());
+        let parts = http::Request::post("/").body(()).unwrap().into_parts().0;
+        body.track(records.start(&parts, b"{}"));
+        records
+    }
+
+    #[tokio::test]
+    async fn delivery_is_complete_once_the_last_frame_is_out() {
+        let mut body =
+            EmulatorBody::paced(vec![Bytes::from("a"), Bytes::from("b")], Duration::ZERO);
+        let records = tracked(&mut body);
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(records.snapshot()[0].delivery, Delivery::InProgress);
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(records.snapshot()[0].delivery, Delivery::Completed);
+        drop(body);
+        assert_eq!(records.snapshot()[0].delivery, Delivery::Completed);
+
+        let mut empty = EmulatorBody::full("");
+        let records = tracked(&mut empty);
+        assert_eq!(records.snapshot()[0].delivery, Delivery::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_records_a_disconnect() {
+        let mut body =
+            EmulatorBody::paced(vec![Bytes::from("a"), Bytes::from("b")], Duration::ZERO);
+        let records = tracked(&mut body);
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert_eq!(records.snapshot()[0].delivery, Delivery::ClientDisconnected);
+    }
 }

@@ -488,3 +488,60 @@ fn auth_then_model_then_body_is_the_check_order() {
     .unwrap();
     body.expect_error(400, "INVALID_ARGUMENT");
 }
+
+#[test]
+fn conversations_show_their_turn_and_echo_the_newest_message() {
+    let emulator = background();
+    let turn = |role: &str, text: &str| json!({"role": role, "parts": [{"text": text}]});
+    let mut contents = vec![turn("user", "My name is Ana.")];
+    for (n, reply) in [(1, "Hi Ana!"), (3, "Rust is a good pick."), (5, "")] {
+        let body = json!({"contents": contents});
+        let text = post(&emulator, &generate_path(), &body).reply_text();
+        let newest = contents.last().unwrap()["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text,
+            format!(
+                "[Vertex AI emulator · {MODEL} · turn {n}] (no system instruction) — you said: {newest}"
+            )
+        );
+        let streamed: String = sse_events(&post(&emulator, &sse_path(), &body).body)
+            .iter()
+            .map(delta)
+            .collect();
+        assert_eq!(streamed, text);
+        if reply.is_empty() {
+            break;
+        }
+        contents.push(turn("model", reply));
+        contents.push(turn("user", &format!("question {}", n + 2)));
+    }
+}
+
+#[test]
+fn conversations_must_use_user_and_model_and_end_with_the_user() {
+    let emulator = background();
+    let turn = |role: &str| json!({"role": role, "parts": [{"text": "x"}]});
+    for (contents, expected) in [
+        (
+            vec![turn("user"), turn("assistant"), turn("user")],
+            "Please use a valid role: user, model. Got 'assistant' at 'contents[1].role'.",
+        ),
+        (
+            vec![turn("system"), turn("user")],
+            "Please use a valid role: user, model. Got 'system' at 'contents[0].role'.",
+        ),
+        (
+            vec![turn("user"), turn("model")],
+            "Please ensure that multiturn requests alternate between user and model, and end with a user turn.",
+        ),
+    ] {
+        for path in [generate_path(), sse_path()] {
+            let message = post(&emulator, &path, &json!({"contents": contents}))
+                .expect_error(400, "INVALID_ARGUMENT");
+            assert_eq!(message, expected);
+        }
+    }
+}
