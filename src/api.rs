@@ -162,7 +162,7 @@ pub enum Reply<B> {
     Whole(ApiResponse),
     Stream {
         chat: Box<Chat>,
-        opened: OpenStream<B>,
+        opened: Box<OpenStream<B>>,
         stats: CallStats,
         format: Box<dyn StreamFormat>,
     },
@@ -207,7 +207,7 @@ pub async fn chat<T: Transport>(
         return match opened {
             Ok(opened) => Reply::Stream {
                 chat: Box::new(chat),
-                opened,
+                opened: Box::new(opened),
                 stats,
                 format: Box::new(ChatEvents),
             },
@@ -598,7 +598,7 @@ mod tests {
         let mut sink = Collected::default();
         let end = block_on(chat::relay(
             &chat,
-            opened,
+            *opened,
             stats,
             &clock,
             format.as_ref(),

@@ -81,7 +81,7 @@ pub async fn completions<T: Transport>(
         return match opened {
             Ok(opened) => Reply::Stream {
                 chat: Box::new(chat),
-                opened,
+                opened: Box::new(opened),
                 stats,
                 format: Box::new(CompletionChunks {
                     id,
@@ -697,7 +697,7 @@ mod tests {
         let mut sink = Collected::default();
         block_on(chat::relay(
             &chat,
-            opened,
+            *opened,
             stats,
             &clock,
             format.as_ref(),

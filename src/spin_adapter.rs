@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, Stream, StreamExt};
+use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{
     ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, Request,
     ResponseOutparam,
@@ -63,9 +64,15 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
                 } => {
                     let head = cors.apply(origin.as_deref(), stream_head());
                     let mut sink = OutgoingSink::start(out, &head);
-                    let end =
-                        chat::relay(&chat, opened, stats, &WasiClock, format.as_ref(), &mut sink)
-                            .await;
+                    let end = chat::relay(
+                        &chat,
+                        *opened,
+                        stats,
+                        &WasiClock,
+                        format.as_ref(),
+                        &mut sink,
+                    )
+                    .await;
                     record.set_usage(end.usage);
                     record.finish_reason = end.finish_reason.clone();
                     if let Some(model) = &end.model_version {
@@ -281,11 +288,30 @@ impl Transport for WasiHttpTransport {
             builder.header("authorization", format!("Bearer {token}"));
         }
         let request = builder.body(call.body).build();
-        let response: IncomingResponse =
-            spin_sdk::http::send(request).await.map_err(|e| match e {
-                spin_sdk::http::SendError::Http(code) => transport_error(code),
-                other => failed("the request could not be sent", format!("{other}")),
-            })?;
+        let (request, body) = request
+            .try_into_outgoing_request()
+            .map_err(|e| failed("the request could not be built", e.to_string()))?;
+        // The body is written while the request is sent. When the runtime refuses the request
+        // (outbound policy, credentials), writing fails with a bare "closed", and only the
+        // response carries the reason: so the response's error wins over the body's.
+        let mut sink = request.take_body();
+        let write = async move {
+            let written = sink.send(body.unwrap_or_default()).await;
+            drop(sink); // finishes the body
+            written
+        };
+        let (written, response) =
+            futures::join!(write, spin_sdk::http::send::<_, IncomingResponse>(request));
+        let response = response.map_err(|e| match e {
+            spin_sdk::http::SendError::Http(code) => transport_error(code),
+            other => failed("the request could not be sent", format!("{other}")),
+        })?;
+        if let Err(e) = written {
+            return Err(failed(
+                "the request body could not be sent",
+                format!("writing the request body: {e:?}"),
+            ));
+        }
         let retry_after = response
             .headers()
             .get("retry-after")

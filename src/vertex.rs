@@ -414,9 +414,7 @@ pub(crate) mod tests {
                 Scripted::Reply(status, retry_after, chunks) => Ok(Reply {
                     status,
                     retry_after: retry_after.map(str::to_owned),
-                    body: futures::stream::iter(
-                        chunks.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
-                    ),
+                    body: futures::stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>()),
                 }),
                 Scripted::Fail(e) => Err(e),
                 Scripted::Hang => futures::future::pending().await,
