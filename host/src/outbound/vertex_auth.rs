@@ -57,8 +57,8 @@ pub async fn configure(
         "authenticating requests to {authority} with {}",
         credentials.describe()
     ));
-    // The metadata server is only known to exist once asked: ask now, so that a missing one
-    // shows in the startup log rather than on the first chat. Later calls share this refresh.
+    // Fetch the first token now, so that credentials that are refused show in the startup log
+    // rather than on the first chat. Later calls share this refresh.
     let credentials = Arc::new(credentials);
     let warm = credentials.clone();
     tokio::spawn(async move {
