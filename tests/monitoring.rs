@@ -3,7 +3,8 @@
 //! log-based metric a dashboard, alert or SLO uses is defined in monitoring/metrics/, every
 //! label used with one is extracted by it, and every outcome value an alert names is one the
 //! component reports. The entries come from ion-host serving the component against the
-//! emulator: a chat that succeeds and one that Vertex AI rate-limits.
+//! emulator: a chat that succeeds, one that Vertex AI rate-limits, a streamed one and one on the
+//! OpenAI route.
 
 mod common;
 
@@ -245,17 +246,35 @@ fn monitoring_reads_fields_the_chat_entry_really_has() {
     assert_eq!(service.ask(secret).status, 200);
     let limited = service.ask("[[emulator:429]]");
     assert_eq!(limited.status, 429, "{}", limited.body);
+    let streamed = service.chat(r#"{"message": "Tell me more", "stream": true}"#);
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let openai = request(
+        "POST",
+        &service.url("/v1/chat/completions"),
+        &[("content-type", "application/json")],
+        br#"{"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "Hi"}]}"#,
+    );
+    assert_eq!(openai.status, 200, "{}", openai.body);
 
     // Lines reach stdout through a pipe: give the last one a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let chats = loop {
         let chats = chat_entries(&service);
-        if chats.len() >= 2 || std::time::Instant::now() > deadline {
+        if chats.len() >= 4 || std::time::Instant::now() > deadline {
             break chats;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    assert_eq!(chats.len(), 2, "one chat entry per chat: {chats:#?}");
+    assert_eq!(chats.len(), 4, "one chat entry per chat: {chats:#?}");
+    let kinds: BTreeSet<String> = chats
+        .iter()
+        .map(|c| format!("{} stream={}", c["chat"]["route"], c["chat"]["stream"]))
+        .collect();
+    assert!(kinds.contains("\"/chat\" stream=true"), "{kinds:?}");
+    assert!(
+        kinds.contains("\"/v1/chat/completions\" stream=false"),
+        "{kinds:?}"
+    );
     for chat in &chats {
         assert!(
             chat["logging.googleapis.com/labels"]["request_id"].is_string(),
