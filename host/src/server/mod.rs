@@ -149,6 +149,8 @@ impl Server {
         let connection = http1::Builder::new()
             .keep_alive(true)
             .max_buf_size(MAX_HEAD_BYTES)
+            // Without it, a larger head that arrives in one read is accepted.
+            .max_header_size(MAX_HEAD_BYTES)
             // ClientIo applies the head and idle timeouts.
             .header_read_timeout(None)
             .serve_connection(TokioIo::new(io), service);
