@@ -2,6 +2,7 @@
 //! instance slots. A slot is only taken once the body has been read, so slow uploaders hold
 //! memory from the budget, never a slot: they cannot starve `/health` or other requests.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
@@ -30,8 +31,13 @@ impl Admission {
         }
     }
 
-    /// Checks that need only the head, before any body is read. Rate limits belong here.
-    pub fn check_head(&self, _head: &http::request::Parts) -> Result<(), HostError> {
+    /// Checks that need only the head and the peer, before any body is read and before a slot
+    /// is taken. Rate limits belong here.
+    pub fn check_head(
+        &self,
+        _head: &http::request::Parts,
+        _peer: SocketAddr,
+    ) -> Result<(), HostError> {
         Ok(())
     }
 

@@ -57,7 +57,7 @@ impl Server {
             entry: Some(entry),
             started,
         };
-        let mut response = match self.respond(request, context.clone()).await {
+        let mut response = match self.respond(request, peer, context.clone()).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
@@ -71,11 +71,12 @@ impl Server {
     async fn respond(
         &self,
         request: hyper::Request<Incoming>,
+        peer: SocketAddr,
         context: Arc<RequestContext>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HostError> {
         check_headers(request.headers())?;
         let (mut head, body) = request.into_parts();
-        self.admission.check_head(&head)?;
+        self.admission.check_head(&head, peer)?;
         // The body is read before a slot is taken: a slow upload holds body memory (bounded by
         // the budget and the body timeout), never an instance slot.
         let announced = content_length(&head.headers);
