@@ -400,11 +400,9 @@ fn accept_failures_back_off_and_are_logged_at_a_bounded_rate() {
 #[test]
 fn sigterm_closes_idle_connections_at_once_and_drains_requests() {
     let emulator = start_emulator();
-    let env = vec![
-        emulator_env(&emulator),
-        vec![("SPIN_VARIABLE_REQUEST_TIMEOUT_MS".into(), "10000".into())],
-    ]
-    .concat();
+    let mut env = emulator_env(&emulator);
+    env.retain(|(key, _)| key != "SPIN_VARIABLE_REQUEST_TIMEOUT_MS");
+    env.push(("SPIN_VARIABLE_REQUEST_TIMEOUT_MS".into(), "10000".into()));
     let mut service = Service::start_host(&["--shutdown-grace-ms", "60000"], &env);
 
     let mut idle = connect(&service);
