@@ -40,6 +40,9 @@ const LINGER_TOTAL: Duration = Duration::from_secs(5);
 const LINGER_QUIET: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// hyper's automatic answers are a status line and two or three short headers.
+const MAX_AUTOMATIC_ANSWER: usize = 1024;
+
 /// What the request handler and the socket wrapper of one connection know about each other.
 /// Only touched from the connection's own task.
 #[derive(Debug, Default)]
@@ -221,9 +224,12 @@ impl ClientIo {
                 for buf in bufs {
                     head.extend_from_slice(buf);
                 }
-                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let bytes = match automatic_answer_status(&head[..end]) {
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n");
+                if end.is_some() || head.len() > MAX_AUTOMATIC_ANSWER {
+                    let status = end.and_then(|end| automatic_answer_status(&head[..end]));
+                    let bytes = match status {
                         Some(status) => protocol_error_response(status),
+                        // Not what hyper's answers look like: send it as it is.
                         None => std::mem::take(head),
                     };
                     self.rewrite = Rewrite::Sending { bytes, sent: 0 };
