@@ -85,9 +85,16 @@ impl BodyReservation {
 mod tests {
     use super::*;
 
+    fn no_limits() -> ClientLimits {
+        ClientLimits::new(&crate::ratelimit::ClientOptions {
+            rate_limit_per_minute: None,
+            trusted_proxy_hops: 0,
+        })
+    }
+
     #[test]
     fn the_body_budget_is_shared_and_given_back() {
-        let admission = Admission::new(1, 100);
+        let admission = Admission::new(1, 100, no_limits());
         let mut first = admission.body_reservation();
         first.grow(60).unwrap();
         first.grow(30).unwrap();
@@ -100,7 +107,7 @@ mod tests {
 
     #[test]
     fn slots_are_limited() {
-        let admission = Admission::new(1, 0);
+        let admission = Admission::new(1, 0, no_limits());
         let slot = admission.instance_slot().unwrap();
         assert!(admission.instance_slot().is_err());
         drop(slot);
