@@ -41,7 +41,7 @@ pub enum Route {
 }
 
 /// Every path and the methods it takes.
-const ROUTES: &[(&str, Route, &str)] = &[
+pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
     ("/", Route::Index, "GET, HEAD"),
     ("/health", Route::Health, "GET, HEAD"),
     ("/docs", Route::Docs, "GET, HEAD"),
