@@ -52,3 +52,22 @@ def no_server_fault(ctx, response, case):
     ):
         return None
     raise AssertionError(f"server error {response.status_code} (code {code!r}): {response.content[:300]!r}")
+
+
+@schemathesis.check
+def conforming_chat_is_accepted(ctx, response, case):
+    """A `/chat` body that conforms to the schema is never a 422: the schema states every rule
+    validation applies (the control-character and blank-message rules as a `pattern`).
+
+    Only `/chat`: `/v1/chat/completions` has a rule JSON Schema cannot state (the last message
+    must be the user's), so schemathesis's own positive_data_acceptance cannot run there.
+    """
+    if case.operation.path != "/chat" or case.operation.method.upper() != "POST":
+        return None
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return None
+    if response.status_code == 422:
+        raise AssertionError(
+            f"a schema-conforming body got a 422: {response.content[:500]!r}\nbody: {case.body!r}"
+        )
+    return None
