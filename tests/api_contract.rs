@@ -171,6 +171,17 @@ fn every_documented_answer_matches_the_document_on_both_runtimes() {
         );
         drop(service);
 
+        if runtime == Runtime::IonHost {
+            let limited =
+                Service::start_host(&["--rate-limit-per-minute", "1"], &emulator_env(&emulator));
+            run_tool(
+                "contract check on ion-host, rate limited",
+                "python",
+                &[script, &limited.base_url, name, "--rate-limited"],
+                &[],
+            );
+        }
+
         let unconfigured = Service::start(
             runtime,
             &[("SPIN_VARIABLE_VERTEX_ENDPOINT".into(), emulator.url())],

@@ -1,10 +1,11 @@
 """Checks the running service against its own /openapi.json, request by chosen request
 (tests/api_contract.rs; the schemathesis run covers generated requests).
 
-Usage: python contract_check.py BASE_URL RUNTIME [--unconfigured]
+Usage: python contract_check.py BASE_URL RUNTIME [--unconfigured | --rate-limited]
   RUNTIME is ion-host or spin. The service must be wired to the Vertex AI emulator (the
   `[[emulator:FAULT]]` markers below make it fail on purpose); with --unconfigured it must have
-  no project configured, and only the 503 `not_configured` answers are checked.
+  no project configured, and only the 503 `not_configured` answers are checked; with
+  --rate-limited it is ion-host with `--rate-limit-per-minute 1`, and only its 429 is checked.
 
 Each case sends one request, then runs schemathesis's conformance checks on the response
 (status documented, content type documented, body and every event of a stream valid against
@@ -18,6 +19,7 @@ import hashlib
 import re
 import sys
 import threading
+from pathlib import Path
 
 import requests
 import schemathesis
@@ -119,6 +121,16 @@ def docs_policy(base_url):
     print("ok   /docs CSP" if "/docs" not in " ".join(failures) else "FAIL /docs CSP")
 
 
+def rate_limited(base_url, runtime):
+    """ion-host's per-client limit: one request a minute, then 429 `rate_limited`."""
+    # Read from the checkout, not the service: fetching it would spend the one request.
+    schema = schemathesis.openapi.from_path(str(Path(__file__).parents[2] / "src/openapi.json"))
+    run(schema, base_url, runtime, "first request", "/", "GET", 200)
+    run(schema, base_url, runtime, "rate limited", "/", "GET", 429, "rate_limited", expect_header="RateLimit-Policy")
+    run(schema, base_url, runtime, "chat rate limited", "/chat", "POST", 429, "rate_limited", {"message": "hi"}, expect_header="Retry-After")
+    run(schema, base_url, runtime, "health is never limited", "/health", "GET", 200)
+
+
 def main(base_url, runtime, unconfigured):
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     r = lambda *a, **k: run(schema, base_url, runtime, *a, **k)
@@ -207,7 +219,10 @@ def main(base_url, runtime, unconfigured):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(args[0].rstrip("/"), args[1], "--unconfigured" in args)
+    if "--rate-limited" in args:
+        rate_limited(args[0].rstrip("/"), args[1])
+    else:
+        main(args[0].rstrip("/"), args[1], "--unconfigured" in args)
     if failures:
         print(f"\n{len(failures)} contract failure(s):\n")
         print("\n\n".join(failures))
