@@ -22,5 +22,8 @@ pub mod sse;
 pub mod validation;
 pub mod vertex;
 
+#[cfg(test)]
+mod spec_contract;
+
 #[cfg(target_arch = "wasm32")]
 mod spin_adapter;
