@@ -146,7 +146,7 @@ fn serve(options: ServeOptions) -> Result<()> {
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
         let runtime = Runtime::new(&component, limits, variables, outbound)?;
-        spawn_epoch_ticker(runtime.engine().clone());
+        spawn_epoch_ticker(runtime.engines().map(Clone::clone));
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -248,14 +248,16 @@ fn vertex_authority(endpoint: &str, location: &str) -> Result<String> {
         .to_ascii_lowercase())
 }
 
-/// Advances the engine's epoch so that a guest past its CPU deadline traps.
-fn spawn_epoch_ticker(engine: wasmtime::Engine) {
+/// Advances the engines' epoch so that a guest past its CPU deadline traps.
+fn spawn_epoch_ticker(engines: [wasmtime::Engine; 2]) {
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
+                for engine in &engines {
+                    engine.increment_epoch();
+                }
             }
         })
         .expect("spawn the epoch ticker thread");
