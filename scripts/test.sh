@@ -37,3 +37,6 @@ export PATH="$lint_venv/bin:$PATH"
 
 step "tests: unit and end-to-end"
 cargo test --release --locked --workspace
+
+step "load test smoke: the goose scenarios' user mix for a few seconds (no 5xx, edge cases get 4xx)"
+./scripts/loadtest.sh smoke
