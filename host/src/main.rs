@@ -10,8 +10,38 @@ mod server;
 mod variables;
 
 #[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator {
+    //! mimalloc, set to give freed memory back to the kernel at once. Its defaults (purge after
+    //! 10 ms, arenas committed eagerly where the kernel overcommits) kept a burst's heap
+    //! resident on an idle server.
+
+    use std::ffi::{c_int, c_long};
+
+    #[global_allocator]
+    static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+    // `mi_option_e` values from mimalloc.h (the same in mimalloc 2 and 3).
+    const ARENA_EAGER_COMMIT: c_int = 4;
+    const PURGE_DELAY: c_int = 15;
+
+    unsafe extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+    }
+
+    /// An ELF constructor: it runs before Rust's runtime starts, so before the first
+    /// allocation reserves an arena.
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static CONFIGURE: extern "C" fn() = configure;
+
+    extern "C" fn configure() {
+        // SAFETY: plain setters of mimalloc's options, called before any allocation.
+        unsafe {
+            mi_option_set(ARENA_EAGER_COMMIT, 0);
+            mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
