@@ -99,7 +99,8 @@ const DECOMMIT_BATCH: usize = 16;
 /// Instances served from the warm pool at once. A warm slot keeps the pages its last instance
 /// touched and resets them in place (`memset`), so a request there takes no page faults and no
 /// `madvise`; requests beyond this many at once use the burst pool, whose slots go back to the
-/// kernel. What a burst can leave resident is bounded by this times `WARM_KEEP_RESIDENT`.
+/// kernel. What a burst can leave resident is bounded by twice this (see `warm_pool`) times
+/// `WARM_KEEP_RESIDENT`.
 const WARM_INSTANCES: u32 = 32;
 
 /// Most memory kept resident per warm slot (per linear memory, table and stack): a request
@@ -251,10 +252,12 @@ impl Runtime {
     }
 }
 
-/// The warm pool: slots keep what their last instance touched and reset it in place.
+/// The warm pool: slots keep what their last instance touched and reset it in place. It has
+/// room for twice the `n` instances leased to requests: a store drops its data (and so its
+/// lease) before it frees its slots, so a new request can briefly meet a slot not freed yet.
 fn warm_pool(n: u32, limits: &Limits) -> PoolingAllocationConfig {
-    let mut pool = pool_for(n, limits);
-    pool.max_unused_warm_slots(n.saturating_mul(2))
+    let mut pool = pool_for(n.saturating_mul(2), limits);
+    pool.max_unused_warm_slots(n.saturating_mul(4))
         .linear_memory_keep_resident(WARM_KEEP_RESIDENT)
         .table_keep_resident(WARM_KEEP_RESIDENT)
         // Reset only the pages that were touched (Linux 6.7+; else the lowest addresses).
