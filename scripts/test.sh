@@ -56,3 +56,6 @@ export ION_TEST_PYTHON_VENV="$py_venv"
 
 step "tests: unit and end-to-end"
 cargo test --release --locked --workspace
+
+step "load test smoke: the goose scenarios' user mix for a few seconds (no 5xx, edge cases get 4xx)"
+./scripts/loadtest.sh smoke

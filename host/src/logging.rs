@@ -342,11 +342,14 @@ pub struct HttpRequestEntry {
     pub latency: Duration,
 }
 
-/// One entry per request; 5xx are errors, 4xx warnings.
+/// One entry per request; 5xx are errors, 4xx warnings, a successful `/health` debug.
 pub fn request(context: &RequestContext, entry: &HttpRequestEntry) {
     let severity = match entry.status {
         500.. => Severity::Error,
         400..=499 => Severity::Warning,
+        // Cloud Run's request log already has every health check; at info level a successful
+        // one would only add a line (and its CPU) per probe.
+        _ if entry.url == "/health" => Severity::Debug,
         _ => Severity::Info,
     };
     if !logger().filter.enabled(target::ACCESS, severity) {

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 // wasmtime has its own error type; its Context keeps the chain and `?` turns it into anyhow.
 use wasmtime::error::Context as _;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled, Store,
-    StoreLimits, StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled,
+    Store, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -37,6 +38,17 @@ pub struct RequestState {
     outbound: OutboundHooks,
     variables: Arc<ComponentVariables>,
     limits: StoreLimits,
+    /// Set when the instance runs in the warm pool; gives the place back when the store drops.
+    warm: Option<WarmLease>,
+}
+
+/// A place in the warm pool, held for one request.
+struct WarmLease(Arc<AtomicU32>);
+
+impl Drop for WarmLease {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl WasiView for RequestState {
@@ -84,6 +96,17 @@ pub struct Limits {
 /// Slot decommits done together in one pass.
 const DECOMMIT_BATCH: usize = 16;
 
+/// Instances served from the warm pool at once. A warm slot keeps the pages its last instance
+/// touched and resets them in place (`memset`), so a request there takes no page faults and no
+/// `madvise`; requests beyond this many at once use the burst pool, whose slots go back to the
+/// kernel. What a burst can leave resident is bounded by twice this (see `warm_pool`) times
+/// `WARM_KEEP_RESIDENT`.
+const WARM_INSTANCES: u32 = 32;
+
+/// Most memory kept resident per warm slot (per linear memory, table and stack): a request
+/// touches ~100–300 KiB of linear memory; only the pages it touched are kept (PAGEMAP_SCAN).
+const WARM_KEEP_RESIDENT: usize = 1024 * 1024;
+
 /// How often the epoch advances: the granularity of the CPU deadline.
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -130,74 +153,75 @@ pub fn compile(input: &Path, output: &Path) -> Result<()> {
 
 /// Everything needed to run one request, shared by all requests.
 pub struct Runtime {
-    pre: ProxyPre<RequestState>,
+    /// Small pool of slots kept resident: every request while it has room.
+    warm: ProxyPre<RequestState>,
+    warm_in_use: Arc<AtomicU32>,
+    warm_capacity: u32,
+    /// Pool sized for `limits.max_instances`, returning its memory to the kernel: the overflow.
+    burst: ProxyPre<RequestState>,
     variables: Arc<ComponentVariables>,
     outbound: Arc<Outbound>,
     limits: Limits,
 }
 
 impl Runtime {
-    /// Builds the engine (pooling allocator sized for `limits.max_instances`), loads the
-    /// component (compiling a `.wasm`, or loading a `.cwasm` without compiling) and links it
-    /// against WASI, wasi:http and Spin variables.
+    /// Builds the two engines (a warm pool of `WARM_INSTANCES` and a burst pool sized for
+    /// `limits.max_instances`), loads the component into both (compiling a `.wasm` once, or
+    /// loading a `.cwasm` without compiling) and links it against WASI, wasi:http and Spin
+    /// variables.
     pub fn new(
         component_path: &Path,
         limits: Limits,
         variables: ComponentVariables,
         outbound: Outbound,
     ) -> Result<Runtime> {
-        let n = limits.max_instances;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
-            .max_memory_size(limits.max_memory_bytes)
-            // Slot memory is returned to the kernel in batches: fewer madvise calls and TLB
-            // shootdowns per fresh instance. (Keeping slots resident instead is faster still,
-            // but then every slot a burst touched stays resident: ~1 GiB after 1000 at once.)
-            .decommit_batch_size(DECOMMIT_BATCH);
-        let mut config = base_config();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
-        let component = load_component(&engine, component_path)?;
-
-        let mut linker = Linker::<RequestState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        variables::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |state| state)?;
-
-        let pre = ProxyPre::new(linker.instantiate_pre(&component).with_context(|| {
-            format!(
-                "component {} needs imports ion-host does not provide",
-                component_path.display()
-            )
-        })?)
-        .context("the component does not export wasi:http/incoming-handler")?;
-
+        let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
+        let warm_engine = Engine::new(&serving_config(warm_pool(warm_capacity, &limits), false))
+            .context("cannot create the wasmtime engine")?;
+        let burst_engine = Engine::new(&serving_config(
+            burst_pool(limits.max_instances, &limits),
+            true,
+        ))
+        .context("cannot create the wasmtime engine")?;
+        let warm_component = load_component(&warm_engine, component_path)?;
+        let burst_component = load_again(&burst_engine, &warm_component, component_path)?;
         Ok(Runtime {
-            pre,
+            warm: link(&warm_engine, &warm_component, component_path)?,
+            warm_in_use: Arc::new(AtomicU32::new(0)),
+            warm_capacity,
+            burst: link(&burst_engine, &burst_component, component_path)?,
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
             limits,
         })
     }
 
-    pub fn pre(&self) -> &ProxyPre<RequestState> {
-        &self.pre
+    /// The pre-instantiated component for a store from [`Runtime::new_store`].
+    pub fn pre_for(&self, store: &Store<RequestState>) -> &ProxyPre<RequestState> {
+        if store.data().warm.is_some() {
+            &self.warm
+        } else {
+            &self.burst
+        }
     }
 
-    pub fn engine(&self) -> &Engine {
-        self.pre.engine()
+    /// Both engines, for the epoch ticker.
+    pub fn engines(&self) -> [&Engine; 2] {
+        [self.warm.engine(), self.burst.engine()]
     }
 
-    /// A fresh store for one request.
+    /// A fresh store for one request: in the warm pool while it has room, else in the burst pool.
     pub fn new_store(
         &self,
         stdout: impl StdoutStream + 'static,
         stderr: impl StdoutStream + 'static,
     ) -> Store<RequestState> {
+        let warm = self.lease_warm();
+        let engine = if warm.is_some() {
+            self.warm.engine()
+        } else {
+            self.burst.engine()
+        };
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
         let state = RequestState {
             table: ResourceTable::new(),
@@ -209,13 +233,110 @@ impl Runtime {
                 .memory_size(self.limits.max_memory_bytes)
                 .instances(64)
                 .build(),
+            warm,
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.limits.deadline_ticks);
         store.epoch_deadline_trap();
         store
     }
+
+    fn lease_warm(&self) -> Option<WarmLease> {
+        self.warm_in_use
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.warm_capacity).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WarmLease(self.warm_in_use.clone()))
+    }
+}
+
+/// The warm pool: slots keep what their last instance touched and reset it in place. It has
+/// room for twice the `n` instances leased to requests: a store drops its data (and so its
+/// lease) before it frees its slots, so a new request can briefly meet a slot not freed yet.
+fn warm_pool(n: u32, limits: &Limits) -> PoolingAllocationConfig {
+    let mut pool = pool_for(n.saturating_mul(2), limits);
+    pool.max_unused_warm_slots(n.saturating_mul(4))
+        .linear_memory_keep_resident(WARM_KEEP_RESIDENT)
+        .table_keep_resident(WARM_KEEP_RESIDENT)
+        // Reset only the pages that were touched (Linux 6.7+; else the lowest addresses).
+        .pagemap_scan(Enabled::Auto);
+    pool
+}
+
+/// The burst pool: every slot goes back to the kernel when its instance ends, in batches
+/// (fewer `madvise` calls and TLB shootdowns), so memory comes back after a burst.
+fn burst_pool(n: u32, limits: &Limits) -> PoolingAllocationConfig {
+    let mut pool = pool_for(n, limits);
+    pool.decommit_batch_size(DECOMMIT_BATCH);
+    pool
+}
+
+fn pool_for(n: u32, limits: &Limits) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(limits.max_memory_bytes);
+    pool
+}
+
+/// `base_config` with a pool. `zero_stacks`: return each async stack's pages to the kernel
+/// when its instance ends (else a burst leaves every stack it touched resident).
+fn serving_config(pool: PoolingAllocationConfig, zero_stacks: bool) -> Config {
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.async_stack_zeroing(zero_stacks);
+    config
+}
+
+/// The component for a second engine with the same settings: a `.cwasm` is mapped again; a
+/// `.wasm` compiled at startup is copied over rather than compiled twice.
+fn load_again(engine: &Engine, loaded: &Component, path: &Path) -> Result<Component> {
+    if is_wasm(path)? {
+        let bytes = loaded
+            .serialize()
+            .context("cannot copy the compiled component")?;
+        // SAFETY: the bytes come from `serialize` of this ion-host's own compilation, with
+        // the same engine settings.
+        Ok(unsafe { Component::deserialize(engine, &bytes) }
+            .context("cannot copy the compiled component")?)
+    } else {
+        load_component(engine, path)
+    }
+}
+
+/// Links the component against WASI, wasi:http and Spin variables and pre-instantiates it.
+fn link(
+    engine: &Engine,
+    component: &Component,
+    component_path: &Path,
+) -> Result<ProxyPre<RequestState>> {
+    let mut linker = Linker::<RequestState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    variables::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |state| state)?;
+    Ok(
+        ProxyPre::new(linker.instantiate_pre(component).with_context(|| {
+            format!(
+                "component {} needs imports ion-host does not provide",
+                component_path.display()
+            )
+        })?)
+        .context("the component does not export wasi:http/incoming-handler")?,
+    )
+}
+
+/// Whether the file starts with the WebAssembly magic (a `.wasm`, not a `.cwasm`).
+fn is_wasm(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(&magic == b"\0asm")
 }
 
 /// Loads a `.wasm` (compiling it) or a `.cwasm` from `ion-host compile` (no compilation).
@@ -226,12 +347,9 @@ fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
             path.display()
         );
     }
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .with_context(|| format!("cannot read {}", path.display()))?;
     // A .wasm starts with the wasm magic; anything else must be a precompiled artifact.
-    let kind = if &magic == b"\0asm" {
+    let wasm = is_wasm(path)?;
+    let kind = if wasm {
         None
     } else {
         Engine::detect_precompiled_file(path).unwrap_or(None)
@@ -254,7 +372,7 @@ fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
             "{} is a precompiled core module, not a component",
             path.display()
         ),
-        None if &magic != b"\0asm" => bail!(
+        None if !wasm => bail!(
             "{} is neither a WebAssembly component nor a .cwasm from `ion-host compile`",
             path.display()
         ),

@@ -131,7 +131,7 @@ impl Server {
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.runtime.pre().clone();
+        let pre = self.runtime.pre_for(&store).clone();
 
         // The guest runs in its own task so it can keep streaming the body after the
         // response head has been handed to hyper.
