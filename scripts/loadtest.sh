@@ -33,12 +33,12 @@ target=${CARGO_TARGET_DIR:-target}
 case "$target" in /*) ;; *) target=$ROOT/$target ;; esac
 
 log "building the component, ion-host, the emulator and ion-loadtest"
-cargo build --release --locked --quiet --target wasm32-wasip2 -p ion-mentoring
-cargo build --release --locked --quiet -p ion-host -p vertex-emulator
+cargo build --release --locked --target wasm32-wasip2 -p ion-mentoring
+cargo build --release --locked -p ion-host -p vertex-emulator
 # Its own workspace and target dir: goose is built only where the scenarios run.
-cargo build --release --locked --quiet --manifest-path bench/loadtest/Cargo.toml \
-  --target-dir "$ROOT/target/loadtest"
-LOADTEST=$ROOT/target/loadtest/release/ion-loadtest
+cargo build --release --locked --manifest-path bench/loadtest/Cargo.toml \
+  --target-dir "$target/loadtest"
+LOADTEST=$target/loadtest/release/ion-loadtest
 
 reports=$ROOT/target/loadtest-reports/$scenario
 rm -rf "$reports"
