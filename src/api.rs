@@ -8,6 +8,7 @@ use crate::gemini;
 use crate::persona;
 use crate::resonance;
 use crate::response::ApiResponse;
+use crate::ui;
 use crate::validation::{self, MAX_MESSAGE_CHARS};
 use crate::vertex::{self, Transport};
 
@@ -29,6 +30,8 @@ pub enum Route {
     Chat,
     Docs,
     OpenApi,
+    /// A file of the chat page (`/ui/...`).
+    Ui(ui::Asset),
 }
 
 /// Resolves a method and path (query string allowed) to a route, or a 404/405.
@@ -42,11 +45,14 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
         "/docs" => (Route::Docs, "GET, HEAD"),
         "/openapi.json" => (Route::OpenApi, "GET, HEAD"),
         "/chat" => (Route::Chat, "POST"),
-        _ => {
-            return Err(ApiError::NotFound {
-                path: printable(path),
-            });
-        }
+        _ => match ui::Asset::from_path(path) {
+            Some(asset) => (Route::Ui(asset), "GET, HEAD"),
+            None => {
+                return Err(ApiError::NotFound {
+                    path: printable(path),
+                });
+            }
+        },
     };
     let allowed = match route {
         Route::Chat => method == "POST",

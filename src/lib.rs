@@ -13,6 +13,7 @@ pub mod gemini;
 pub mod persona;
 pub mod resonance;
 pub mod response;
+pub mod ui;
 pub mod validation;
 pub mod vertex;
 

@@ -15,6 +15,7 @@ use crate::api::{self, MAX_BODY_BYTES, Route};
 use crate::config::Variables;
 use crate::error::ApiError;
 use crate::response::ApiResponse;
+use crate::ui;
 use crate::vertex::{MAX_REPLY_BYTES, RawReply, Transport, TransportError, VertexCall};
 
 #[spin_sdk::http_component]
@@ -22,7 +23,8 @@ async fn handle(request: IncomingRequest) -> Response {
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
     let response = match api::route(&method, &path) {
-        Ok(Route::Index) => api::index(),
+        Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), api::index),
+        Ok(Route::Ui(asset)) => ui::asset(asset),
         Ok(Route::Health) => api::health(),
         Ok(Route::Docs) => api::docs(),
         Ok(Route::OpenApi) => api::openapi(),
