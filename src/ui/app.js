@@ -137,14 +137,17 @@ function addCopyButton(bubble, answer) {
   const tools = el("div", "tools");
   const copy = el("button", "small", "Copy");
   copy.type = "button";
-  copy.setAttribute("aria-label", "Copy this answer");
+  copy.append(el("span", "visually-hidden", " answer"));
+  const done = el("span", "copied");
+  done.hidden = true;
   copy.addEventListener("click", async () => {
     const ok = await copyText(answer);
-    copy.textContent = ok ? "Copied" : "Copy failed";
+    done.textContent = ok ? "Copied" : "Could not copy";
+    done.hidden = false;
     announce(ok ? "Answer copied to the clipboard" : "Could not copy the answer");
-    window.setTimeout(() => { copy.textContent = "Copy"; }, 2000);
+    window.setTimeout(() => { done.hidden = true; }, 2000);
   });
-  tools.append(copy);
+  tools.append(copy, done);
   bubble.article.append(tools);
 }
 
@@ -508,4 +511,5 @@ ui.reset.addEventListener("click", () => {
 
 loadState();
 renderSaved();
+scrollToEnd();
 ui.question.focus();
