@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Emulator, EmulatorConfig, Service, emulator_env, workspace_root};
+use common::{
+    Emulator, EmulatorConfig, Service, emulator_env, request, runtimes, start_emulator,
+    workspace_root,
+};
 use serde_json::Value;
 
 /// The whole browser run is bounded: past this the script and its browser are killed.
@@ -138,6 +141,62 @@ fn the_chat_page_works_in_a_real_browser() {
     for name in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
         let shot = screenshots.join(format!("chat-{name}.png"));
         assert!(shot.is_file(), "{} was not saved", shot.display());
+    }
+}
+
+/// Plain HTTP, on both runtimes: browsers get the page and its files with their security
+/// headers; every other caller of `/` gets the same JSON as before.
+#[test]
+fn both_runtimes_serve_the_page_to_browsers_only() {
+    const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        let service = Service::start(runtime, &emulator_env(&emulator));
+        let page = request("GET", &service.url("/"), &[("accept", BROWSER)], b"");
+        assert_eq!(page.status, 200, "{runtime:?}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{runtime:?}"
+        );
+        assert!(
+            page.body.contains("<title>Ion Mentoring</title>"),
+            "{runtime:?}"
+        );
+        let csp = page.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{runtime:?}: {csp}"
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(page.header("vary"), Some("accept"));
+
+        for (path, content_type) in [
+            ("/ui/app.js", "text/javascript; charset=utf-8"),
+            ("/ui/app.css", "text/css; charset=utf-8"),
+            ("/ui/icon.svg", "image/svg+xml"),
+        ] {
+            let file = service.get(path);
+            assert_eq!(file.status, 200, "{runtime:?} {path}");
+            assert_eq!(file.header("content-type"), Some(content_type), "{path}");
+            assert_eq!(file.header("x-content-type-options"), Some("nosniff"));
+        }
+        assert_eq!(service.get("/ui/nope.js").status, 404, "{runtime:?}");
+        assert_eq!(
+            request("POST", &service.url("/ui/app.js"), &[], b"").status,
+            405,
+            "{runtime:?}"
+        );
+
+        for accept in [None, Some("*/*"), Some("application/json")] {
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+            let index = request("GET", &service.url("/"), &headers, b"");
+            assert_eq!(index.status, 200, "{runtime:?} {accept:?}");
+            assert_eq!(index.header("content-type"), Some("application/json"));
+            assert_eq!(index.json()["status"], "running", "{runtime:?} {accept:?}");
+            assert_eq!(index.header("content-security-policy"), None);
+        }
     }
 }
 
