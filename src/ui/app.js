@@ -1,7 +1,7 @@
 // The chat page's behaviour: plain browser JavaScript, served from this origin only (the page's
 // Content-Security-Policy allows no other script). It talks to POST /chat with "stream": true
 // and reads the Server-Sent Events from fetch(), because EventSource cannot send a POST body.
-"use strict";
+// Loaded as a module: strict, deferred, and nothing leaks into the global scope.
 
 const STORAGE_KEY = "ion-mentoring.conversation.v1";
 const MENTOR_KEY = "ion-mentoring.mentor.v1";
@@ -53,7 +53,7 @@ function saveState() {
   }
 }
 
-function history() {
+function historyToSend() {
   return turns.flatMap((t) => [
     { role: "user", content: t.question },
     { role: "assistant", content: t.answer },
@@ -343,7 +343,7 @@ async function ask(question, showQuestion = true) {
   const bubble = addAnswer();
   bubble.article.classList.add("streaming");
   const chosen = ui.mentor.value !== "auto";
-  const request = { message: question, history: history(), stream: true };
+  const request = { message: question, history: historyToSend(), stream: true };
   if (chosen) request.persona = ui.mentor.value;
 
   const controller = new AbortController();
@@ -388,12 +388,7 @@ async function ask(question, showQuestion = true) {
           scrollToEnd();
         } else if (event === "done") {
           finished = true;
-          if (payload.truncated) {
-            bubble.note = "The answer was cut short at the length limit "
-              + `(finish reason ${payload.finish_reason}).`;
-          } else if (payload.finish_reason && payload.finish_reason !== "STOP") {
-            bubble.note = `The answer ended early (finish reason ${payload.finish_reason}).`;
-          }
+          bubble.note = doneNote(payload);
           break;
         } else if (event === "error") {
           const code = payload.code ? `, ${payload.code}` : "";
@@ -423,10 +418,19 @@ async function ask(question, showQuestion = true) {
         : "Stopped before any answer arrived.");
       if (bubble.who.textContent.startsWith("Finding")) bubble.who.textContent = "Stopped";
       announce("Answer stopped");
+    } else if (error instanceof TypeError) {
+      // fetch() and the body reader fail with a TypeError when the network does.
+      showProblem(bubble, {
+        title: answer
+          ? "The connection was lost before the answer was complete."
+          : "The service could not be reached.",
+        detail: `Check your connection and retry. (${error.message})`,
+        retry: true,
+      }, question);
     } else {
       showProblem(bubble, {
-        title: "The service could not be reached.",
-        detail: `Check your connection and retry. (${error.message})`,
+        title: "The service's reply could not be read.",
+        detail: `(${error.message})`,
         retry: true,
       }, question);
     }
@@ -444,6 +448,19 @@ async function ask(question, showQuestion = true) {
   } else if (finished) {
     showProblem(bubble, { title: "The mentor gave an empty answer.", retry: true }, question);
   }
+}
+
+/** What the `done` event says beyond a plain, complete answer. */
+function doneNote(done) {
+  const notes = [];
+  if (done.truncated) {
+    notes.push(`The answer was cut short at the length limit (finish reason ${done.finish_reason}).`);
+  } else if (done.finish_reason && done.finish_reason !== "STOP") {
+    notes.push(`The answer ended early (finish reason ${done.finish_reason}).`);
+  }
+  const attempts = done.metadata && done.metadata.attempts;
+  if (attempts > 1) notes.push(`Vertex AI needed ${attempts} attempts for it.`);
+  return notes.join(" ");
 }
 
 /** The part of a meta event worth keeping across reloads. */

@@ -176,6 +176,26 @@ def scenario_rate_limited(page: Page) -> None:
     log(f"ok: an upstream 429 shows the wait ({wait} s) and a retry button")
 
 
+def scenario_upstream_failure(page: Page) -> None:
+    question = "Is the model there? [[emulator:503]]"
+    with page.expect_response("**/chat") as replied:
+        ask(page, question)
+    status = replied.value.status
+    assert status >= 500, status
+    problem = last_answer(page).locator(".problem")
+    expect(problem).to_contain_text("could not be produced")
+    expect(problem).to_contain_text(f"HTTP {status}")
+    retry = problem.get_by_role("button", name="Retry")
+    expect(retry).to_be_enabled()
+    # Retrying sends the same question again, in place of the failed answer.
+    with page.expect_request("**/chat") as sent:
+        retry.click()
+    assert sent.value.post_data_json["message"] == question
+    expect(last_answer(page).locator(".problem")).to_contain_text("could not be produced")
+    expect(page.locator(".message.user", has_text="Is the model there?")).to_have_count(1)
+    log(f"ok: an upstream failure ({status}) says what happened, and Retry asks again")
+
+
 def scenario_stream_error(page: Page) -> None:
     ask(page, "Tell me about testing. [[emulator:stream-error]]")
     answer = last_answer(page)
@@ -321,6 +341,7 @@ def main() -> int:
         scenario_mentor_by_hand(page)
         scenario_copy(page)
         scenario_rate_limited(page)
+        scenario_upstream_failure(page)
         scenario_stream_error(page)
         scenario_content_blocked(page)
         accessibility(page, axe, "conversation with errors")
