@@ -1,23 +1,26 @@
-//! Routes and handlers: plain functions from request parts to [`ApiResponse`]s.
+//! Routes and handlers: plain functions from request parts to [`ApiResponse`]s, and the
+//! `/chat` flow, generic over the runtime's [`Transport`] and [`Clock`].
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::config::{Settings, Variables};
+use crate::chat::{self, Chat, OpenStream, StreamFormat};
+use crate::chat_log::ChatRecord;
+use crate::config::Variables;
 use crate::error::ApiError;
-use crate::gemini;
+use crate::gemini::{self, Answer};
 use crate::persona;
-use crate::resonance;
 use crate::response::ApiResponse;
+use crate::sse::ChatEvents;
 use crate::ui;
-use crate::validation::{self, MAX_MESSAGE_CHARS};
-use crate::vertex::{self, Transport};
+use crate::validation;
+use crate::vertex::{CallStats, Clock, Transport};
 
 pub const SERVICE_NAME: &str = "Ion Mentoring API";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Largest `/chat` body accepted, in bytes. A 1000-character message escaped as `\uXXXX`
-/// surrogate pairs needs 12 kB, so this leaves room for extra fields without inviting abuse.
-pub const MAX_BODY_BYTES: usize = 32 * 1024;
+/// Largest `/chat` body accepted, in bytes: a full history (24,000 characters, up to 4 bytes
+/// each as UTF-8) and a 1000-character message fit; more only invites abuse.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 const OPENAPI: &str = include_str!("openapi.json");
 const DOCS_HTML: &str = include_str!("docs.html");
@@ -30,35 +33,66 @@ pub enum Route {
     Chat,
     Docs,
     OpenApi,
-    /// A file of the chat page (`/ui/...`).
+    ChatCompletions,
+    Models,
+    /// `OPTIONS` on an endpoint whose methods are these.
+    Options {
+        allow: &'static str,
+    },
+    /// A file of the chat page.
     Ui(ui::Asset),
 }
 
-/// Resolves a method and path (query string allowed) to a route, or a 404/405.
+/// Every path and the methods it takes.
+const ROUTES: &[(&str, Route, &str)] = &[
+    ("/", Route::Index, "GET, HEAD"),
+    ("/health", Route::Health, "GET, HEAD"),
+    ("/docs", Route::Docs, "GET, HEAD"),
+    ("/openapi.json", Route::OpenApi, "GET, HEAD"),
+    ("/chat", Route::Chat, "POST"),
+    ("/v1/chat/completions", Route::ChatCompletions, "POST"),
+    ("/v1/models", Route::Models, "GET, HEAD"),
+    (
+        ui::Asset::Script.path(),
+        Route::Ui(ui::Asset::Script),
+        "GET, HEAD",
+    ),
+    (
+        ui::Asset::Style.path(),
+        Route::Ui(ui::Asset::Style),
+        "GET, HEAD",
+    ),
+    (
+        ui::Asset::Icon.path(),
+        Route::Ui(ui::Asset::Icon),
+        "GET, HEAD",
+    ),
+];
+
+/// Resolves a method and path (query string allowed) to a route, or a 404/405, or (as
+/// FastAPI does) a 307 from a trailing-slash path to the route without it.
 pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
-    let path = path_and_query
-        .split_once('?')
-        .map_or(path_and_query, |(p, _)| p);
-    let (route, allow) = match path {
-        "/" => (Route::Index, "GET, HEAD"),
-        "/health" => (Route::Health, "GET, HEAD"),
-        "/docs" => (Route::Docs, "GET, HEAD"),
-        "/openapi.json" => (Route::OpenApi, "GET, HEAD"),
-        "/chat" => (Route::Chat, "POST"),
-        _ => match ui::Asset::from_path(path) {
-            Some(asset) => (Route::Ui(asset), "GET, HEAD"),
-            None => {
-                return Err(ApiError::NotFound {
-                    path: printable(path),
-                });
-            }
-        },
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
     };
-    let allowed = match route {
-        Route::Chat => method == "POST",
-        _ => method == "GET" || method == "HEAD",
+    let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
+        let trimmed = path.trim_end_matches('/');
+        if trimmed.len() + 1 == path.len() && ROUTES.iter().any(|(p, _, _)| *p == trimmed) {
+            let location = match query {
+                Some(q) => format!("{trimmed}?{q}"),
+                None => trimmed.to_owned(),
+            };
+            return Err(ApiError::Redirect { location });
+        }
+        return Err(ApiError::NotFound {
+            path: printable(path),
+        });
     };
-    if allowed {
+    if method == "OPTIONS" {
+        return Ok(Route::Options { allow });
+    }
+    if allow.split(", ").any(|m| m == method) {
         Ok(route)
     } else {
         Err(ApiError::MethodNotAllowed { allow })
@@ -77,6 +111,7 @@ pub fn index() -> ApiResponse {
             "openapi": "/openapi.json",
             "health": "/health",
             "chat": "/chat",
+            "openai": "/v1/chat/completions",
             "personas": persona::Persona::ALL
                 .map(|p| json!({ "name": p.name(), "character": p.character() })),
         }),
@@ -123,50 +158,135 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /chat` with a body already read (at most [`MAX_BODY_BYTES`]).
-pub async fn chat(
+/// Whether an `Accept` header asks for Server-Sent Events (and not also for JSON).
+pub fn accepts_event_stream(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let lists = |wanted: &str| {
+        accept.split(',').any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(wanted)
+        })
+    };
+    lists("text/event-stream") && !lists("application/json")
+}
+
+/// What a chat route answers: a whole response, or an opened stream to relay after a 200 head.
+pub enum Reply<B> {
+    Whole(ApiResponse),
+    Stream {
+        chat: Box<Chat>,
+        opened: Box<OpenStream<B>>,
+        stats: CallStats,
+        format: Box<dyn StreamFormat>,
+    },
+}
+
+impl<B> Reply<B> {
+    /// The reply for a failure, noted in the chat's log record.
+    pub fn failed(error: ApiError, record: &mut ChatRecord) -> Self {
+        let response = error.to_response();
+        record.set_failure(&response);
+        Reply::Whole(response)
+    }
+}
+
+/// `POST /chat` with a body already read (at most [`MAX_BODY_BYTES`]). Streams when the body
+/// says `"stream": true` or the caller accepts only `text/event-stream`.
+pub async fn chat<T: Transport>(
     body: &[u8],
+    wants_events: bool,
     vars: &impl Variables,
-    transport: &impl Transport,
-) -> Result<ApiResponse, ApiError> {
-    let request = validation::parse_chat_request(body)?;
-    debug_assert!(request.message.chars().count() <= MAX_MESSAGE_CHARS);
+    transport: &T,
+    clock: &impl Clock,
+    record: &mut ChatRecord,
+) -> Reply<T::Body> {
+    let mut request = match validation::parse_chat_request(body) {
+        Ok(request) => request,
+        Err(issue) => return Reply::failed(issue.into(), record),
+    };
+    request.stream |= wants_events;
+    let chat = match Chat::prepare(request, vars, None, &gemini::Options::default()) {
+        Ok(chat) => chat,
+        Err(e) => return Reply::failed(e, record),
+    };
+    *record = ChatRecord {
+        total_latency_ms: record.total_latency_ms,
+        ..chat.record("/chat")
+    };
 
-    let resonance = resonance::analyze(&request.message);
-    let routing = persona::route(&resonance);
-    let settings = Settings::load(vars)?;
-
-    let gemini_request = gemini::build_request(
-        &settings,
-        routing.persona.system_instruction(&resonance),
-        &request.message,
-    );
-    let answer = vertex::generate(transport, &settings, &gemini_request).await?;
-
-    Ok(ApiResponse::json(
-        200,
-        &json!({
-            "content": answer.text,
-            "persona_used": routing.persona.name(),
-            "resonance_key": resonance.key(),
-            "confidence": routing.confidence,
-            "metadata": {
-                "rhythm": { "pace": resonance.pace, "avg_length": resonance.avg_length },
-                "tone": { "primary": resonance.tone, "confidence": resonance.tone.confidence() },
-                "routing": {
-                    "secondary_persona": routing.secondary.name(),
-                    "reasoning": routing.reasoning,
-                },
-                "model": answer.model_version.unwrap_or(settings.model),
-                "finish_reason": answer.finish_reason,
-                "usage": {
-                    "prompt_tokens": answer.usage.prompt_token_count,
-                    "completion_tokens": answer.usage.candidates_token_count,
-                    "total_tokens": answer.usage.total_token_count,
-                },
+    if chat.request.stream {
+        let (opened, stats) = chat::open(&chat, transport, clock).await;
+        note_call(record, &stats);
+        return match opened {
+            Ok(opened) => Reply::Stream {
+                chat: Box::new(chat),
+                opened: Box::new(opened),
+                stats,
+                format: Box::new(ChatEvents),
             },
-        }),
-    ))
+            Err(e) => Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record),
+        };
+    }
+
+    let (answer, stats) = chat::answer(&chat, transport, clock).await;
+    note_call(record, &stats);
+    match answer {
+        Ok(answer) => {
+            record.finish_reason = Some(answer.finish_reason.clone());
+            record.set_usage(Some(answer.usage));
+            if let Some(model) = &answer.model_version {
+                record.model = Some(model.clone());
+            }
+            Reply::Whole(ApiResponse::json(200, &chat_body(&chat, &answer, &stats)))
+        }
+        Err(e) => Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record),
+    }
+}
+
+/// Attempts and upstream time of a call, for the log record.
+pub fn note_call(record: &mut ChatRecord, stats: &CallStats) {
+    record.attempts = stats.attempts;
+    record.upstream_latency_ms = Some(chat::millis(stats.upstream_latency));
+}
+
+/// The resonance analysis and routing, as `/chat` reports them in `metadata`.
+pub fn analysis_metadata(chat: &Chat) -> Value {
+    json!({
+        "rhythm": { "pace": chat.resonance.pace, "avg_length": chat.resonance.avg_length },
+        "tone": { "primary": chat.resonance.tone, "confidence": chat.resonance.tone.confidence() },
+        "routing": {
+            "secondary_persona": chat.routing.secondary.name(),
+            "reasoning": chat.routing.reasoning,
+        },
+        "model": chat.settings.model,
+    })
+}
+
+/// The `/chat` answer: the original service's fields, plus what Gemini reported.
+fn chat_body(chat: &Chat, answer: &Answer, stats: &CallStats) -> Value {
+    let mut metadata = analysis_metadata(chat);
+    if let Value::Object(m) = &mut metadata {
+        m.insert(
+            "model".into(),
+            json!(chat.model(answer.model_version.as_deref())),
+        );
+        m.insert("finish_reason".into(), json!(answer.finish_reason));
+        m.insert("truncated".into(), json!(answer.truncated()));
+        m.insert("usage".into(), json!(answer.usage));
+        m.insert("attempts".into(), json!(stats.attempts));
+    }
+    json!({
+        "content": answer.text,
+        "persona_used": chat.persona().name(),
+        "resonance_key": chat.resonance.key(),
+        "confidence": chat.routing.confidence,
+        "metadata": metadata,
+    })
 }
 
 /// Caller-supplied text echoed in an error: bounded and free of control characters.
@@ -181,37 +301,11 @@ fn printable(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::{ClientGone, EventSink};
     use crate::config::tests::vars;
-    use crate::vertex::{RawReply, TransportError, VertexCall};
+    use crate::vertex::TransportError;
+    use crate::vertex::tests::{FakeClock, FakeVertex, Scripted};
     use futures::executor::block_on;
-    use serde_json::Value;
-    use std::cell::RefCell;
-
-    /// Replies with a fixed result and remembers what it was asked.
-    struct Scripted {
-        reply: Result<RawReply, TransportError>,
-        seen: RefCell<Vec<VertexCall>>,
-    }
-
-    impl Scripted {
-        fn ok(status: u16, body: Value) -> Self {
-            Scripted {
-                reply: Ok(RawReply {
-                    status,
-                    retry_after: None,
-                    body: body.to_string().into_bytes(),
-                }),
-                seen: RefCell::default(),
-            }
-        }
-    }
-
-    impl Transport for Scripted {
-        async fn post(&self, call: VertexCall) -> Result<RawReply, TransportError> {
-            self.seen.borrow_mut().push(call);
-            self.reply.clone()
-        }
-    }
 
     fn configured() -> crate::config::tests::Fixed {
         vars(&[("project_id", "proj"), ("access_token", "tok")])
@@ -221,11 +315,49 @@ mod tests {
         serde_json::from_slice(&r.body).unwrap()
     }
 
+    fn whole<B>(reply: Reply<B>) -> ApiResponse {
+        match reply {
+            Reply::Whole(r) => r,
+            Reply::Stream { .. } => panic!("expected a whole response"),
+        }
+    }
+
+    fn run_chat(body: &[u8], vertex: &FakeVertex) -> (ApiResponse, ChatRecord) {
+        let mut record = ChatRecord::new("/chat");
+        let reply = block_on(chat(
+            body,
+            false,
+            &configured(),
+            vertex,
+            &FakeClock::default(),
+            &mut record,
+        ));
+        (whole(reply), record)
+    }
+
+    fn answer(text: &str) -> Scripted {
+        Scripted::json(
+            200,
+            json!({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                                "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 10,
+                                  "thoughtsTokenCount": 5, "totalTokenCount": 65},
+                "modelVersion": "gemini-3.5-flash"
+            }),
+        )
+    }
+
     #[test]
     fn routes_and_methods() {
         assert_eq!(route("GET", "/").unwrap(), Route::Index);
         assert_eq!(route("HEAD", "/health?probe=1").unwrap(), Route::Health);
         assert_eq!(route("POST", "/chat").unwrap(), Route::Chat);
+        assert_eq!(
+            route("POST", "/v1/chat/completions").unwrap(),
+            Route::ChatCompletions
+        );
+        assert_eq!(route("GET", "/v1/models").unwrap(), Route::Models);
         assert_eq!(
             route("GET", "/chat"),
             Err(ApiError::MethodNotAllowed { allow: "POST" })
@@ -234,14 +366,31 @@ mod tests {
             route("DELETE", "/health"),
             Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
         );
+        assert_eq!(
+            route("OPTIONS", "/chat").unwrap(),
+            Route::Options { allow: "POST" }
+        );
         assert!(matches!(
             route("GET", "/nope"),
             Err(ApiError::NotFound { .. })
         ));
         assert!(matches!(
-            route("GET", "/health/"),
+            route("GET", "/chat//"),
             Err(ApiError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_trailing_slash_redirects_as_fastapi_did() {
+        assert_eq!(
+            route("POST", "/chat/?x=1"),
+            Err(ApiError::Redirect {
+                location: "/chat?x=1".into()
+            })
+        );
+        let r = route("GET", "/health/").unwrap_err().to_response();
+        assert_eq!(r.status, 307);
+        assert_eq!(r.header("location"), Some("/health"));
     }
 
     #[test]
@@ -255,6 +404,17 @@ mod tests {
             Err(ApiError::UnsupportedMediaType { .. })
         ));
         assert!(check_content_type(Some("application/x-www-form-urlencoded")).is_err());
+    }
+
+    #[test]
+    fn event_stream_accept() {
+        assert!(accepts_event_stream(Some("text/event-stream")));
+        assert!(accepts_event_stream(Some("Text/Event-Stream;q=0.9")));
+        assert!(!accepts_event_stream(Some(
+            "application/json, text/event-stream"
+        )));
+        assert!(!accepts_event_stream(Some("application/json")));
+        assert!(!accepts_event_stream(None));
     }
 
     #[test]
@@ -276,17 +436,9 @@ mod tests {
 
     #[test]
     fn chat_answers_with_persona_and_metadata() {
-        let transport = Scripted::ok(
-            200,
-            json!({
-                "candidates": [{"content": {"role": "model", "parts": [{"text": "첫째, ..."}]},
-                                "finishReason": "STOP"}],
-                "usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 10, "totalTokenCount": 60},
-                "modelVersion": "gemini-2.5-flash"
-            }),
-        );
+        let vertex = FakeVertex::new([answer("첫째, ...")]);
         let body = json!({"message": " 어떻게 해야 하나요? ", "user_id": "u1"}).to_string();
-        let r = block_on(chat(body.as_bytes(), &configured(), &transport)).unwrap();
+        let (r, record) = run_chat(body.as_bytes(), &vertex);
         assert_eq!(r.status, 200);
         let b = body_of(&r);
         assert_eq!(b["content"], "첫째, ...");
@@ -297,14 +449,21 @@ mod tests {
         assert_eq!(b["metadata"]["tone"]["primary"], "curious");
         assert_eq!(b["metadata"]["routing"]["secondary_persona"], "Riri");
         assert_eq!(b["metadata"]["finish_reason"], "STOP");
-        assert_eq!(b["metadata"]["usage"]["total_tokens"], 60);
-        assert_eq!(b["metadata"]["model"], "gemini-2.5-flash");
+        assert_eq!(b["metadata"]["truncated"], false);
+        assert_eq!(b["metadata"]["usage"]["thoughts_tokens"], 5);
+        assert_eq!(b["metadata"]["usage"]["total_tokens"], 65);
+        assert_eq!(b["metadata"]["model"], "gemini-3.5-flash");
+        assert_eq!(b["metadata"]["attempts"], 1);
 
-        let seen = transport.seen.borrow();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].bearer_token.as_deref(), Some("tok"));
-        assert!(seen[0].url.contains("/projects/proj/locations/global/"));
-        let sent: Value = serde_json::from_slice(&seen[0].body).unwrap();
+        assert_eq!(record.persona, Some("Elro"));
+        assert_eq!(record.outcome, "ok");
+        assert_eq!(record.total_tokens, Some(65));
+
+        let calls = vertex.calls.borrow();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].bearer_token.as_deref(), Some("tok"));
+        assert!(calls[0].url.contains("/projects/proj/locations/global/"));
+        let sent: Value = serde_json::from_slice(&calls[0].body).unwrap();
         assert_eq!(
             sent["contents"][0]["parts"][0]["text"],
             "어떻게 해야 하나요?"
@@ -316,18 +475,56 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_persona_skips_routing() {
+        let vertex = FakeVertex::new([answer("ok")]);
+        let body = json!({"message": "어떻게 해야 하나요?", "persona": "nana"}).to_string();
+        let (r, _) = run_chat(body.as_bytes(), &vertex);
+        let b = body_of(&r);
+        assert_eq!(b["persona_used"], "Nana");
+        assert!(
+            b["metadata"]["routing"]["reasoning"]
+                .as_str()
+                .unwrap()
+                .contains("chosen by the caller")
+        );
+        let sent: Value = serde_json::from_slice(&vertex.calls.borrow()[0].body).unwrap();
+        assert!(
+            sent["systemInstruction"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("Nana")
+        );
+    }
+
+    #[test]
     fn validation_happens_before_configuration() {
-        let transport = Scripted::ok(200, json!({}));
-        let err = block_on(chat(br#"{"message": ""}"#, &vars(&[]), &transport)).unwrap_err();
-        assert!(matches!(err, ApiError::Validation(_)));
-        assert!(transport.seen.borrow().is_empty());
+        let vertex = FakeVertex::new([]);
+        let mut record = ChatRecord::new("/chat");
+        let reply = block_on(chat(
+            br#"{"message": ""}"#,
+            false,
+            &vars(&[]),
+            &vertex,
+            &FakeClock::default(),
+            &mut record,
+        ));
+        assert_eq!(whole(reply).status, 422);
+        assert_eq!(record.outcome, "validation_error");
+        assert!(vertex.calls.borrow().is_empty());
     }
 
     #[test]
     fn missing_configuration_is_503_without_an_upstream_call() {
-        let transport = Scripted::ok(200, json!({}));
-        let err = block_on(chat(br#"{"message": "hi"}"#, &vars(&[]), &transport)).unwrap_err();
-        let r = err.to_response();
+        let vertex = FakeVertex::new([]);
+        let mut record = ChatRecord::new("/chat");
+        let r = whole(block_on(chat(
+            br#"{"message": "hi"}"#,
+            false,
+            &vars(&[]),
+            &vertex,
+            &FakeClock::default(),
+            &mut record,
+        )));
         assert_eq!(r.status, 503);
         assert!(
             body_of(&r)["error"]
@@ -335,36 +532,127 @@ mod tests {
                 .unwrap()
                 .contains("SPIN_VARIABLE_PROJECT_ID")
         );
-        assert!(transport.seen.borrow().is_empty());
+        assert!(vertex.calls.borrow().is_empty());
     }
 
     #[test]
-    fn transport_failures_are_honest() {
+    fn transport_failures_are_honest_and_in_words() {
         for (failure, status) in [
             (TransportError::Timeout, 504),
             (TransportError::Denied, 503),
             (TransportError::RuntimeCredentials, 503),
-            (TransportError::Failed("connection refused".into()), 502),
         ] {
-            let transport = Scripted {
-                reply: Err(failure),
-                seen: RefCell::default(),
-            };
-            let err =
-                block_on(chat(br#"{"message": "hi"}"#, &configured(), &transport)).unwrap_err();
-            assert_eq!(err.to_response().status, status);
+            let vertex = FakeVertex::new([Scripted::Fail(failure)]);
+            let (r, _) = run_chat(br#"{"message": "hi"}"#, &vertex);
+            assert_eq!(r.status, status);
         }
+        let refused = || {
+            Scripted::Fail(TransportError::Failed {
+                what: "the connection was refused",
+                detail: "ErrorCode::ConnectionRefused".into(),
+            })
+        };
+        let vertex = FakeVertex::new([refused(), refused(), refused()]);
+        let (r, record) = run_chat(br#"{"message": "hi"}"#, &vertex);
+        assert_eq!(r.status, 502);
+        let b = body_of(&r);
+        assert_eq!(b["attempts"], 3);
+        assert!(!b["error"].as_str().unwrap().contains("ErrorCode"), "{b}");
+        assert_eq!(record.attempts, 3);
+        assert_eq!(record.outcome, "upstream_unreachable");
     }
 
     #[test]
     fn upstream_error_status_is_not_a_200() {
-        let transport = Scripted::ok(
-            503,
-            json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
-        );
-        let err = block_on(chat(br#"{"message": "hi"}"#, &configured(), &transport)).unwrap_err();
-        let r = err.to_response();
+        let busy = || {
+            Scripted::json(
+                503,
+                json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+            )
+        };
+        let vertex = FakeVertex::new([busy(), busy(), busy()]);
+        let (r, _) = run_chat(br#"{"message": "hi"}"#, &vertex);
         assert_eq!(r.status, 502);
         assert_eq!(body_of(&r)["upstream"]["reason"], "UNAVAILABLE");
+    }
+
+    /// Collects what a stream sends.
+    #[derive(Default)]
+    struct Collected(Vec<String>);
+
+    impl EventSink for Collected {
+        async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ClientGone> {
+            self.0.push(String::from_utf8(bytes).unwrap());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_streamed_chat_sends_meta_deltas_and_done() {
+        let vertex = FakeVertex::new([Scripted::sse(&[
+            json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}),
+            json!({"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 4}}),
+        ])]);
+        let clock = FakeClock::default();
+        let mut record = ChatRecord::new("/chat");
+        let reply = block_on(chat(
+            br#"{"message": "hi", "stream": true}"#,
+            false,
+            &configured(),
+            &vertex,
+            &clock,
+            &mut record,
+        ));
+        let Reply::Stream {
+            chat,
+            opened,
+            stats,
+            format,
+        } = reply
+        else {
+            panic!("expected a stream");
+        };
+        let mut sink = Collected::default();
+        let end = block_on(chat::relay(
+            &chat,
+            *opened,
+            stats,
+            &clock,
+            format.as_ref(),
+            &mut sink,
+        ));
+        assert_eq!(end.error, None);
+        let events = sink.0;
+        assert!(events[0].starts_with("event: meta\n"), "{events:?}");
+        assert_eq!(events[1], "event: delta\ndata: {\"text\":\"Hel\"}\n\n");
+        assert_eq!(events[2], "event: delta\ndata: {\"text\":\"lo\"}\n\n");
+        assert!(events[3].starts_with("event: done\n"));
+        let done: Value =
+            serde_json::from_str(events[3].trim_start_matches("event: done\ndata: ")).unwrap();
+        assert_eq!(done["finish_reason"], "STOP");
+        assert_eq!(done["usage"]["total_tokens"], 9);
+        assert_eq!(done["metadata"]["attempts"], 1);
+    }
+
+    #[test]
+    fn a_stream_that_fails_before_its_first_chunk_is_an_ordinary_error() {
+        let vertex = FakeVertex::new([Scripted::json(
+            429,
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                   "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "120s"}]}}),
+        )]);
+        let mut record = ChatRecord::new("/chat");
+        let r = whole(block_on(chat(
+            br#"{"message": "hi"}"#,
+            true,
+            &configured(),
+            &vertex,
+            &FakeClock::default(),
+            &mut record,
+        )));
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("120"));
+        assert!(record.stream);
     }
 }

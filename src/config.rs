@@ -22,10 +22,64 @@ pub struct Settings {
     /// OAuth2 bearer token the component sends; `None` when the runtime authenticates
     /// (`credentials = "runtime"`: ion-host adds Google credentials itself).
     pub access_token: Option<String>,
-    pub temperature: f64,
+    /// Sampling temperature; `None` (the default) sends none, leaving Gemini 3.x at the value
+    /// its reasoning is tuned for.
+    pub temperature: Option<f64>,
+    /// Answer *and* thinking tokens: Gemini bills thoughts against this limit.
     pub max_output_tokens: u32,
-    /// Whole-call deadline for one Gemini request.
+    /// How hard Gemini thinks before answering.
+    pub thinking_level: ThinkingLevel,
+    /// Deadline for one chat's upstream work, retries included (for a stream: until its first
+    /// chunk, then the longest wait between chunks).
     pub timeout: Duration,
+    /// Upstream attempts per chat, the first included (1 = no retries).
+    pub max_attempts: u32,
+}
+
+/// `generationConfig.thinkingConfig.thinkingLevel` (Gemini 3 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkingLevel {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ThinkingLevel {
+    pub const ALL: [ThinkingLevel; 4] = [
+        ThinkingLevel::Minimal,
+        ThinkingLevel::Low,
+        ThinkingLevel::Medium,
+        ThinkingLevel::High,
+    ];
+
+    /// The name callers and operators use (`low`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThinkingLevel::Minimal => "minimal",
+            ThinkingLevel::Low => "low",
+            ThinkingLevel::Medium => "medium",
+            ThinkingLevel::High => "high",
+        }
+    }
+
+    /// The protobuf enum name Vertex AI documents (`LOW`).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            ThinkingLevel::Minimal => "MINIMAL",
+            ThinkingLevel::Low => "LOW",
+            ThinkingLevel::Medium => "MEDIUM",
+            ThinkingLevel::High => "HIGH",
+        }
+    }
+
+    /// Case-insensitive.
+    pub fn parse(value: &str) -> Option<ThinkingLevel> {
+        let value = value.trim();
+        Self::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(value))
+    }
 }
 
 /// A configuration problem, reported as 503 with what to set.
@@ -57,10 +111,17 @@ impl ConfigError {
 pub const DEFAULT_LOCATION: &str = "global";
 /// Google's region-less Vertex AI endpoint, used by the `global` location.
 pub const GLOBAL_ENDPOINT: &str = "https://aiplatform.googleapis.com";
-pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
-const DEFAULT_TEMPERATURE: f64 = 0.7;
-const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 1024;
+/// Google's latest stable Flash on Vertex AI, served until at least 2027-05-19 (Google's
+/// model-versions page, checked 2026-12-01). Move on before its retirement date: see README.
+pub const DEFAULT_MODEL: &str = "gemini-3.5-flash";
+/// Low keeps a chat responsive; `medium`, the model's own default, roughly doubles latency.
+pub const DEFAULT_THINKING_LEVEL: ThinkingLevel = ThinkingLevel::Low;
+/// Room for a long answer plus thinking at any level, so thoughts never starve the answer.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 8192;
+/// Largest `max_output_tokens` Gemini 3.x Flash accepts.
+pub const MAX_OUTPUT_TOKENS_LIMIT: u32 = 65_536;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 impl Settings {
     /// Reads and validates the settings.
@@ -128,13 +189,26 @@ impl Settings {
                     ));
                 }
             },
-            temperature: parse_number(vars, "temperature", DEFAULT_TEMPERATURE, 0.0..=2.0)?,
+            temperature: match vars.get("temperature") {
+                None => None,
+                Some(_) => Some(parse_number(vars, "temperature", 1.0, 0.0..=2.0)?),
+            },
             max_output_tokens: parse_number(
                 vars,
                 "max_output_tokens",
                 DEFAULT_MAX_OUTPUT_TOKENS,
-                1..=65_536,
+                1..=MAX_OUTPUT_TOKENS_LIMIT,
             )?,
+            thinking_level: match vars.get("thinking_level") {
+                None => DEFAULT_THINKING_LEVEL,
+                Some(raw) => ThinkingLevel::parse(&raw).ok_or_else(|| {
+                    ConfigError::new(
+                        "thinking_level",
+                        format!("{raw:?} is not one of minimal, low, medium, high"),
+                    )
+                })?,
+            },
+            max_attempts: parse_number(vars, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1..=10)?,
             timeout: Duration::from_millis(parse_number(
                 vars,
                 "request_timeout_ms",
@@ -147,8 +221,17 @@ impl Settings {
 
     /// `…/v1/projects/P/locations/L/publishers/google/models/M:generateContent`
     pub fn generate_content_url(&self) -> String {
+        format!("{}:generateContent", self.model_url())
+    }
+
+    /// `…:streamGenerateContent?alt=sse` (Server-Sent Events, one reply chunk per event).
+    pub fn stream_generate_content_url(&self) -> String {
+        format!("{}:streamGenerateContent?alt=sse", self.model_url())
+    }
+
+    fn model_url(&self) -> String {
         format!(
-            "{}/v1/projects/{}/locations/{}/publishers/google/models/{}:generateContent",
+            "{}/v1/projects/{}/locations/{}/publishers/google/models/{}",
             self.endpoint, self.project_id, self.location, self.model
         )
     }
@@ -224,13 +307,48 @@ pub(crate) mod tests {
     fn defaults_use_the_global_endpoint() {
         let s = Settings::load(&vars(&[("project_id", "my-proj"), ("access_token", "t")])).unwrap();
         assert_eq!(s.location, "global");
-        assert_eq!(s.model, "gemini-2.5-flash");
+        assert_eq!(s.model, "gemini-3.5-flash");
         assert_eq!(
             s.generate_content_url(),
-            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-2.5-flash:generateContent"
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-3.5-flash:generateContent"
         );
         assert_eq!(s.timeout, Duration::from_secs(30));
         assert_eq!(s.access_token.as_deref(), Some("t"));
+        assert_eq!(s.temperature, None, "Gemini 3.x keeps its tuned default");
+        assert_eq!(s.thinking_level, ThinkingLevel::Low);
+        assert_eq!(s.max_output_tokens, 8192);
+        assert_eq!(s.max_attempts, 3);
+        assert!(
+            s.stream_generate_content_url()
+                .ends_with("/models/gemini-3.5-flash:streamGenerateContent?alt=sse")
+        );
+    }
+
+    #[test]
+    fn thinking_level_and_temperature_are_read() {
+        let s = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("thinking_level", " HIGH "),
+            ("temperature", "0.2"),
+        ]))
+        .unwrap();
+        assert_eq!(s.thinking_level, ThinkingLevel::High);
+        assert_eq!(s.temperature, Some(0.2));
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("thinking_level", "extreme"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "thinking_level");
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("max_attempts", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "max_attempts");
     }
 
     #[test]
@@ -239,7 +357,7 @@ pub(crate) mod tests {
             ("project_id", "p"),
             ("access_token", "t"),
             ("location", "europe-west4"),
-            ("model", "gemini-2.5-flash-lite"),
+            ("model", "gemini-3.5-flash-lite"),
             ("vertex_endpoint", "https://aiplatform.googleapis.com"),
         ]))
         .unwrap();
@@ -248,7 +366,7 @@ pub(crate) mod tests {
         ));
         assert!(
             s.generate_content_url()
-                .ends_with("/models/gemini-2.5-flash-lite:generateContent")
+                .ends_with("/models/gemini-3.5-flash-lite:generateContent")
         );
     }
 

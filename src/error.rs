@@ -19,7 +19,7 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
-    /// The client's body stream failed part-way.
+    /// The client's body stream failed part-way; `detail` is for the log only.
     BodyUnreadable {
         detail: String,
     },
@@ -34,6 +34,24 @@ pub enum ApiError {
     },
     NotConfigured(ConfigError),
     Upstream(UpstreamError),
+    /// A failed upstream call, with the attempts it took.
+    UpstreamAfter {
+        error: UpstreamError,
+        attempts: u32,
+    },
+    /// A path with a trailing slash: FastAPI redirected it to the route without (307 keeps the
+    /// method and body).
+    Redirect {
+        location: String,
+    },
+    /// An OpenAI-style request for a model this service does not offer.
+    ModelNotFound {
+        model: String,
+    },
+    /// A CORS preflight from an origin (or for a method) that is not allowed.
+    CorsRejected {
+        origin: String,
+    },
 }
 
 /// A failed call to Vertex AI.
@@ -45,13 +63,14 @@ pub enum UpstreamError {
         /// The google.rpc status name, e.g. `RESOURCE_EXHAUSTED`.
         reason: Option<String>,
         message: Option<String>,
-        /// Seconds to wait, from `Retry-After` or a `RetryInfo` detail.
-        retry_after: Option<u64>,
+        /// How long to wait, from `Retry-After` or a `RetryInfo` detail.
+        retry_after: Option<Duration>,
     },
     /// No complete reply within the configured deadline.
     Timeout { after: Duration },
-    /// No connection could be made (DNS, TCP, TLS, protocol).
-    Unreachable { detail: String },
+    /// No connection could be made (DNS, TCP, TLS, protocol). `what` is said to the client in
+    /// words; `detail` (the runtime's own error) only goes to the log.
+    Unreachable { what: &'static str, detail: String },
     /// The runtime's `allowed_outbound_hosts` refused the request.
     Denied { url: String },
     /// The runtime was to authenticate the request and has no usable credentials.
@@ -88,6 +107,14 @@ const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 const MAX_UPSTREAM_MESSAGE: usize = 300;
 
 impl ApiError {
+    /// Notes how many upstream attempts a failure took (said in the error body).
+    pub fn with_attempts(self, attempts: u32) -> ApiError {
+        match self {
+            ApiError::Upstream(error) => ApiError::UpstreamAfter { error, attempts },
+            other => other,
+        }
+    }
+
     /// The HTTP response for this error.
     pub fn to_response(&self) -> ApiResponse {
         match self {
@@ -98,10 +125,12 @@ impl ApiError {
                 format!("request body is larger than {limit} bytes"),
                 json!({}),
             ),
-            ApiError::BodyUnreadable { detail } => error_body(
+            ApiError::BodyUnreadable { .. } => error_body(
                 400,
                 "body_unreadable",
-                format!("the request body could not be read: {detail}"),
+                "the request body could not be read: the connection failed or the body was \
+                 malformed part-way"
+                    .into(),
                 json!({}),
             ),
             ApiError::UnsupportedMediaType { content_type } => error_body(
@@ -130,6 +159,36 @@ impl ApiError {
                 json!({ "variable": e.variable }),
             ),
             ApiError::Upstream(e) => e.to_response(),
+            ApiError::UpstreamAfter { error, attempts } => {
+                let mut response = error.to_response();
+                if let Ok(Value::Object(mut body)) = serde_json::from_slice(&response.body) {
+                    body.insert("attempts".into(), json!(attempts));
+                    response.body = Value::Object(body).to_string().into_bytes();
+                }
+                response
+            }
+            ApiError::Redirect { location } => ApiResponse::json(
+                307,
+                &json!({ "detail": format!("this endpoint is {location}"), "location": location }),
+            )
+            .with_header("location", location.clone()),
+            ApiError::ModelNotFound { model } => error_body(
+                404,
+                "model_not_found",
+                format!(
+                    "the model {model:?} does not exist here: see GET /v1/models for the choices"
+                ),
+                json!({}),
+            ),
+            ApiError::CorsRejected { origin } => error_body(
+                403,
+                "cors_origin_not_allowed",
+                format!(
+                    "cross-origin requests from {origin:?} are not allowed here (see the \
+                     allowed_origins variable)"
+                ),
+                json!({}),
+            ),
         }
     }
 }
@@ -147,7 +206,10 @@ impl UpstreamError {
                 let said = describe(*status, reason.as_deref(), message.as_deref());
                 match status {
                     429 => {
-                        let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+                        // Whole seconds, rounded up: Retry-After has no fractions.
+                        let wait = retry_after
+                            .map(|d| d.as_millis().div_ceil(1000).max(1) as u64)
+                            .unwrap_or(DEFAULT_RETRY_AFTER_SECS);
                         error_body(
                             429,
                             "upstream_rate_limited",
@@ -198,10 +260,10 @@ impl UpstreamError {
                 format!("Vertex AI did not answer within {} ms", after.as_millis()),
                 json!({}),
             ),
-            UpstreamError::Unreachable { detail } => error_body(
+            UpstreamError::Unreachable { what, .. } => error_body(
                 502,
                 "upstream_unreachable",
-                format!("Vertex AI could not be reached: {detail}"),
+                format!("Vertex AI could not be reached: {what}"),
                 json!({}),
             ),
             UpstreamError::Denied { url } => error_body(
@@ -290,10 +352,11 @@ pub fn upstream_status_error(status: u16, retry_after: Option<&str>, body: &[u8]
         s.details
             .iter()
             .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")
-            .find_map(|d| d["retryDelay"].as_str().and_then(parse_duration_secs))
+            .find_map(|d| d["retryDelay"].as_str().and_then(parse_duration))
     });
     let retry_after = retry_after
         .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
         .or(retry_info_delay);
     let (reason, message) = match parsed {
         Some(s) => (s.status, s.message),
@@ -307,10 +370,10 @@ pub fn upstream_status_error(status: u16, retry_after: Option<&str>, body: &[u8]
     }
 }
 
-/// `"30s"` / `"1.5s"` (protobuf Duration JSON) → whole seconds, rounded up.
-fn parse_duration_secs(value: &str) -> Option<u64> {
+/// `"30s"` / `"1.5s"` (protobuf Duration JSON), capped at an hour.
+fn parse_duration(value: &str) -> Option<Duration> {
     let secs: f64 = value.strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| secs.ceil() as u64)
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
 #[cfg(test)]

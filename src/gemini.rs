@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::error::UpstreamError;
+use crate::validation::{ChatRequest, Role};
 
 /// Request body of `:generateContent`. Only fields this service sets are modelled: Google
 /// rejects unknown fields, so nothing is sent that is not meant.
@@ -36,25 +37,64 @@ pub struct Part {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationConfig {
-    pub temperature: f64,
+    /// Left out unless configured: Gemini 3.x is tuned for its default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Thinking and answer tokens together.
     pub max_output_tokens: u32,
     pub candidate_count: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop_sequences: Vec<String>,
+    pub thinking_config: ThinkingConfig,
 }
 
-/// Builds the request for one user message under a persona's system instruction.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinkingConfig {
+    pub thinking_level: &'static str,
+}
+
+/// Per-request generation options layered over the configured [`Settings`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    pub temperature: Option<f64>,
+    pub stop_sequences: Vec<String>,
+}
+
+/// Builds the request for a conversation under a system instruction: earlier turns in order,
+/// then the new message. Consecutive turns of one role become one content with several parts,
+/// because Gemini expects the roles to alternate.
 pub fn build_request(
     settings: &Settings,
     system_instruction: String,
-    message: &str,
+    chat: &ChatRequest,
+    options: &Options,
 ) -> GenerateContentRequest {
+    let turns = chat
+        .history
+        .iter()
+        .map(|t| (t.role, t.content.as_str()))
+        .chain(std::iter::once((Role::User, chat.message.as_str())));
+    let mut contents: Vec<Content> = Vec::with_capacity(chat.history.len() + 1);
+    for (role, text) in turns {
+        let role = match role {
+            Role::User => "user",
+            Role::Assistant => "model",
+        };
+        let part = Part {
+            text: Some(text.to_owned()),
+            thought: false,
+        };
+        match contents.last_mut() {
+            Some(last) if last.role.as_deref() == Some(role) => last.parts.push(part),
+            _ => contents.push(Content {
+                role: Some(role.into()),
+                parts: vec![part],
+            }),
+        }
+    }
     GenerateContentRequest {
-        contents: vec![Content {
-            role: Some("user".into()),
-            parts: vec![Part {
-                text: Some(message.to_owned()),
-                thought: false,
-            }],
-        }],
+        contents,
         system_instruction: Content {
             role: None,
             parts: vec![Part {
@@ -63,9 +103,16 @@ pub fn build_request(
             }],
         },
         generation_config: GenerationConfig {
-            temperature: settings.temperature,
-            max_output_tokens: settings.max_output_tokens,
+            temperature: options.temperature.or(settings.temperature),
+            max_output_tokens: chat.max_output_tokens.unwrap_or(settings.max_output_tokens),
             candidate_count: 1,
+            stop_sequences: options.stop_sequences.clone(),
+            thinking_config: ThinkingConfig {
+                thinking_level: chat
+                    .thinking_level
+                    .unwrap_or(settings.thinking_level)
+                    .wire_name(),
+            },
         },
     }
 }
@@ -108,12 +155,56 @@ pub struct UsageMetadata {
     pub thoughts_token_count: u32,
 }
 
+/// Token counts as this service reports them: `total = prompt + completion + thoughts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub thoughts_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl From<UsageMetadata> for Usage {
+    fn from(u: UsageMetadata) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_token_count,
+            completion_tokens: u.candidates_token_count,
+            thoughts_tokens: u.thoughts_token_count,
+            total_tokens: u
+                .prompt_token_count
+                .saturating_add(u.candidates_token_count)
+                .saturating_add(u.thoughts_token_count),
+        }
+    }
+}
+
 /// The answer extracted from a successful reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub text: String,
     pub finish_reason: String,
-    pub usage: UsageMetadata,
+    pub usage: Usage,
+    pub model_version: Option<String>,
+}
+
+/// The finish reason of an answer cut at `maxOutputTokens`.
+pub const MAX_TOKENS: &str = "MAX_TOKENS";
+
+impl Answer {
+    /// The answer stopped at the output-token limit, not where the model meant to end it.
+    pub fn truncated(&self) -> bool {
+        self.finish_reason == MAX_TOKENS
+    }
+}
+
+/// What one streamed reply chunk adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunk {
+    /// Answer text (thoughts left out); may be empty.
+    pub text: String,
+    /// Set on the last chunk.
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
     pub model_version: Option<String>,
 }
 
@@ -133,6 +224,31 @@ const BLOCKING_FINISH_REASONS: &[&str] = &[
 /// [`UpstreamError::Blocked`]; a reply with no answer text is [`UpstreamError::EmptyAnswer`].
 /// Nothing is ever made up in their place.
 pub fn read_reply(body: &[u8]) -> Result<Answer, UpstreamError> {
+    let chunk = read_chunk(body)?;
+    if chunk.finish_reason.is_none() && chunk.text.is_empty() {
+        return Err(UpstreamError::EmptyAnswer {
+            finish_reason: None,
+        });
+    }
+    let finish_reason = chunk
+        .finish_reason
+        .unwrap_or_else(|| "FINISH_REASON_UNSPECIFIED".into());
+    if chunk.text.trim().is_empty() {
+        return Err(UpstreamError::EmptyAnswer {
+            finish_reason: Some(finish_reason),
+        });
+    }
+    Ok(Answer {
+        text: chunk.text,
+        finish_reason,
+        usage: chunk.usage.unwrap_or_default(),
+        model_version: chunk.model_version,
+    })
+}
+
+/// Reads one `GenerateContentResponse` (a unary reply, or one streamed chunk). Blocked prompts
+/// and answers stopped by a content filter are errors.
+pub fn read_chunk(body: &[u8]) -> Result<Chunk, UpstreamError> {
     let reply: GenerateContentResponse =
         serde_json::from_slice(body).map_err(|e| UpstreamError::InvalidResponse {
             detail: format!("reply is not a GenerateContentResponse: {e}"),
@@ -149,41 +265,31 @@ pub fn read_reply(body: &[u8]) -> Result<Answer, UpstreamError> {
         });
     }
 
-    let Some(candidate) = reply.candidates.into_iter().next() else {
-        return Err(UpstreamError::EmptyAnswer {
-            finish_reason: None,
-        });
-    };
-    let finish_reason = candidate
-        .finish_reason
-        .unwrap_or_else(|| "FINISH_REASON_UNSPECIFIED".into());
-    if BLOCKING_FINISH_REASONS.contains(&finish_reason.as_str()) {
-        return Err(UpstreamError::Blocked {
-            reason: finish_reason,
-            stage: "response",
-        });
-    }
-
-    let text: String = candidate
-        .content
-        .map(|c| c.parts)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| !p.thought)
-        .filter_map(|p| p.text)
-        .collect();
-    if text.trim().is_empty() {
-        return Err(UpstreamError::EmptyAnswer {
-            finish_reason: Some(finish_reason),
-        });
-    }
-
-    Ok(Answer {
-        text,
-        finish_reason,
-        usage: reply.usage_metadata.unwrap_or_default(),
+    let mut chunk = Chunk {
+        usage: reply.usage_metadata.map(Usage::from),
         model_version: reply.model_version,
-    })
+        ..Chunk::default()
+    };
+    if let Some(candidate) = reply.candidates.into_iter().next() {
+        if let Some(reason) = &candidate.finish_reason
+            && BLOCKING_FINISH_REASONS.contains(&reason.as_str())
+        {
+            return Err(UpstreamError::Blocked {
+                reason: reason.clone(),
+                stage: "response",
+            });
+        }
+        chunk.finish_reason = candidate.finish_reason;
+        chunk.text = candidate
+            .content
+            .map(|c| c.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p.thought)
+            .filter_map(|p| p.text)
+            .collect();
+    }
+    Ok(chunk)
 }
 
 #[cfg(test)]
@@ -202,17 +308,113 @@ mod tests {
         .unwrap()
     }
 
+    fn chat(message: &str) -> ChatRequest {
+        ChatRequest {
+            message: message.into(),
+            ..ChatRequest::default()
+        }
+    }
+
     #[test]
     fn request_shape_matches_the_rest_api() {
-        let req = build_request(&settings(), "You are Elro.".into(), "hi?");
+        let req = build_request(
+            &settings(),
+            "You are Elro.".into(),
+            &chat("hi?"),
+            &Options::default(),
+        );
         assert_eq!(
             serde_json::to_value(&req).unwrap(),
             json!({
                 "contents": [{"role": "user", "parts": [{"text": "hi?"}]}],
                 "systemInstruction": {"parts": [{"text": "You are Elro."}]},
-                "generationConfig": {"temperature": 0.3, "maxOutputTokens": 256, "candidateCount": 1}
+                "generationConfig": {"temperature": 0.3, "maxOutputTokens": 256, "candidateCount": 1,
+                                     "thinkingConfig": {"thinkingLevel": "LOW"}}
             })
         );
+    }
+
+    #[test]
+    fn defaults_send_no_temperature() {
+        let s = Settings::load(&vars(&[("project_id", "p"), ("access_token", "t")])).unwrap();
+        let req = build_request(&s, "sys".into(), &chat("hi"), &Options::default());
+        let config = &serde_json::to_value(&req).unwrap()["generationConfig"];
+        assert!(config.get("temperature").is_none(), "{config}");
+        assert_eq!(config["maxOutputTokens"], 8192);
+    }
+
+    #[test]
+    fn history_becomes_alternating_contents() {
+        use crate::config::ThinkingLevel;
+        use crate::validation::Turn;
+        let turn = |role, content: &str| Turn {
+            role,
+            content: content.into(),
+        };
+        let request = ChatRequest {
+            message: "and then?".into(),
+            history: vec![
+                turn(Role::User, "first"),
+                turn(Role::Assistant, "answer"),
+                turn(Role::User, "second"),
+            ],
+            thinking_level: Some(ThinkingLevel::High),
+            max_output_tokens: Some(4000),
+            ..ChatRequest::default()
+        };
+        let req = build_request(&settings(), "sys".into(), &request, &Options::default());
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v["contents"],
+            json!([
+                {"role": "user", "parts": [{"text": "first"}]},
+                {"role": "model", "parts": [{"text": "answer"}]},
+                {"role": "user", "parts": [{"text": "second"}, {"text": "and then?"}]}
+            ])
+        );
+        assert_eq!(
+            v["generationConfig"]["thinkingConfig"]["thinkingLevel"],
+            "HIGH"
+        );
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 4000);
+    }
+
+    #[test]
+    fn chunks_carry_deltas_and_the_last_carries_the_finish() {
+        let first = read_chunk(
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}],
+                   "usageMetadata": {"promptTokenCount": 5}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(first.text, "Hel");
+        assert_eq!(first.finish_reason, None);
+        let last = read_chunk(
+            json!({"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "MAX_TOKENS"}],
+                   "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2,
+                                     "thoughtsTokenCount": 30, "totalTokenCount": 37}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(last.finish_reason.as_deref(), Some("MAX_TOKENS"));
+        assert_eq!(
+            last.usage,
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 2,
+                thoughts_tokens: 30,
+                total_tokens: 37
+            })
+        );
+        assert!(matches!(
+            read_chunk(br#"{"candidates": [{"finishReason": "SAFETY"}]}"#),
+            Err(UpstreamError::Blocked {
+                stage: "response",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -225,17 +427,18 @@ mod tests {
             ]}, "finishReason": "STOP", "safetyRatings": []}],
             "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 20,
                               "totalTokenCount": 40, "thoughtsTokenCount": 8},
-            "modelVersion": "gemini-2.5-flash",
+            "modelVersion": "gemini-3.5-flash",
             "createTime": "2026-11-26T08:00:00.123456Z",
             "responseId": "abc"
         });
         let answer = read_reply(body.to_string().as_bytes()).unwrap();
         assert_eq!(answer.text, "Hello, world.");
         assert_eq!(answer.finish_reason, "STOP");
-        assert_eq!(answer.usage.prompt_token_count, 12);
-        assert_eq!(answer.usage.candidates_token_count, 20);
-        assert_eq!(answer.usage.total_token_count, 40);
-        assert_eq!(answer.model_version.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(answer.usage.prompt_tokens, 12);
+        assert_eq!(answer.usage.completion_tokens, 20);
+        assert_eq!(answer.usage.thoughts_tokens, 8);
+        assert_eq!(answer.usage.total_tokens, 40);
+        assert_eq!(answer.model_version.as_deref(), Some("gemini-3.5-flash"));
     }
 
     #[test]
@@ -244,6 +447,14 @@ mod tests {
                                           "finishReason": "MAX_TOKENS"}]});
         let answer = read_reply(body.to_string().as_bytes()).unwrap();
         assert_eq!(answer.finish_reason, "MAX_TOKENS");
+        assert!(answer.truncated());
+        // Thinking used the whole budget: no answer at all is an error, not an empty 200.
+        let body = json!({"candidates": [{"finishReason": "MAX_TOKENS"}],
+                          "usageMetadata": {"promptTokenCount": 5, "thoughtsTokenCount": 1024}});
+        assert!(matches!(
+            read_reply(body.to_string().as_bytes()),
+            Err(UpstreamError::EmptyAnswer { finish_reason: Some(ref r) }) if r == "MAX_TOKENS"
+        ));
     }
 
     #[test]

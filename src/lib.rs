@@ -7,12 +7,18 @@
 //! the `wasm32` build (its generated export names do not link into a native cdylib).
 
 pub mod api;
+pub mod chat;
+pub mod chat_log;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod gemini;
+pub mod openai;
 pub mod persona;
 pub mod resonance;
 pub mod response;
+pub mod retry;
+pub mod sse;
 pub mod ui;
 pub mod validation;
 pub mod vertex;

@@ -28,6 +28,14 @@ impl Persona {
         }
     }
 
+    /// A persona by name, case-insensitive.
+    pub fn parse(name: &str) -> Option<Persona> {
+        let name = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
     /// Tones this persona is best at. The original also listed tones the analyser never
     /// produces (playful, anxious, confused, collaborative); they are in [`Self::character`].
     fn preferred_tones(self) -> &'static [Tone] {
@@ -128,16 +136,40 @@ pub struct Routing {
     pub reasoning: String,
 }
 
+/// A persona's fit for an analysed message, in tenths.
+fn score(p: Persona, resonance: &Resonance) -> u8 {
+    let tone = if p.preferred_tones().contains(&resonance.tone) {
+        5
+    } else {
+        0
+    };
+    tone + p.pace_score(resonance.pace) + p.intent_score(resonance.intent)
+}
+
+/// The routing for a persona the caller chose: its own fit is the confidence, and the
+/// persona routing would have picked is named as the alternative.
+pub fn chosen(persona: Persona, resonance: &Resonance) -> Routing {
+    let routed = route(resonance);
+    let secondary = if routed.persona == persona {
+        routed.secondary
+    } else {
+        routed.persona
+    };
+    Routing {
+        persona,
+        confidence: f64::from(score(persona, resonance)) / 10.0,
+        secondary,
+        reasoning: format!(
+            "chosen by the caller; routing would have picked {} ({})",
+            routed.persona.name(),
+            routed.reasoning
+        ),
+    }
+}
+
 /// Picks the persona for an analysed message.
 pub fn route(resonance: &Resonance) -> Routing {
-    let score = |p: Persona| -> u8 {
-        let tone = if p.preferred_tones().contains(&resonance.tone) {
-            5
-        } else {
-            0
-        };
-        tone + p.pace_score(resonance.pace) + p.intent_score(resonance.intent)
-    };
+    let score = |p: Persona| score(p, resonance);
 
     // Stable sort keeps the tie-break order of `Persona::ALL` among equal scores.
     let mut ranked = Persona::ALL.map(|p| (p, score(p)));

@@ -1,45 +1,147 @@
-//! The thin runtime adapter: `wasi:http` incoming requests in, [`ApiResponse`]s out, Spin
-//! variables for configuration and `wasi:http` outbound requests to Vertex AI.
-//! Only compiled for `wasm32`; everything it calls is plain Rust that unit-tests natively.
+//! The thin runtime adapter: `wasi:http` incoming requests in, responses (whole or streamed)
+//! out, Spin variables for configuration, `wasi:http` outbound requests and WASI clocks for
+//! Vertex AI. Only compiled for `wasm32`; everything it calls is plain Rust that unit-tests
+//! natively.
 
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::future::{Either, select};
-use spin_sdk::http::{ErrorCode, IncomingRequest, IncomingResponse, Method, Request, Response};
+use futures::{SinkExt, Stream, StreamExt};
+use spin_sdk::http::conversions::TryIntoOutgoingRequest;
+use spin_sdk::http::{
+    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, Request,
+    ResponseOutparam,
+};
 use wasi::clocks::monotonic_clock;
 
-use crate::api::{self, MAX_BODY_BYTES, Route};
+use crate::api::{self, MAX_BODY_BYTES, Reply, Route};
+use crate::chat::{self, ClientGone, EventSink};
+use crate::chat_log::ChatRecord;
 use crate::config::Variables;
+use crate::cors::CorsPolicy;
 use crate::error::ApiError;
+use crate::openai;
 use crate::response::ApiResponse;
+use crate::sse;
 use crate::ui;
-use crate::vertex::{MAX_REPLY_BYTES, RawReply, Transport, TransportError, VertexCall};
+use crate::vertex::{Clock, Reply as VertexReply, Transport, TransportError, VertexCall};
 
 #[spin_sdk::http_component]
-async fn handle(request: IncomingRequest) -> Response {
+async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let started = WasiClock.now();
     let method = request.method().to_string();
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
+    let origin = header(&request, "origin");
+    let cors = CorsPolicy::load(&SpinVariables);
+
     let response = match api::route(&method, &path) {
         Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), api::index),
         Ok(Route::Ui(asset)) => ui::asset(asset),
         Ok(Route::Health) => api::health(),
         Ok(Route::Docs) => api::docs(),
         Ok(Route::OpenApi) => api::openapi(),
-        Ok(Route::Chat) => chat(request).await.unwrap_or_else(|e| {
-            log_error(&method, &path, &e);
-            e.to_response()
-        }),
+        Ok(Route::Models) => openai::models(&SpinVariables),
+        Ok(Route::Options { allow }) => cors.preflight(
+            origin.as_deref(),
+            header(&request, "access-control-request-method").as_deref(),
+            header(&request, "access-control-request-headers").as_deref(),
+            allow,
+        ),
+        Ok(route @ (Route::Chat | Route::ChatCompletions)) => {
+            let name = if route == Route::Chat {
+                "/chat"
+            } else {
+                "/v1/chat/completions"
+            };
+            let mut record = ChatRecord::new(name);
+            let reply = chat_route(route, request, &mut record).await;
+            let response = match reply {
+                Reply::Whole(response) => response,
+                Reply::Stream {
+                    chat,
+                    opened,
+                    stats,
+                    format,
+                } => {
+                    let head = cors.apply(origin.as_deref(), stream_head());
+                    let mut sink = OutgoingSink::start(out, &head);
+                    let end = chat::relay(
+                        &chat,
+                        *opened,
+                        stats,
+                        &WasiClock,
+                        format.as_ref(),
+                        &mut sink,
+                    )
+                    .await;
+                    record.set_usage(end.usage);
+                    record.finish_reason = end.finish_reason.clone();
+                    if let Some(model) = &end.model_version {
+                        record.model = Some(model.clone());
+                    }
+                    if let Some(error) = &end.error {
+                        record.outcome = crate::chat_log::error_code(&error.to_response());
+                    } else if end.client_gone {
+                        record.outcome = "client_closed".into();
+                        record.status = 499;
+                    }
+                    finish(&mut record, started);
+                    return;
+                }
+            };
+            finish(&mut record, started);
+            response
+        }
         Err(e) => e.to_response(),
     };
-    into_spin_response(response)
+    send_whole(out, cors.apply(origin.as_deref(), response)).await;
 }
 
-async fn chat(request: IncomingRequest) -> Result<ApiResponse, ApiError> {
-    let content_type = header(&request, "content-type");
-    api::check_content_type(content_type.as_deref())?;
+/// Reads and answers a chat route's body.
+async fn chat_route(
+    route: Route,
+    request: IncomingRequest,
+    record: &mut ChatRecord,
+) -> Reply<UpstreamBody> {
+    let wants_events = api::accepts_event_stream(header(&request, "accept").as_deref());
+    let body = match read_request_body(request).await {
+        Ok(body) => body,
+        Err(e) => return Reply::failed(e, record),
+    };
+    match route {
+        Route::ChatCompletions => {
+            openai::completions(
+                &body,
+                &SpinVariables,
+                &WasiHttpTransport,
+                &WasiClock,
+                record,
+            )
+            .await
+        }
+        _ => {
+            api::chat(
+                &body,
+                wants_events,
+                &SpinVariables,
+                &WasiHttpTransport,
+                &WasiClock,
+                record,
+            )
+            .await
+        }
+    }
+}
+
+/// Writes the per-chat log line (stdout; ion-host reads it as a structured entry).
+fn finish(record: &mut ChatRecord, started: Duration) {
+    record.total_latency_ms = chat::millis(WasiClock.now().saturating_sub(started));
+    println!("{}", record.to_line());
+}
+
+async fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
+    api::check_content_type(header(&request, "content-type").as_deref())?;
     // Refuse an announced oversized body before reading any of it.
     if let Some(length) = header(&request, "content-length").and_then(|v| v.parse::<usize>().ok())
         && length > MAX_BODY_BYTES
@@ -48,17 +150,17 @@ async fn chat(request: IncomingRequest) -> Result<ApiResponse, ApiError> {
             limit: MAX_BODY_BYTES,
         });
     }
-    let body = read_body(request).await?;
-    api::chat(&body, &SpinVariables, &WasiHttpTransport).await
-}
-
-/// Reads the request body, stopping as soon as it passes [`MAX_BODY_BYTES`].
-async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
     let mut stream = request.into_body_stream();
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyUnreadable {
-            detail: format!("{e:?}"),
+        let chunk = chunk.map_err(|e| {
+            log(
+                "WARNING",
+                &format!("reading the request body failed: {e:?}"),
+            );
+            ApiError::BodyUnreadable {
+                detail: format!("{e:?}"),
+            }
         })?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError::PayloadTooLarge {
@@ -71,31 +173,78 @@ async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
 }
 
 fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    let values = request.headers().get(name);
-    values
+    request
+        .headers()
+        .get(name)
         .into_iter()
         .next()
         .and_then(|v| String::from_utf8(v).ok())
 }
 
-fn into_spin_response(response: ApiResponse) -> Response {
-    let mut builder = Response::builder();
-    builder.status(response.status);
-    for (name, value) in response.headers {
-        builder.header(name, value);
-    }
-    builder.header("content-length", response.body.len().to_string());
-    builder.body(response.body).build()
+fn stream_head() -> ApiResponse {
+    let mut head = ApiResponse::with_body(200, sse::HEADERS[0].1, Vec::new());
+    head.headers
+        .extend(sse::HEADERS[1..].iter().map(|(n, v)| (*n, (*v).to_owned())));
+    head
 }
 
-/// Failures worth an operator's attention go to stderr, which both runtimes capture.
-/// The message body is never logged.
-fn log_error(method: &str, path: &str, error: &ApiError) {
-    if let ApiError::Upstream(e) = error {
-        eprintln!("{method} {path}: upstream failure: {e:?}");
-    } else if let ApiError::NotConfigured(e) = error {
-        eprintln!("{method} {path}: not configured: {}", e.hint());
+fn fields(response: &ApiResponse, with_length: bool) -> Fields {
+    let mut list: Vec<(String, Vec<u8>)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), v.clone().into_bytes()))
+        .collect();
+    if with_length {
+        list.push((
+            "content-length".into(),
+            response.body.len().to_string().into_bytes(),
+        ));
     }
+    // Header values come from this crate's own constants and sanitised text.
+    Fields::from_list(&list).unwrap_or_else(|_| Fields::new())
+}
+
+async fn send_whole(out: ResponseOutparam, response: ApiResponse) {
+    let outgoing = OutgoingResponse::new(fields(&response, true));
+    let _ = outgoing.set_status_code(response.status);
+    // A client that has gone away cannot be told anything more.
+    let _ = out.set_with_body(outgoing, response.body).await;
+}
+
+/// The body of a streamed response, opened by sending its head.
+struct OutgoingSink<S> {
+    body: S,
+}
+
+impl OutgoingSink<()> {
+    fn start(
+        out: ResponseOutparam,
+        head: &ApiResponse,
+    ) -> OutgoingSink<impl futures::Sink<Vec<u8>, Error = wasi::io::streams::StreamError>> {
+        let outgoing = OutgoingResponse::new(fields(head, false));
+        let _ = outgoing.set_status_code(head.status);
+        let body = outgoing.take_body();
+        out.set(outgoing);
+        OutgoingSink { body }
+    }
+}
+
+impl<S> EventSink for OutgoingSink<S>
+where
+    S: futures::Sink<Vec<u8>> + Unpin,
+{
+    async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ClientGone> {
+        // `send` flushes, so each event leaves as it is written.
+        self.body.send(bytes).await.map_err(|_| ClientGone)
+    }
+}
+
+/// A structured diagnostic line for the runtime's log.
+fn log(severity: &str, message: &str) {
+    eprintln!(
+        "{}",
+        serde_json::json!({ "severity": severity, "message": message })
+    );
 }
 
 /// Spin application variables (`fermyon:spin/variables`).
@@ -109,59 +258,85 @@ impl Variables for SpinVariables {
     }
 }
 
-/// Outbound `wasi:http` through `spin_sdk::http::send`, bounded by the call's deadline.
+/// The body of an upstream reply, read as it arrives. It owns the reply, whose body is a
+/// child resource that must not outlive it.
+pub struct UpstreamBody {
+    chunks: Pin<Box<dyn Stream<Item = Result<Vec<u8>, TransportError>>>>,
+    _reply: IncomingResponse,
+}
+
+impl Stream for UpstreamBody {
+    type Item = Result<Vec<u8>, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.chunks.as_mut().poll_next(cx)
+    }
+}
+
+/// Outbound `wasi:http` through `spin_sdk::http::send`.
 struct WasiHttpTransport;
 
 impl Transport for WasiHttpTransport {
-    async fn post(&self, call: VertexCall) -> Result<RawReply, TransportError> {
+    type Body = UpstreamBody;
+
+    async fn send(&self, call: VertexCall) -> Result<VertexReply<UpstreamBody>, TransportError> {
         let mut builder = Request::builder();
         builder
             .method(Method::Post)
             .uri(call.url)
             .header("content-type", "application/json")
-            .header("accept", "application/json");
+            .header("accept", call.accept);
         if let Some(token) = &call.bearer_token {
             builder.header("authorization", format!("Bearer {token}"));
         }
         let request = builder.body(call.body).build();
-
-        let exchange = async move {
-            let response: IncomingResponse =
-                spin_sdk::http::send(request).await.map_err(|e| match e {
-                    spin_sdk::http::SendError::Http(code) => transport_error(code),
-                    other => TransportError::Failed(other.to_string()),
-                })?;
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .into_iter()
-                .next()
-                .and_then(|v| String::from_utf8(v).ok());
-            let mut body = Vec::new();
-            let mut stream = response.take_body_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk =
-                    chunk.map_err(|e| TransportError::Failed(format!("reading reply: {e:?}")))?;
-                if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                    return Err(TransportError::Failed(format!(
-                        "reply body larger than {MAX_REPLY_BYTES} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(RawReply {
-                status: response.status(),
-                retry_after,
-                body,
-            })
+        let (request, body) = request
+            .try_into_outgoing_request()
+            .map_err(|e| failed("the request could not be built", e.to_string()))?;
+        // The body is written while the request is sent. When the runtime refuses the request
+        // (outbound policy, credentials), writing fails with a bare "closed", and only the
+        // response carries the reason: so the response's error wins over the body's.
+        let mut sink = request.take_body();
+        let write = async move {
+            let written = sink.send(body.unwrap_or_default()).await;
+            drop(sink); // finishes the body
+            written
         };
-
-        // Dropping the exchange on timeout drops its outgoing request, which cancels it.
-        match select(pin!(exchange), pin!(sleep(call.timeout))).await {
-            Either::Left((result, _)) => result,
-            Either::Right(((), _)) => Err(TransportError::Timeout),
+        let (written, response) =
+            futures::join!(write, spin_sdk::http::send::<_, IncomingResponse>(request));
+        let response = response.map_err(|e| match e {
+            spin_sdk::http::SendError::Http(code) => transport_error(code),
+            other => failed("the request could not be sent", format!("{other}")),
+        })?;
+        if let Err(e) = written {
+            return Err(failed(
+                "the request body could not be sent",
+                format!("writing the request body: {e:?}"),
+            ));
         }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .into_iter()
+            .next()
+            .and_then(|v| String::from_utf8(v).ok());
+        let chunks = response.take_body_stream().map(|chunk| {
+            chunk.map_err(|e| failed("the reply broke off", format!("reading the reply: {e:?}")))
+        });
+        Ok(VertexReply {
+            status: response.status(),
+            retry_after,
+            body: UpstreamBody {
+                chunks: Box::pin(chunks),
+                _reply: response,
+            },
+        })
     }
+}
+
+fn failed(what: &'static str, detail: String) -> TransportError {
+    log("WARNING", &format!("Vertex AI call failed: {detail}"));
+    TransportError::Failed { what, detail }
 }
 
 fn transport_error(code: ErrorCode) -> TransportError {
@@ -173,23 +348,51 @@ fn transport_error(code: ErrorCode) -> TransportError {
         | ErrorCode::ConnectionWriteTimeout
         | ErrorCode::HttpResponseTimeout
         | ErrorCode::DnsTimeout => TransportError::Timeout,
-        other => TransportError::Failed(format!("{other:?}")),
+        ErrorCode::ConnectionRefused => failed("the connection was refused", format!("{code:?}")),
+        ErrorCode::DnsError(_) => failed("its host name did not resolve", format!("{code:?}")),
+        ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => failed("the TLS handshake failed", format!("{code:?}")),
+        ErrorCode::ConnectionTerminated | ErrorCode::ConnectionLimitReached => {
+            failed("the connection was closed", format!("{code:?}"))
+        }
+        other => failed(
+            "the connection failed or the reply was not valid HTTP",
+            format!("{other:?}"),
+        ),
     }
 }
 
-/// Resolves once `duration` has passed, driven by Spin's executor through a clock pollable.
-fn sleep(duration: Duration) -> impl Future<Output = ()> {
-    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    let deadline = monotonic_clock::now().saturating_add(nanos);
-    futures::future::poll_fn(move |cx| {
-        if monotonic_clock::now() >= deadline {
-            Poll::Ready(())
-        } else {
-            spin_executor::push_waker(
-                monotonic_clock::subscribe_instant(deadline),
-                cx.waker().clone(),
-            );
-            Poll::Pending
-        }
-    })
+/// WASI monotonic clock and random numbers; sleeping is driven by Spin's executor.
+struct WasiClock;
+
+impl Clock for WasiClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(monotonic_clock::now())
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = monotonic_clock::now().saturating_add(nanos);
+        futures::future::poll_fn(move |cx| {
+            if monotonic_clock::now() >= deadline {
+                Poll::Ready(())
+            } else {
+                spin_executor::push_waker(
+                    monotonic_clock::subscribe_instant(deadline),
+                    cx.waker().clone(),
+                );
+                Poll::Pending
+            }
+        })
+    }
+
+    fn random(&self) -> f64 {
+        // 53 random bits make a uniform f64 in [0, 1).
+        (wasi::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn unix_seconds(&self) -> u64 {
+        wasi::clocks::wall_clock::now().seconds
+    }
 }

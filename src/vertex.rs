@@ -1,14 +1,22 @@
-//! One `generateContent` call to Vertex AI, independent of how bytes travel.
+//! Calls to Vertex AI, independent of how bytes travel: `generateContent` for a whole answer,
+//! `streamGenerateContent?alt=sse` for an answer chunk by chunk, both retried per
+//! [`RetryPolicy`] inside one deadline.
 //!
-//! The [`Transport`] trait is the seam between this logic and the runtime: the component uses
-//! `wasi:http` outbound requests, unit tests use a scripted fake.
+//! [`Transport`] and [`Clock`] are the seams between this logic and the runtime: the component
+//! uses `wasi:http` outbound requests and WASI clocks, unit tests use scripted fakes.
 
 use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
+
+use eventsource_stream::{EventStream, Eventsource};
+use futures::future::{Either, select};
+use futures::{Stream, StreamExt};
 
 use crate::config::Settings;
 use crate::error::{UpstreamError, upstream_status_error};
-use crate::gemini::{self, Answer, GenerateContentRequest};
+use crate::gemini::{self, Answer, Chunk, GenerateContentRequest};
+use crate::retry::RetryPolicy;
 
 /// A POST of a JSON body to Vertex AI.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,70 +25,597 @@ pub struct VertexCall {
     /// `None` when the runtime adds credentials itself.
     pub bearer_token: Option<String>,
     pub body: Vec<u8>,
-    /// Deadline for the whole exchange, request to last byte of the reply.
-    pub timeout: Duration,
+    /// `text/event-stream` for a streamed reply, else `application/json`.
+    pub accept: &'static str,
 }
 
-/// What came back, before interpretation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawReply {
+/// A reply whose head has arrived; its body is read as it comes.
+pub struct Reply<B> {
     pub status: u16,
     pub retry_after: Option<String>,
-    pub body: Vec<u8>,
+    pub body: B,
 }
 
-/// Why no reply came back.
+/// Why no reply (or no more of it) came back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransportError {
     /// The runtime's outbound policy refused the destination.
     Denied,
-    /// The deadline passed first.
+    /// The runtime gave up waiting (its own connect or read timeouts).
     Timeout,
     /// The runtime was to add credentials and could not obtain any.
     RuntimeCredentials,
-    /// Any other failure to exchange the request and reply.
-    Failed(String),
+    /// Any other failure to exchange the request and reply: `what` in words for the client,
+    /// `detail` for the log.
+    Failed { what: &'static str, detail: String },
 }
 
-/// Sends a [`VertexCall`].
+/// Sends a [`VertexCall`] and hands back the reply as soon as its head arrives.
 pub trait Transport {
-    fn post(&self, call: VertexCall) -> impl Future<Output = Result<RawReply, TransportError>>;
+    type Body: Stream<Item = Result<Vec<u8>, TransportError>> + Unpin;
+    fn send(
+        &self,
+        call: VertexCall,
+    ) -> impl Future<Output = Result<Reply<Self::Body>, TransportError>>;
 }
 
-/// Largest reply body read from Vertex AI; a reply to a 1000-character question is far smaller.
+/// Time and chance, as the runtime provides them.
+pub trait Clock {
+    /// Monotonic time since an arbitrary origin.
+    fn now(&self) -> Duration;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+    /// A uniform draw from 0..1, for backoff jitter and ids.
+    fn random(&self) -> f64;
+    /// Wall-clock time, in seconds since the Unix epoch.
+    fn unix_seconds(&self) -> u64;
+}
+
+/// Largest reply body read from Vertex AI; a reply to a chat is far smaller.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Calls `generateContent` and reads the reply into an [`Answer`] or an honest error.
+/// How a call went, whatever its result: attempts made and time spent waiting on Vertex AI.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CallStats {
+    pub attempts: u32,
+    pub upstream_latency: Duration,
+}
+
+/// Calls `generateContent`, retrying transient failures, and reads the reply into an
+/// [`Answer`] or an honest error.
 pub async fn generate(
     transport: &impl Transport,
+    clock: &impl Clock,
     settings: &Settings,
     request: &GenerateContentRequest,
-) -> Result<Answer, UpstreamError> {
+) -> (Result<Answer, UpstreamError>, CallStats) {
     let url = settings.generate_content_url();
-    let call = VertexCall {
-        url: url.clone(),
-        bearer_token: settings.access_token.clone(),
-        body: serde_json::to_vec(request).map_err(|e| UpstreamError::InvalidResponse {
-            detail: format!("request could not be encoded: {e}"),
-        })?,
-        timeout: settings.timeout,
-    };
+    let body = encode(request);
+    let deadline = clock.now() + settings.timeout;
+    let policy = RetryPolicy::new(settings.max_attempts);
+    let started = clock.now();
+    let mut stats = CallStats::default();
+    loop {
+        stats.attempts += 1;
+        let call = VertexCall {
+            url: url.clone(),
+            bearer_token: settings.access_token.clone(),
+            body: body.clone(),
+            accept: "application/json",
+        };
+        let exchange = async {
+            let reply = transport
+                .send(call)
+                .await
+                .map_err(|e| upstream_failure(e, &url, settings))?;
+            let body = read_all(reply.body)
+                .await
+                .map_err(|e| upstream_failure(e, &url, settings))?;
+            if reply.status != 200 {
+                return Err(upstream_status_error(
+                    reply.status,
+                    reply.retry_after.as_deref(),
+                    &body,
+                ));
+            }
+            gemini::read_reply(&body)
+        };
+        let result =
+            within(clock, deadline, exchange)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout {
+                    after: settings.timeout,
+                }));
+        stats.upstream_latency = clock.now().saturating_sub(started);
+        match result {
+            Ok(answer) => return (Ok(answer), stats),
+            Err(error) => match wait_before_retry(clock, &policy, &stats, &error, deadline) {
+                Some(delay) => clock.sleep(delay).await,
+                None => return (Err(error), stats),
+            },
+        }
+    }
+}
 
-    let reply = transport.post(call).await.map_err(|e| match e {
-        TransportError::Denied => UpstreamError::Denied { url },
+/// A streamed reply that has produced its first chunk.
+pub struct AnswerStream<B> {
+    events: EventStream<B>,
+    /// Longest wait for the next chunk.
+    idle_timeout: Duration,
+    url: String,
+}
+
+/// Opens `streamGenerateContent?alt=sse` and waits for the first chunk, retrying transient
+/// failures until then: nothing has reached the client yet, so a retry is invisible to it.
+pub async fn open_stream<T: Transport>(
+    transport: &T,
+    clock: &impl Clock,
+    settings: &Settings,
+    request: &GenerateContentRequest,
+) -> (
+    Result<(Chunk, AnswerStream<T::Body>), UpstreamError>,
+    CallStats,
+) {
+    let url = settings.stream_generate_content_url();
+    let body = encode(request);
+    let deadline = clock.now() + settings.timeout;
+    let policy = RetryPolicy::new(settings.max_attempts);
+    let started = clock.now();
+    let mut stats = CallStats::default();
+    loop {
+        stats.attempts += 1;
+        let call = VertexCall {
+            url: url.clone(),
+            bearer_token: settings.access_token.clone(),
+            body: body.clone(),
+            accept: "text/event-stream",
+        };
+        let opening = async {
+            let reply = transport
+                .send(call)
+                .await
+                .map_err(|e| upstream_failure(e, &url, settings))?;
+            if reply.status != 200 {
+                let body = read_all(reply.body)
+                    .await
+                    .map_err(|e| upstream_failure(e, &url, settings))?;
+                return Err(upstream_status_error(
+                    reply.status,
+                    reply.retry_after.as_deref(),
+                    &body,
+                ));
+            }
+            let mut stream = AnswerStream {
+                events: reply.body.eventsource(),
+                idle_timeout: settings.timeout,
+                url: url.clone(),
+            };
+            // Thinking models may send chunks with only usage or thoughts first: the stream
+            // counts as open at the first answer text (or finish).
+            let mut first = Chunk::default();
+            loop {
+                let chunk = match stream.next_event(settings).await {
+                    Some(chunk) => chunk?,
+                    None => {
+                        return Err(UpstreamError::InvalidResponse {
+                            detail: "the stream ended before any answer".into(),
+                        });
+                    }
+                };
+                first.text = chunk.text;
+                first.finish_reason = chunk.finish_reason;
+                first.usage = chunk.usage.or(first.usage);
+                first.model_version = chunk.model_version.or(first.model_version);
+                if !first.text.is_empty() || first.finish_reason.is_some() {
+                    return Ok((first, stream));
+                }
+            }
+        };
+        let result =
+            within(clock, deadline, opening)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout {
+                    after: settings.timeout,
+                }));
+        stats.upstream_latency = clock.now().saturating_sub(started);
+        match result {
+            Ok(opened) => return (Ok(opened), stats),
+            Err(error) => match wait_before_retry(clock, &policy, &stats, &error, deadline) {
+                Some(delay) => clock.sleep(delay).await,
+                None => return (Err(error), stats),
+            },
+        }
+    }
+}
+
+impl<B> AnswerStream<B>
+where
+    B: Stream<Item = Result<Vec<u8>, TransportError>> + Unpin,
+{
+    /// The next chunk, `None` when Vertex AI closed the stream, or the failure that ended it
+    /// (including no chunk within the idle timeout).
+    pub async fn next(
+        &mut self,
+        clock: &impl Clock,
+        settings: &Settings,
+    ) -> Option<Result<Chunk, UpstreamError>> {
+        let idle = self.idle_timeout;
+        let deadline = clock.now() + idle;
+        within(clock, deadline, self.next_event(settings))
+            .await
+            .unwrap_or(Some(Err(UpstreamError::Timeout { after: idle })))
+    }
+
+    async fn next_event(&mut self, settings: &Settings) -> Option<Result<Chunk, UpstreamError>> {
+        loop {
+            let event = match self.events.next().await? {
+                Ok(event) => event,
+                Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                    return Some(Err(upstream_failure(e, &self.url, settings)));
+                }
+                Err(eventsource_stream::EventStreamError::Utf8(e)) => {
+                    return Some(Err(UpstreamError::InvalidResponse {
+                        detail: format!("the event stream is not UTF-8: {e}"),
+                    }));
+                }
+                Err(eventsource_stream::EventStreamError::Parser(e)) => {
+                    return Some(Err(UpstreamError::InvalidResponse {
+                        detail: format!("the event stream is malformed: {e}"),
+                    }));
+                }
+            };
+            if event.data.trim().is_empty() {
+                continue; // keep-alive comments and empty events carry nothing
+            }
+            return Some(read_stream_event(event.data.as_bytes()));
+        }
+    }
+}
+
+/// A streamed event is a `GenerateContentResponse`, or a google.rpc error sent mid-stream.
+fn read_stream_event(data: &[u8]) -> Result<Chunk, UpstreamError> {
+    #[derive(serde::Deserialize)]
+    struct ErrorEvent {
+        error: ErrorCode,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorCode {
+        code: u16,
+    }
+    if let Ok(event) = serde_json::from_slice::<ErrorEvent>(data) {
+        return Err(upstream_status_error(event.error.code, None, data));
+    }
+    gemini::read_chunk(data)
+}
+
+/// Logs the failed attempt's successor decision: the wait before the next attempt, if any.
+fn wait_before_retry(
+    clock: &impl Clock,
+    policy: &RetryPolicy,
+    stats: &CallStats,
+    error: &UpstreamError,
+    deadline: Duration,
+) -> Option<Duration> {
+    let remaining = deadline.saturating_sub(clock.now());
+    policy.next_delay(stats.attempts, error, remaining, clock.random())
+}
+
+fn encode(request: &GenerateContentRequest) -> Vec<u8> {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_vec(request).unwrap_or_default()
+}
+
+fn upstream_failure(error: TransportError, url: &str, settings: &Settings) -> UpstreamError {
+    match error {
+        TransportError::Denied => UpstreamError::Denied {
+            url: url.split('?').next().unwrap_or(url).to_owned(),
+        },
         TransportError::Timeout => UpstreamError::Timeout {
             after: settings.timeout,
         },
         TransportError::RuntimeCredentials => UpstreamError::CredentialsUnavailable,
-        TransportError::Failed(detail) => UpstreamError::Unreachable { detail },
-    })?;
-
-    if reply.status != 200 {
-        return Err(upstream_status_error(
-            reply.status,
-            reply.retry_after.as_deref(),
-            &reply.body,
-        ));
+        TransportError::Failed { what, detail } => UpstreamError::Unreachable { what, detail },
     }
-    gemini::read_reply(&reply.body)
+}
+
+/// Reads a whole (error or unary) reply body, bounded by [`MAX_REPLY_BYTES`].
+async fn read_all(
+    mut body: impl Stream<Item = Result<Vec<u8>, TransportError>> + Unpin,
+) -> Result<Vec<u8>, TransportError> {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if all.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(TransportError::Failed {
+                what: "the reply was larger than this service accepts",
+                detail: format!("reply body larger than {MAX_REPLY_BYTES} bytes"),
+            });
+        }
+        all.extend_from_slice(&chunk);
+    }
+    Ok(all)
+}
+
+/// Runs `work` until `deadline` (a [`Clock::now`] value); `None` if the deadline came first.
+/// Dropping unfinished work drops its outgoing request, which cancels it.
+pub async fn within<T>(
+    clock: &impl Clock,
+    deadline: Duration,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let remaining = deadline.saturating_sub(clock.now());
+    match select(pin!(work), pin!(clock.sleep(remaining))).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(((), _)) => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::tests::vars;
+    use futures::executor::block_on;
+    use serde_json::{Value, json};
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+
+    /// What a scripted attempt answers.
+    #[derive(Clone)]
+    pub enum Scripted {
+        /// A status and the body, in chunks.
+        Reply(u16, Option<&'static str>, Vec<Vec<u8>>),
+        Fail(TransportError),
+        /// Never answers (until the clock's deadline).
+        Hang,
+    }
+
+    impl Scripted {
+        pub fn json(status: u16, body: Value) -> Self {
+            Scripted::Reply(status, None, vec![body.to_string().into_bytes()])
+        }
+
+        pub fn sse(chunks: &[Value]) -> Self {
+            Scripted::Reply(
+                200,
+                None,
+                chunks
+                    .iter()
+                    .map(|c| format!("data: {c}\r\n\r\n").into_bytes())
+                    .collect(),
+            )
+        }
+    }
+
+    /// Answers each attempt with the next scripted reply and remembers the calls.
+    pub struct FakeVertex {
+        pub script: RefCell<VecDeque<Scripted>>,
+        pub calls: RefCell<Vec<VertexCall>>,
+    }
+
+    impl FakeVertex {
+        pub fn new(script: impl IntoIterator<Item = Scripted>) -> Self {
+            FakeVertex {
+                script: RefCell::new(script.into_iter().collect()),
+                calls: RefCell::default(),
+            }
+        }
+    }
+
+    impl Transport for FakeVertex {
+        type Body = futures::stream::Iter<std::vec::IntoIter<Result<Vec<u8>, TransportError>>>;
+
+        async fn send(&self, call: VertexCall) -> Result<Reply<Self::Body>, TransportError> {
+            self.calls.borrow_mut().push(call);
+            let next = self
+                .script
+                .borrow_mut()
+                .pop_front()
+                .expect("a scripted reply");
+            match next {
+                Scripted::Reply(status, retry_after, chunks) => Ok(Reply {
+                    status,
+                    retry_after: retry_after.map(str::to_owned),
+                    body: futures::stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>()),
+                }),
+                Scripted::Fail(e) => Err(e),
+                Scripted::Hang => futures::future::pending().await,
+            }
+        }
+    }
+
+    /// Virtual time: sleeping advances it at once, and every sleep is recorded.
+    #[derive(Default)]
+    pub struct FakeClock {
+        pub now: Cell<Duration>,
+        pub sleeps: RefCell<Vec<Duration>>,
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Duration {
+            self.now.get()
+        }
+
+        async fn sleep(&self, duration: Duration) {
+            self.sleeps.borrow_mut().push(duration);
+            self.now.set(self.now.get() + duration);
+        }
+
+        fn random(&self) -> f64 {
+            1.0
+        }
+
+        fn unix_seconds(&self) -> u64 {
+            1_764_547_200
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings::load(&vars(&[("project_id", "p"), ("access_token", "t")])).unwrap()
+    }
+
+    fn request() -> GenerateContentRequest {
+        let chat = crate::validation::ChatRequest {
+            message: "hi".into(),
+            ..Default::default()
+        };
+        gemini::build_request(&settings(), "sys".into(), &chat, &Default::default())
+    }
+
+    fn ok_reply() -> Scripted {
+        Scripted::json(
+            200,
+            json!({"candidates": [{"content": {"parts": [{"text": "hello"}]}, "finishReason": "STOP"}]}),
+        )
+    }
+
+    fn unavailable() -> Scripted {
+        Scripted::json(
+            503,
+            json!({"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}}),
+        )
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_after_a_backoff() {
+        let vertex = FakeVertex::new([unavailable(), ok_reply()]);
+        let clock = FakeClock::default();
+        let (answer, stats) = block_on(generate(&vertex, &clock, &settings(), &request()));
+        assert_eq!(answer.unwrap().text, "hello");
+        assert_eq!(stats.attempts, 2);
+        assert_eq!(*clock.sleeps.borrow(), vec![Duration::from_millis(500)]);
+        let calls = vertex.calls.borrow();
+        assert!(calls[0].url.ends_with(":generateContent"));
+        assert_eq!(calls[0].bearer_token.as_deref(), Some("t"));
+        assert_eq!(calls[0].body, calls[1].body);
+    }
+
+    #[test]
+    fn other_client_errors_are_never_retried() {
+        let vertex = FakeVertex::new([Scripted::json(
+            400,
+            json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}),
+        )]);
+        let (answer, stats) = block_on(generate(
+            &vertex,
+            &FakeClock::default(),
+            &settings(),
+            &request(),
+        ));
+        assert!(matches!(
+            answer,
+            Err(UpstreamError::Status { status: 400, .. })
+        ));
+        assert_eq!(stats.attempts, 1);
+    }
+
+    #[test]
+    fn attempts_stop_at_the_maximum() {
+        let vertex = FakeVertex::new([unavailable(), unavailable(), unavailable(), ok_reply()]);
+        let (answer, stats) = block_on(generate(
+            &vertex,
+            &FakeClock::default(),
+            &settings(),
+            &request(),
+        ));
+        assert!(matches!(
+            answer,
+            Err(UpstreamError::Status { status: 503, .. })
+        ));
+        assert_eq!(stats.attempts, 3);
+    }
+
+    #[test]
+    fn a_rate_limit_hint_past_the_deadline_is_returned_at_once() {
+        let vertex = FakeVertex::new([Scripted::Reply(
+            429,
+            Some("60"),
+            vec![br#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}"#.to_vec()],
+        )]);
+        let clock = FakeClock::default();
+        let (answer, stats) = block_on(generate(&vertex, &clock, &settings(), &request()));
+        assert!(matches!(
+            answer,
+            Err(UpstreamError::Status { status: 429, .. })
+        ));
+        assert_eq!(stats.attempts, 1);
+        assert!(clock.sleeps.borrow().is_empty());
+    }
+
+    #[test]
+    fn connection_failures_are_retried_and_said_in_words() {
+        let refused = || {
+            Scripted::Fail(TransportError::Failed {
+                what: "the connection was refused",
+                detail: "ConnectionRefused".into(),
+            })
+        };
+        let vertex = FakeVertex::new([refused(), refused(), refused()]);
+        let (answer, stats) = block_on(generate(
+            &vertex,
+            &FakeClock::default(),
+            &settings(),
+            &request(),
+        ));
+        assert_eq!(stats.attempts, 3);
+        match answer {
+            Err(UpstreamError::Unreachable { what, .. }) => {
+                assert_eq!(what, "the connection was refused")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hung_upstream_times_out_at_the_deadline() {
+        let vertex = FakeVertex::new([Scripted::Hang]);
+        let clock = FakeClock::default();
+        let (answer, stats) = block_on(generate(&vertex, &clock, &settings(), &request()));
+        assert!(matches!(answer, Err(UpstreamError::Timeout { .. })));
+        assert_eq!(stats.attempts, 1);
+        assert_eq!(clock.now(), settings().timeout);
+    }
+
+    #[test]
+    fn a_stream_yields_its_chunks_then_ends() {
+        let vertex = FakeVertex::new([
+            unavailable(),
+            Scripted::sse(&[
+                json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}),
+                json!({"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+                       "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 4}}),
+            ]),
+        ]);
+        let clock = FakeClock::default();
+        let s = settings();
+        block_on(async {
+            let (opened, stats) = open_stream(&vertex, &clock, &s, &request()).await;
+            assert_eq!(stats.attempts, 2);
+            let (first, mut rest) = opened.unwrap();
+            assert_eq!(first.text, "Hel");
+            let last = rest.next(&clock, &s).await.unwrap().unwrap();
+            assert_eq!(last.text, "lo");
+            assert_eq!(last.finish_reason.as_deref(), Some("STOP"));
+            assert_eq!(last.usage.unwrap().total_tokens, 9);
+            assert!(rest.next(&clock, &s).await.is_none());
+        });
+        assert!(vertex.calls.borrow()[1].url.ends_with("?alt=sse"));
+        assert_eq!(vertex.calls.borrow()[1].accept, "text/event-stream");
+    }
+
+    #[test]
+    fn an_error_event_mid_stream_is_an_upstream_error() {
+        let vertex = FakeVertex::new([Scripted::sse(&[
+            json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}),
+            json!({"error": {"code": 500, "message": "oops", "status": "INTERNAL"}}),
+        ])]);
+        let clock = FakeClock::default();
+        let s = settings();
+        block_on(async {
+            let (opened, _) = open_stream(&vertex, &clock, &s, &request()).await;
+            let (_, mut rest) = opened.unwrap();
+            assert!(matches!(
+                rest.next(&clock, &s).await,
+                Some(Err(UpstreamError::Status { status: 500, .. }))
+            ));
+        });
+    }
 }

@@ -98,7 +98,7 @@ fn chat_routes_to_a_persona_and_answers_through_vertex() {
             );
 
             let metadata = &body["metadata"];
-            assert_eq!(metadata["model"], "gemini-2.5-flash");
+            assert_eq!(metadata["model"], "gemini-3.5-flash");
             assert_eq!(metadata["finish_reason"], "STOP");
             let usage = &metadata["usage"];
             assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "{usage}");
@@ -108,6 +108,7 @@ fn chat_routes_to_a_persona_and_answers_through_vertex() {
                 Some(
                     usage["prompt_tokens"].as_u64().unwrap()
                         + usage["completion_tokens"].as_u64().unwrap()
+                        + usage["thoughts_tokens"].as_u64().unwrap()
                 )
             );
             assert!(metadata["rhythm"]["pace"].is_string());
@@ -122,7 +123,7 @@ fn chat_routes_to_a_persona_and_answers_through_vertex() {
             let sent = requests.last().unwrap();
             assert_eq!(
                 sent.path,
-                "/v1/projects/e2e-project/locations/global/publishers/google/models/gemini-2.5-flash:generateContent"
+                "/v1/projects/e2e-project/locations/global/publishers/google/models/gemini-3.5-flash:generateContent"
             );
             assert_eq!(
                 sent.authorization.as_deref(),
@@ -166,13 +167,13 @@ fn original_callers_keep_working() {
         // A configured model replaces the default everywhere.
         drop(service);
         let mut env = emulator_env(&emulator);
-        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-2.5-flash-lite".into()));
+        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-3.5-flash-lite".into()));
         let service = Service::start(runtime, &env);
         let reply = service.ask("hello");
         assert_eq!(reply.status, 200, "{runtime:?}: {}", reply.body);
         assert_eq!(
             reply.json()["metadata"]["model"],
-            Value::from("gemini-2.5-flash-lite")
+            Value::from("gemini-3.5-flash-lite")
         );
         assert!(
             emulator
@@ -180,7 +181,7 @@ fn original_callers_keep_working() {
                 .last()
                 .unwrap()
                 .path
-                .contains("/models/gemini-2.5-flash-lite:")
+                .contains("/models/gemini-3.5-flash-lite:")
         );
     }
 }

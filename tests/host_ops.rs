@@ -190,7 +190,7 @@ fn logs_are_cloud_logging_json_with_trace_and_request_id() {
         .header("x-request-id")
         .expect("x-request-id")
         .to_owned();
-    // The guest writes to stderr on upstream failures: captured under the request's id.
+    // A failed chat: the component logs it under the request's id.
     let failed = service.ask("[[emulator:503]]");
     assert_eq!(failed.status, 502);
     let failed_id = failed.header("x-request-id").unwrap().to_owned();
@@ -224,20 +224,21 @@ fn logs_are_cloud_logging_json_with_trace_and_request_id() {
     );
     assert_eq!(access["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
 
+    // The component's per-chat line carries the outcome under the same request id.
     let guest = entries
         .iter()
-        .find(|e| e["logging.googleapis.com/labels"]["stream"] == "stderr")
-        .expect("the guest's stderr line");
-    assert_eq!(
-        guest["logging.googleapis.com/labels"]["request_id"],
-        failed_id.as_str()
-    );
-    assert!(
-        guest["message"]
-            .as_str()
-            .unwrap()
-            .contains("upstream failure")
-    );
+        .find(|e| {
+            e["logging.googleapis.com/labels"]["request_id"] == failed_id.as_str()
+                && e.get("httpRequest").is_none()
+        })
+        .expect("the guest's chat line");
+    let chat = match guest.get("chat") {
+        Some(chat) => chat.clone(),
+        None => serde_json::from_str::<Value>(guest["message"].as_str().unwrap()).unwrap()["chat"]
+            .clone(),
+    };
+    assert_eq!(chat["status"], 502, "{guest}");
+    assert_eq!(chat["outcome"], "upstream_error");
     let failed_access = entries
         .iter()
         .find(|e| {

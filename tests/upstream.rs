@@ -65,7 +65,7 @@ fn retired_model_and_wrong_token_are_reported_as_such() {
     let emulator = start_emulator();
     for runtime in runtimes() {
         let mut env = emulator_env(&emulator);
-        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-1.5-flash-002".into()));
+        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-2.5-flash".into()));
         let service = Service::start(runtime, &env);
         let reply = service.ask("hello");
         assert_eq!(reply.status, 502, "{runtime:?}: {}", reply.body);

@@ -93,7 +93,10 @@ fn wrong_routes_methods_types_and_sizes() {
         assert_eq!(reply.status, 200, "{runtime:?}: {}", reply.body);
 
         // Over the body limit: 413, whether announced by Content-Length or streamed chunked.
-        let big = format!(r#"{{"message": "hi", "pad": "{}"}}"#, "x".repeat(40 * 1024));
+        let big = format!(
+            r#"{{"message": "hi", "pad": "{}"}}"#,
+            "x".repeat(130 * 1024)
+        );
         let reply = service.chat(&big);
         assert_eq!(reply.status, 413, "{runtime:?}");
         assert_eq!(reply.json()["code"], "payload_too_large");

@@ -1,5 +1,9 @@
-//! Fault injection: a test asks for a failure with the marker `[[emulator:FAULT]]` anywhere in
-//! the last user text, or with the header `x-emulator-fault: FAULT` (the header wins).
+//! Fault injection: a test asks for failures with the marker `[[emulator:FAULTS]]` anywhere in
+//! the last user text, or with the header `x-emulator-fault: FAULTS` (the header wins).
+//!
+//! FAULTS is one fault or several separated by commas, e.g. `503x2,chunk-delay=50`: at most
+//! one *outcome* (a status, `safety`, `drop`, `stream-error`, …) plus any *modifiers*
+//! (`slow=MS`, `chunk-delay=MS`, `retry-delay=MS`), each named once.
 
 use std::time::Duration;
 
@@ -7,7 +11,7 @@ use serde_json::json;
 
 use crate::status::ApiError;
 
-/// The header that selects a fault.
+/// The header that selects faults.
 pub const FAULT_HEADER: &str = "x-emulator-fault";
 
 const MARKER_OPEN: &str = "[[emulator:";
@@ -15,6 +19,15 @@ const MARKER_CLOSE: &str = "]]";
 
 /// Delay of a plain `slow` fault.
 pub const DEFAULT_SLOW: Duration = Duration::from_millis(5000);
+
+/// `retryDelay` of a persistent `429`.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(3);
+
+/// `retryDelay` of a transient `429xN`: short, so tests that retry stay fast.
+pub const TRANSIENT_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Largest N of `STATUSxN`.
+pub const MAX_TRANSIENT_FAILURES: u32 = 1000;
 
 /// Every fault name, for help and error messages.
 pub const FAULT_NAMES: &[&str] = &[
@@ -26,22 +39,28 @@ pub const FAULT_NAMES: &[&str] = &[
     "500",
     "503",
     "504",
+    "STATUSxN",
     "slow",
     "slow=MS",
+    "chunk-delay=MS",
+    "retry-delay=MS",
     "safety",
     "blocked=REASON",
     "finish-safety",
     "empty",
     "garbage",
     "drop",
+    "stream-error",
 ];
 
+const STATUSES: &[u16] = &[400, 401, 403, 404, 429, 500, 503, 504];
+
+/// What happens instead of a normal answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// An error reply with this HTTP status (400, 401, 403, 404, 429, 500, 503 or 504).
-    Status(u16),
-    /// Answer normally after this extra delay.
-    Slow(Duration),
+pub enum Outcome {
+    /// An error reply with this HTTP status (400, 401, 403, 404, 429, 500, 503 or 504): every
+    /// time (`times: None`), or only for the first `times` attempts of the same request.
+    Status { code: u16, times: Option<u32> },
     /// HTTP 200, no candidates, `promptFeedback.blockReason` = the reason.
     PromptBlocked(String),
     /// One candidate, finishReason SAFETY, no content parts.
@@ -52,36 +71,104 @@ pub enum Fault {
     Garbage,
     /// Close the connection without any response.
     Drop,
+    /// Streaming: one or two good chunks, then an error event, then the end. Unary: a 500.
+    StreamError,
+}
+
+/// Everything the faults of one request ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub outcome: Option<Outcome>,
+    /// Extra wait before the response (`slow`).
+    pub delay: Duration,
+    /// Pause between stream events, instead of the configured one (`chunk-delay`).
+    pub chunk_delay: Option<Duration>,
+    /// `retryDelay` of a 429 (`retry-delay`).
+    pub retry_delay: Option<Duration>,
+}
+
+impl Plan {
+    /// The `retryDelay` a 429 of this plan carries.
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay.unwrap_or(match self.outcome {
+            Some(Outcome::Status { times: Some(_), .. }) => TRANSIENT_RETRY_DELAY,
+            _ => DEFAULT_RETRY_DELAY,
+        })
+    }
+}
+
+enum Piece {
+    Outcome(Outcome),
+    Slow(Duration),
+    ChunkDelay(Duration),
+    RetryDelay(Duration),
+}
+
+fn millis(name: &str, ms: &str) -> Result<Duration, String> {
+    ms.parse().map(Duration::from_millis).map_err(|_| {
+        format!("emulator fault \"{name}={ms}\": MS must be a whole number of milliseconds")
+    })
+}
+
+/// `STATUS` or `STATUSxN`.
+fn status(name: &str) -> Option<Result<Outcome, String>> {
+    let (code, times) = match name.split_once('x') {
+        Some((code, times)) => (code, Some(times)),
+        None => (name, None),
+    };
+    let code: u16 = code.parse().ok().filter(|c| STATUSES.contains(c))?;
+    let Some(times) = times else {
+        return Some(Ok(Outcome::Status { code, times: None }));
+    };
+    Some(
+        times
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_TRANSIENT_FAILURES).contains(n))
+            .map(|n| Outcome::Status {
+                code,
+                times: Some(n),
+            })
+            .ok_or_else(|| {
+                format!(
+                    "emulator fault \"{name}\": N must be a whole number from 1 to \
+                     {MAX_TRANSIENT_FAILURES}"
+                )
+            }),
+    )
 }
 
 /// Parses one fault name (case-insensitive; a `blocked=` reason keeps its case).
-pub fn parse(spec: &str) -> Result<Fault, String> {
+fn parse_one(spec: &str) -> Result<Piece, String> {
     let spec = spec.trim();
     let (name, arg) = match spec.split_once('=') {
         Some((name, arg)) => (name.trim().to_ascii_lowercase(), Some(arg.trim())),
         None => (spec.to_ascii_lowercase(), None),
     };
-    let fault = match (name.as_str(), arg) {
-        ("400" | "401" | "403" | "404" | "429" | "500" | "503" | "504", None) => {
-            Fault::Status(name.parse().expect("three digits"))
-        }
-        ("slow", None) => Fault::Slow(DEFAULT_SLOW),
-        ("slow", Some(ms)) => Fault::Slow(Duration::from_millis(ms.parse().map_err(|_| {
-            format!("emulator fault \"slow={ms}\": MS must be a whole number of milliseconds")
-        })?)),
-        ("safety", None) => Fault::PromptBlocked("SAFETY".into()),
+    if arg.is_none()
+        && let Some(outcome) = status(&name)
+    {
+        return outcome.map(Piece::Outcome);
+    }
+    let piece = match (name.as_str(), arg) {
+        ("slow", None) => Piece::Slow(DEFAULT_SLOW),
+        ("slow", Some(ms)) => Piece::Slow(millis("slow", ms)?),
+        ("chunk-delay", Some(ms)) => Piece::ChunkDelay(millis("chunk-delay", ms)?),
+        ("retry-delay", Some(ms)) => Piece::RetryDelay(millis("retry-delay", ms)?),
+        ("safety", None) => Piece::Outcome(Outcome::PromptBlocked("SAFETY".into())),
         ("blocked", Some(reason))
             if !reason.is_empty()
                 && reason
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
         {
-            Fault::PromptBlocked(reason.to_string())
+            Piece::Outcome(Outcome::PromptBlocked(reason.to_string()))
         }
-        ("finish-safety", None) => Fault::FinishSafety,
-        ("empty", None) => Fault::Empty,
-        ("garbage", None) => Fault::Garbage,
-        ("drop", None) => Fault::Drop,
+        ("finish-safety", None) => Piece::Outcome(Outcome::FinishSafety),
+        ("empty", None) => Piece::Outcome(Outcome::Empty),
+        ("garbage", None) => Piece::Outcome(Outcome::Garbage),
+        ("drop", None) => Piece::Outcome(Outcome::Drop),
+        ("stream-error", None) => Piece::Outcome(Outcome::StreamError),
         _ => {
             return Err(format!(
                 "Unknown emulator fault \"{spec}\". Known faults: {}.",
@@ -89,27 +176,91 @@ pub fn parse(spec: &str) -> Result<Fault, String> {
             ));
         }
     };
-    Ok(fault)
+    Ok(piece)
 }
 
-/// The fault named by the first `[[emulator:...]]` marker in `text`, if any.
+/// Parses a comma-separated list of faults into one plan.
+pub fn parse(specs: &str) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    let mut slow = None;
+    for spec in specs.split(',') {
+        let twice = || {
+            format!(
+                "emulator faults \"{specs}\": \"{}\" conflicts with another fault",
+                spec.trim()
+            )
+        };
+        match parse_one(spec)? {
+            Piece::Outcome(outcome) => {
+                if plan.outcome.replace(outcome).is_some() {
+                    return Err(twice());
+                }
+            }
+            Piece::Slow(delay) => {
+                if slow.replace(delay).is_some() {
+                    return Err(twice());
+                }
+            }
+            Piece::ChunkDelay(delay) => {
+                if plan.chunk_delay.replace(delay).is_some() {
+                    return Err(twice());
+                }
+            }
+            Piece::RetryDelay(delay) => {
+                if plan.retry_delay.replace(delay).is_some() {
+                    return Err(twice());
+                }
+            }
+        }
+    }
+    plan.delay = slow.unwrap_or_default();
+    Ok(plan)
+}
+
+/// The faults named by the first `[[emulator:...]]` marker in `text`, if any.
 pub fn find_marker(text: &str) -> Option<&str> {
     let start = text.find(MARKER_OPEN)? + MARKER_OPEN.len();
     let len = text[start..].find(MARKER_CLOSE)?;
     Some(&text[start..start + len])
 }
 
-/// Picks the fault for a request: header first, then the marker in the last user text.
-/// An unknown name is a 400 INVALID_ARGUMENT.
-pub fn select(header: Option<&str>, last_user_text: &str) -> Result<Option<Fault>, ApiError> {
-    match header.or_else(|| find_marker(last_user_text)) {
-        None => Ok(None),
-        Some(spec) => parse(spec).map(Some).map_err(ApiError::invalid_argument),
+/// The fault spec of a request: the header first, then the marker in the last user text.
+pub fn spec<'a>(header: Option<&'a str>, last_user_text: &'a str) -> Option<&'a str> {
+    header.or_else(|| find_marker(last_user_text))
+}
+
+/// Parses the fault spec of a request (no spec: the empty plan). An unknown name is a
+/// 400 INVALID_ARGUMENT.
+pub fn select(spec: Option<&str>) -> Result<Plan, ApiError> {
+    match spec {
+        None => Ok(Plan::default()),
+        Some(spec) => parse(spec).map_err(ApiError::invalid_argument),
     }
 }
 
-/// The error reply for a `Status` fault, worded like Google's.
-pub fn status_error(code: u16, resource: &str, rpc_name: &str) -> ApiError {
+/// A google.protobuf.Duration in its JSON form: whole seconds as `"3s"`, otherwise with
+/// 3, 6 or 9 fractional digits (`"0.200s"`), as Google prints it.
+pub fn duration_json(delay: Duration) -> String {
+    let (secs, nanos) = (delay.as_secs(), delay.subsec_nanos());
+    if nanos == 0 {
+        format!("{secs}s")
+    } else if nanos % 1_000_000 == 0 {
+        format!("{secs}.{:03}s", nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        format!("{secs}.{:06}s", nanos / 1_000)
+    } else {
+        format!("{secs}.{nanos:09}s")
+    }
+}
+
+/// `Retry-After` in whole seconds (HTTP allows no fraction), rounded up.
+pub fn retry_after_secs(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
+}
+
+/// The error reply for a status fault, worded like Google's. A 429 carries a
+/// google.rpc.RetryInfo detail with `retry_delay`.
+pub fn status_error(code: u16, resource: &str, rpc_name: &str, retry_delay: Duration) -> ApiError {
     match code {
         400 => ApiError::invalid_argument("Request contains an invalid argument."),
         401 => ApiError::unauthenticated(false, rpc_name),
@@ -130,7 +281,7 @@ pub fn status_error(code: u16, resource: &str, rpc_name: &str) -> ApiError {
         )
         .with_detail(json!({
             "@type": "type.googleapis.com/google.rpc.RetryInfo",
-            "retryDelay": "3s",
+            "retryDelay": duration_json(retry_delay),
         })),
         503 => ApiError::new(503, "UNAVAILABLE", "The service is currently unavailable."),
         504 => ApiError::new(
@@ -138,37 +289,107 @@ pub fn status_error(code: u16, resource: &str, rpc_name: &str) -> ApiError {
             "DEADLINE_EXCEEDED",
             "Deadline expired before operation could complete.",
         ),
-        _ => ApiError::new(500, "INTERNAL", "Internal error encountered."),
+        _ => internal_error(),
     }
+}
+
+/// The 500 Vertex AI answers (or sends as a stream's last event) on an internal failure.
+pub fn internal_error() -> ApiError {
+    ApiError::new(500, "INTERNAL", "Internal error encountered.")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn outcome(spec: &str) -> Option<Outcome> {
+        parse(spec).unwrap().outcome
+    }
+
+    fn persistent(code: u16) -> Option<Outcome> {
+        Some(Outcome::Status { code, times: None })
+    }
+
     #[test]
     fn parses_every_fault() {
         for code in [400, 401, 403, 404, 429, 500, 503, 504] {
-            assert_eq!(parse(&code.to_string()), Ok(Fault::Status(code)));
+            assert_eq!(outcome(&code.to_string()), persistent(code));
+            assert_eq!(
+                outcome(&format!("{code}x3")),
+                Some(Outcome::Status {
+                    code,
+                    times: Some(3)
+                })
+            );
         }
-        assert_eq!(parse("slow"), Ok(Fault::Slow(Duration::from_secs(5))));
+        assert_eq!(parse("slow").unwrap().delay, Duration::from_secs(5));
+        assert_eq!(parse("slow=250").unwrap().delay, Duration::from_millis(250));
+        assert_eq!(parse(" SLOW = 7 ").unwrap().delay, Duration::from_millis(7));
+        assert_eq!(parse("slow=250").unwrap().outcome, None);
         assert_eq!(
-            parse("slow=250"),
-            Ok(Fault::Slow(Duration::from_millis(250)))
+            parse("chunk-delay=40").unwrap().chunk_delay,
+            Some(Duration::from_millis(40))
         );
         assert_eq!(
-            parse(" SLOW = 7 "),
-            Ok(Fault::Slow(Duration::from_millis(7)))
+            parse("retry-delay=1500").unwrap().retry_delay,
+            Some(Duration::from_millis(1500))
         );
-        assert_eq!(parse("safety"), Ok(Fault::PromptBlocked("SAFETY".into())));
         assert_eq!(
-            parse("blocked=PROHIBITED_CONTENT"),
-            Ok(Fault::PromptBlocked("PROHIBITED_CONTENT".into()))
+            outcome("safety"),
+            Some(Outcome::PromptBlocked("SAFETY".into()))
         );
-        assert_eq!(parse("finish-safety"), Ok(Fault::FinishSafety));
-        assert_eq!(parse("empty"), Ok(Fault::Empty));
-        assert_eq!(parse("garbage"), Ok(Fault::Garbage));
-        assert_eq!(parse("Drop"), Ok(Fault::Drop));
+        assert_eq!(
+            outcome("blocked=PROHIBITED_CONTENT"),
+            Some(Outcome::PromptBlocked("PROHIBITED_CONTENT".into()))
+        );
+        assert_eq!(outcome("finish-safety"), Some(Outcome::FinishSafety));
+        assert_eq!(outcome("empty"), Some(Outcome::Empty));
+        assert_eq!(outcome("garbage"), Some(Outcome::Garbage));
+        assert_eq!(outcome("Drop"), Some(Outcome::Drop));
+        assert_eq!(outcome("stream-error"), Some(Outcome::StreamError));
+        assert_eq!(outcome("503X2"), outcome("503x2"));
+    }
+
+    #[test]
+    fn combines_one_outcome_with_modifiers() {
+        let plan = parse("503x2, chunk-delay=10,slow=5,retry-delay=0").unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                outcome: Some(Outcome::Status {
+                    code: 503,
+                    times: Some(2)
+                }),
+                delay: Duration::from_millis(5),
+                chunk_delay: Some(Duration::from_millis(10)),
+                retry_delay: Some(Duration::ZERO),
+            }
+        );
+        for conflicting in [
+            "429,503",
+            "drop,stream-error",
+            "slow,slow=1",
+            "chunk-delay=1,chunk-delay=2",
+        ] {
+            let err = parse(conflicting).unwrap_err();
+            assert!(
+                err.contains("conflicts with another fault"),
+                "{conflicting}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delay_defaults_depend_on_persistence() {
+        assert_eq!(parse("429").unwrap().retry_delay(), Duration::from_secs(3));
+        assert_eq!(
+            parse("429x1").unwrap().retry_delay(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            parse("429x1,retry-delay=1000").unwrap().retry_delay(),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -176,6 +397,7 @@ mod tests {
         for bad in [
             "",
             "502",
+            "502x1",
             "teapot",
             "slow=abc",
             "slow=-1",
@@ -184,6 +406,16 @@ mod tests {
             "blocked=a b",
             "drop=1",
             "429=2",
+            "503x0",
+            "503x",
+            "503x-1",
+            "503x1001",
+            "x2",
+            "chunk-delay",
+            "chunk-delay=1.5",
+            "retry-delay",
+            "stream-error=1",
+            "503,",
         ] {
             let err = parse(bad).expect_err(bad);
             assert!(err.contains("emulator fault"), "{bad}: {err}");
@@ -205,18 +437,25 @@ mod tests {
 
     #[test]
     fn header_wins_and_unknown_is_400() {
-        assert_eq!(select(None, "plain"), Ok(None));
-        assert_eq!(
-            select(None, "x [[emulator:503]]"),
-            Ok(Some(Fault::Status(503)))
-        );
-        assert_eq!(
-            select(Some("empty"), "x [[emulator:503]]"),
-            Ok(Some(Fault::Empty))
-        );
-        let err = select(None, "[[emulator:nope]]").unwrap_err();
+        assert_eq!(spec(None, "plain"), None);
+        assert_eq!(select(None), Ok(Plan::default()));
+        assert_eq!(spec(None, "x [[emulator:503]]"), Some("503"));
+        assert_eq!(spec(Some("empty"), "x [[emulator:503]]"), Some("empty"));
+        let err = select(Some("nope")).unwrap_err();
         assert_eq!((err.code, err.status), (400, "INVALID_ARGUMENT"));
         assert!(err.message.contains("\"nope\""));
+    }
+
+    #[test]
+    fn durations_print_like_protobuf_json() {
+        assert_eq!(duration_json(Duration::from_secs(3)), "3s");
+        assert_eq!(duration_json(Duration::ZERO), "0s");
+        assert_eq!(duration_json(Duration::from_millis(200)), "0.200s");
+        assert_eq!(duration_json(Duration::from_micros(1_500_001)), "1.500001s");
+        assert_eq!(duration_json(Duration::from_nanos(7)), "0.000000007s");
+        assert_eq!(retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 0);
     }
 
     #[test]
@@ -236,14 +475,15 @@ mod tests {
                 code,
                 "projects/p/locations/l/publishers/google/models/m",
                 "GenerateContent",
+                DEFAULT_RETRY_DELAY,
             );
             assert_eq!((err.code, err.status), (code, status));
         }
-        let quota = status_error(429, "r", "GenerateContent").to_json();
+        let quota = status_error(429, "r", "GenerateContent", Duration::from_millis(250)).to_json();
         assert_eq!(
             quota["error"]["details"][0]["@type"],
             "type.googleapis.com/google.rpc.RetryInfo"
         );
-        assert_eq!(quota["error"]["details"][0]["retryDelay"], "3s");
+        assert_eq!(quota["error"]["details"][0]["retryDelay"], "0.250s");
     }
 }

@@ -1,15 +1,34 @@
 //! A local emulator of the Vertex AI Gemini REST API (`generateContent` and
-//! `streamGenerateContent`), for end-to-end tests, offline runs and load benchmarks.
+//! `streamGenerateContent`) as it is today (2026-12-01), for end-to-end tests, offline runs
+//! and load benchmarks.
 //!
 //! It speaks the real path shapes and JSON shapes, validates requests as strictly as Google
-//! (unknown fields, bad roles, out-of-range settings → 400 INVALID_ARGUMENT), checks the bearer
-//! token, answers with a deterministic text that echoes what arrived, and injects failures on
-//! demand (see [`FAULT_NAMES`]): put `[[emulator:FAULT]]` in the last user text or send the
-//! header `x-emulator-fault: FAULT`.
+//! (unknown fields, bad roles, a conversation not ending with a user turn, out-of-range
+//! settings → 400 INVALID_ARGUMENT), checks the bearer token, answers 404 NOT_FOUND for
+//! retired model families ([`RETIRED_FAMILIES`]: every `gemini-1.*`, `gemini-2.0*`,
+//! `gemini-2.5*`), answers with a deterministic text that echoes what arrived, and injects
+//! failures on demand (see [`FAULT_NAMES`]): put `[[emulator:FAULTS]]` in the last user text
+//! or send the header `x-emulator-fault: FAULTS`.
 //!
 //! The reply text is
-//! `[Vertex AI emulator · {model}] {first line of the system instruction, ≤160 chars,
-//! or "(no system instruction)"} — you said: {last user text}`.
+//! `[Vertex AI emulator · {model} · turn {N}] {first line of the system instruction, ≤160 chars,
+//! or "(no system instruction)"} — you said: {last user text}`, where N is the number of
+//! `contents` entries (1 for a single message, 3 for user/model/user).
+//!
+//! Thinking is modelled: Gemini 3 models think by default (Flash at `MEDIUM`, Pro at `HIGH`);
+//! each level spends a fixed number of thought tokens ([`ThinkingLevel::thought_tokens`]:
+//! MINIMAL 16, LOW 64, MEDIUM 512, HIGH 2048; a `thinkingBudget` spends exactly itself),
+//! billed against `maxOutputTokens` (default [`DEFAULT_MAX_OUTPUT_TOKENS`]) before the answer,
+//! at 4 characters per token, rounded up. Thoughts that use it all up leave a candidate
+//! without `content` (`finishReason: MAX_TOKENS`); otherwise an answer that does not fit is
+//! cut (`MAX_TOKENS`). `usageMetadata.thoughtsTokenCount` reports them and
+//! `totalTokenCount = promptTokenCount + candidatesTokenCount + thoughtsTokenCount`.
+//!
+//! Streams split a normal answer into at least 3 delta chunks; intermediate ones carry the
+//! usage so far, the last one the finish reason and the full usage.
+//!
+//! [`Emulator::requests`] lists every generate request (faulted ones included), with the
+//! status it got and its [`Delivery`] (complete, or the client went away first).
 //!
 //! # Use from async tests
 //! ```no_run
@@ -34,10 +53,13 @@
 mod body;
 mod faults;
 mod protocol;
+mod record;
 mod reply;
 mod route;
 mod server;
 mod status;
+mod thinking;
+mod transient;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -48,9 +70,15 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use faults::{DEFAULT_SLOW, FAULT_HEADER, FAULT_NAMES};
-pub use route::RETIRED_MODELS;
-pub use server::{MAX_BODY_BYTES, RECORD_LIMIT};
+pub use faults::{
+    DEFAULT_RETRY_DELAY, DEFAULT_SLOW, FAULT_HEADER, FAULT_NAMES, MAX_TRANSIENT_FAILURES,
+    TRANSIENT_RETRY_DELAY,
+};
+pub use record::{Delivery, RECORD_LIMIT, RecordedRequest};
+pub use reply::DEFAULT_MAX_OUTPUT_TOKENS;
+pub use route::{RETIRED_FAMILIES, SERVED_MODELS, model_is_served};
+pub use server::MAX_BODY_BYTES;
+pub use thinking::{Level as ThinkingLevel, MAX_THINKING_BUDGET};
 
 use server::Shared;
 
@@ -76,19 +104,6 @@ impl Default for EmulatorConfig {
             record: true,
         }
     }
-}
-
-/// A request that reached a `generateContent` / `streamGenerateContent` route, whatever the
-/// outcome (rejected ones included).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRequest {
-    pub method: String,
-    /// Path and query, e.g. `/v1/projects/p/.../models/gemini-2.5-flash:streamGenerateContent?alt=sse`.
-    pub path: String,
-    /// The raw `Authorization` header value.
-    pub authorization: Option<String>,
-    /// The body as JSON, or `Null` when it is not JSON.
-    pub body: serde_json::Value,
 }
 
 /// A running emulator. Serving stops when it is dropped.
@@ -178,23 +193,35 @@ impl Emulator {
     }
 
     /// The received generate requests, oldest first (the last [`RECORD_LIMIT`] of them;
-    /// always empty when recording is off).
+    /// always empty when recording is off), each with its status and [`Delivery`].
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        let records = self
-            .shared
-            .records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        records.iter().cloned().collect()
+        self.shared.records.snapshot()
     }
 
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
-        self.shared
-            .records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.shared.records.clear();
+    }
+
+    /// Waits (blocking the calling thread, polling every 10 ms) until no recorded request
+    /// is [`Delivery::InProgress`] or `timeout` has passed, and returns the requests. Use it
+    /// after a client hung up mid-stream to see the disconnect recorded.
+    pub fn wait_until_settled(&self, timeout: Duration) -> Vec<RecordedRequest> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            let settled = requests.iter().all(|r| r.delivery != Delivery::InProgress);
+            if settled || std::time::Instant::now() >= deadline {
+                return requests;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Restarts the counts of every transient fault (`503x2`, …): the next attempt of any
+    /// request fails again.
+    pub fn reset_faults(&self) {
+        self.shared.transient.clear();
     }
 
     /// Stops serving: no new connections are accepted and open ones are closed, shortly

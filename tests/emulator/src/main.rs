@@ -12,9 +12,11 @@ use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Local emulator of the Vertex AI Gemini REST API (generateContent, streamGenerateContent).
 ///
-/// Faults: put [[emulator:FAULT]] in the last user text or send `x-emulator-fault: FAULT`,
-/// with FAULT one of 400 401 403 404 429 500 503 504 slow slow=MS safety blocked=REASON
-/// finish-safety empty garbage drop.
+/// Faults: put [[emulator:FAULTS]] in the last user text or send `x-emulator-fault: FAULTS`,
+/// with FAULTS one or more (comma-separated) of 400 401 403 404 429 500 503 504, STATUSxN
+/// (the first N attempts fail, e.g. 503x2), stream-error, safety, blocked=REASON,
+/// finish-safety, empty, garbage, drop, and the modifiers slow, slow=MS, chunk-delay=MS,
+/// retry-delay=MS.
 #[derive(Debug, Parser)]
 #[command(name = "vertex-emulator", version)]
 struct Args {
@@ -24,7 +26,8 @@ struct Args {
     /// Delay added before every response, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Delay between the events of a streamed reply, in milliseconds.
+    /// Delay between the events of a streamed reply, in milliseconds (the fault
+    /// chunk-delay=MS overrides it for one request).
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
     /// Require this bearer token (any non-empty token is accepted otherwise).

@@ -60,6 +60,9 @@ pub struct GenerationConfig {
 #[serde(rename_all = "camelCase")]
 pub struct ThinkingConfig {
     pub thinking_budget: Option<i64>,
+    /// The canonical enum name (`MINIMAL`, `LOW`, `MEDIUM`, `HIGH` or
+    /// `THINKING_LEVEL_UNSPECIFIED`), whatever case the request used.
+    pub thinking_level: Option<String>,
     pub include_thoughts: Option<bool>,
 }
 
@@ -114,7 +117,11 @@ enum Kind {
     Bool,
     Float,
     Int,
+    /// Enum value names, in proto number order (index = number).
     Enum(&'static str, &'static [&'static str]),
+    /// Like `Enum`, but names match in any case (`"low"` = `"LOW"`), as Google accepts for
+    /// `thinkingLevel`; the canonical upper-case name is kept.
+    EnumAnyCase(&'static str, &'static [&'static str]),
     Msg(&'static Message),
     /// `map<string, string>`, e.g. `labels`.
     StrMap,
@@ -168,10 +175,27 @@ static CONTENT: Message = Message {
     ],
 };
 
+/// In proto number order: MINIMAL came last, after the original three levels.
+pub const THINKING_LEVELS: &[&str] = &[
+    "THINKING_LEVEL_UNSPECIFIED",
+    "LOW",
+    "MEDIUM",
+    "HIGH",
+    "MINIMAL",
+];
+
 static THINKING_CONFIG: Message = Message {
     type_name: "GenerationConfig.ThinkingConfig",
     fields: &[
         one("thinkingBudget", "thinking_budget", Kind::Int),
+        one(
+            "thinkingLevel",
+            "thinking_level",
+            Kind::EnumAnyCase(
+                "GenerationConfig.ThinkingConfig.ThinkingLevel",
+                THINKING_LEVELS,
+            ),
+        ),
         one("includeThoughts", "include_thoughts", Kind::Bool),
     ],
 };
@@ -370,7 +394,7 @@ fn kind_name(kind: Kind) -> String {
         Kind::Bool => "TYPE_BOOL".into(),
         Kind::Float => "TYPE_FLOAT".into(),
         Kind::Int => "TYPE_INT32".into(),
-        Kind::Enum(name, _) => format!("{TYPE_PREFIX}{name}"),
+        Kind::Enum(name, _) | Kind::EnumAnyCase(name, _) => format!("{TYPE_PREFIX}{name}"),
         Kind::Msg(message) => format!("{TYPE_PREFIX}{}", message.type_name),
         Kind::StrMap => "map<string, string>".into(),
     }
@@ -414,6 +438,14 @@ fn normalize_value(value: &Value, kind: Kind, path: &str) -> Result<Value, ApiEr
                 .map(|name| Value::String(name.to_string()))
                 .ok_or_else(bad),
             _ => Err(bad()),
+        },
+        Kind::EnumAnyCase(_, names) => match value {
+            Value::String(s) => names
+                .iter()
+                .find(|name| name.eq_ignore_ascii_case(s))
+                .map(|name| Value::String(name.to_string()))
+                .ok_or_else(bad),
+            _ => normalize_value(value, Kind::Enum("", names), path).map_err(|_| bad()),
         },
         Kind::Msg(message) => normalize_message(value, message, path),
         Kind::StrMap => {
@@ -724,6 +756,61 @@ mod tests {
             message(json!({"contents": [user("x")], "generationConfig": {"maxOutputTokens": 0}}))
                 .contains("maxOutputTokens value of 0")
         );
+    }
+
+    #[test]
+    fn thinking_level_accepts_enum_names_in_any_case_and_numbers() {
+        let level = |value: Value| {
+            parse(json!({"contents": [user("x")],
+                         "generationConfig": {"thinkingConfig": {"thinkingLevel": value}}}))
+            .map(|r| {
+                r.generation_config
+                    .thinking_config
+                    .unwrap()
+                    .thinking_level
+                    .unwrap()
+            })
+        };
+        for (given, canonical) in [
+            ("MINIMAL", "MINIMAL"),
+            ("low", "LOW"),
+            ("Medium", "MEDIUM"),
+            ("high", "HIGH"),
+            ("THINKING_LEVEL_UNSPECIFIED", "THINKING_LEVEL_UNSPECIFIED"),
+        ] {
+            assert_eq!(level(json!(given)).unwrap(), canonical);
+        }
+        assert_eq!(level(json!(1)).unwrap(), "LOW");
+        assert_eq!(level(json!(4)).unwrap(), "MINIMAL");
+        let snake = parse(json!({"contents": [user("x")],
+                                 "generation_config": {"thinking_config": {"thinking_level": "low"}}}))
+        .unwrap();
+        assert_eq!(
+            snake
+                .generation_config
+                .thinking_config
+                .unwrap()
+                .thinking_level
+                .as_deref(),
+            Some("LOW")
+        );
+        for bad in [
+            json!("extreme"),
+            json!("OFF"),
+            json!(9),
+            json!(true),
+            json!(""),
+        ] {
+            let err = level(bad.clone()).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!(
+                    "Invalid JSON payload received. Invalid value at \
+                     'generation_config.thinking_config.thinking_level' \
+                     (type.googleapis.com/google.cloud.aiplatform.v1.GenerationConfig.ThinkingConfig.ThinkingLevel), {bad}"
+                )
+            );
+        }
     }
 
     #[test]

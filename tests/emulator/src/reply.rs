@@ -2,16 +2,26 @@
 //! (one object for `generateContent`, a list of delta chunks for `streamGenerateContent`).
 //!
 //! The reply text echoes what arrived so tests can check it:
-//! `[Vertex AI emulator · {model}] {first line of the system instruction} — you said: {last user text}`.
+//! `[Vertex AI emulator · {model} · turn {N}] {first line of the system instruction} — you said: {last user text}`,
+//! where N is the number of `contents` entries (1 without history).
+//!
+//! Tokens are characters / 4, rounded up ([`tokens`]). Thought tokens (see [`crate::thinking`])
+//! come out of `maxOutputTokens` first (65536 when unset, as on Vertex AI): if they use it all
+//! up the candidate has no `content` and finishes with `MAX_TOKENS`; otherwise the answer is
+//! cut to the tokens left (4 characters each), also with `MAX_TOKENS`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::protocol::GenerateContentRequest;
+use crate::thinking::Thinking;
 
 /// Longest system-instruction excerpt echoed in the reply, in characters.
 pub const SYSTEM_EXCERPT_CHARS: usize = 160;
+
+/// `maxOutputTokens` when the request leaves it unset (Gemini 3's output limit).
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 65_536;
 
 /// Roughly four characters per token, like Google's rule of thumb; rounded up.
 pub fn tokens(chars: usize) -> u64 {
@@ -33,9 +43,13 @@ pub struct Reply {
     pub model: String,
     pub prompt_tokens: u64,
     pub answer: Answer,
-    /// The (possibly cut) text and its finish reason, for `Answer::Text`.
+    /// The (possibly cut, possibly empty) answer text and its finish reason, for `Answer::Text`.
     pub text: String,
     pub finish_reason: &'static str,
+    /// Thought tokens spent (capped by `maxOutputTokens`); 0 for fault answers.
+    pub thoughts: u64,
+    /// The `"thought": true` part sent first when the request asked for `includeThoughts`.
+    pub thought_summary: Option<String>,
     pub create_time: String,
     pub response_id: String,
 }
@@ -56,7 +70,8 @@ pub fn reply_text(model: &str, request: &GenerateContentRequest) -> String {
         .and_then(|text| first_line(&text))
         .unwrap_or_else(|| "(no system instruction)".to_string());
     format!(
-        "[Vertex AI emulator · {model}] {system} — you said: {}",
+        "[Vertex AI emulator · {model} · turn {}] {system} — you said: {}",
+        request.contents.len(),
         request.last_user_text()
     )
 }
@@ -76,24 +91,54 @@ pub fn prompt_tokens(request: &GenerateContentRequest) -> u64 {
     tokens(system + contents).max(1)
 }
 
+/// `usageMetadata`; like Google's proto3 JSON, zero counts other than the prompt's are left out.
+fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
+    let mut usage = json!({
+        "promptTokenCount": prompt,
+        "totalTokenCount": prompt + candidates + thoughts,
+        "trafficType": "ON_DEMAND",
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    });
+    if candidates > 0 {
+        usage["candidatesTokenCount"] = json!(candidates);
+        usage["candidatesTokensDetails"] = json!([{"modality": "TEXT", "tokenCount": candidates}]);
+    }
+    if thoughts > 0 {
+        usage["thoughtsTokenCount"] = json!(thoughts);
+    }
+    usage
+}
+
 impl Reply {
     pub fn new(
         model: &str,
         request: &GenerateContentRequest,
+        thinking: &Thinking,
         answer: Answer,
         create_time: String,
         response_id: String,
     ) -> Reply {
         let mut text = String::new();
         let mut finish_reason = "STOP";
+        let mut thoughts = 0;
+        let mut thought_summary = None;
         if answer == Answer::Text {
+            let max = request
+                .generation_config
+                .max_output_tokens
+                .map_or(DEFAULT_MAX_OUTPUT_TOKENS, |max| max.max(1) as u64);
+            thoughts = thinking.tokens.min(max);
+            let left = max - thoughts;
             text = reply_text(model, request);
-            if let Some(max) = request.generation_config.max_output_tokens {
-                let max = max.max(1) as u64;
-                if tokens(text.chars().count()) > max {
-                    text = text.chars().take((max * 4) as usize).collect();
-                    finish_reason = "MAX_TOKENS";
-                }
+            if tokens(text.chars().count()) > left {
+                text = text.chars().take((left * 4) as usize).collect();
+                finish_reason = "MAX_TOKENS";
+            }
+            if thinking.include_thoughts && thoughts > 0 {
+                let level = thinking.level.map_or("a budget", |level| level.name());
+                thought_summary = Some(format!(
+                    "**Emulated thinking** at {level}: {thoughts} thought tokens spent."
+                ));
             }
         }
         Reply {
@@ -102,6 +147,8 @@ impl Reply {
             answer,
             text,
             finish_reason,
+            thoughts,
+            thought_summary,
             create_time,
             response_id,
         }
@@ -119,15 +166,7 @@ impl Reply {
     }
 
     fn full_usage(&self) -> Value {
-        let (prompt, candidates) = (self.prompt_tokens, self.candidate_tokens());
-        json!({
-            "promptTokenCount": prompt,
-            "candidatesTokenCount": candidates,
-            "totalTokenCount": prompt + candidates,
-            "trafficType": "ON_DEMAND",
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
-            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": candidates}],
-        })
+        usage(self.prompt_tokens, self.candidate_tokens(), self.thoughts)
     }
 
     fn prompt_only_usage(&self) -> Value {
@@ -138,18 +177,38 @@ impl Reply {
         })
     }
 
+    fn thought_part(&self) -> Option<Value> {
+        self.thought_summary
+            .as_ref()
+            .map(|summary| json!({"text": summary, "thought": true}))
+    }
+
+    /// The final candidate of a text answer: no `content` at all when there is no part.
+    fn final_candidate(&self, parts: Vec<Value>) -> Value {
+        let mut candidate = json!({
+            "index": 0,
+            "finishReason": self.finish_reason,
+            "safetyRatings": negligible_ratings(),
+        });
+        if !parts.is_empty() {
+            candidate["content"] = json!({"role": "model", "parts": parts});
+        }
+        candidate
+    }
+
     /// The `generateContent` response.
     pub fn unary_json(&self) -> Value {
         match &self.answer {
-            Answer::Text => self.envelope(json!({
-                "candidates": [{
-                    "index": 0,
-                    "content": {"role": "model", "parts": [{"text": self.text}]},
-                    "finishReason": self.finish_reason,
-                    "safetyRatings": negligible_ratings(),
-                }],
-                "usageMetadata": self.full_usage(),
-            })),
+            Answer::Text => {
+                let mut parts: Vec<Value> = self.thought_part().into_iter().collect();
+                if !self.text.is_empty() {
+                    parts.push(json!({"text": self.text}));
+                }
+                self.envelope(json!({
+                    "candidates": [self.final_candidate(parts)],
+                    "usageMetadata": self.full_usage(),
+                }))
+            }
             Answer::PromptBlocked(reason) => self.envelope(json!({
                 "promptFeedback": {
                     "blockReason": reason,
@@ -178,33 +237,45 @@ impl Reply {
         }
     }
 
-    /// The `streamGenerateContent` chunks. A text answer is split into deltas: intermediate
-    /// chunks carry only `promptTokenCount`, the last one the finish reason and full usage.
-    /// Other answers are a single chunk equal to the unary response.
+    /// The `streamGenerateContent` chunks. A text answer is split into deltas (the thought
+    /// summary, if any, first): intermediate chunks carry the usage so far (prompt, thoughts,
+    /// the candidate tokens sent up to then), the last one the finish reason and full usage.
+    /// Other answers, and a text answer with nothing to say, are a single chunk equal to the
+    /// unary response.
     pub fn stream_chunks(&self) -> Vec<Value> {
         if self.answer != Answer::Text {
             return vec![self.unary_json()];
         }
-        let pieces = split_chunks(&self.text);
-        let last = pieces.len() - 1;
-        pieces
-            .iter()
+        let mut deltas: Vec<(Value, usize)> = self
+            .thought_part()
+            .map(|part| (part, 0))
+            .into_iter()
+            .collect();
+        if !self.text.is_empty() {
+            deltas.extend(
+                split_chunks(&self.text)
+                    .into_iter()
+                    .map(|piece| (json!({"text": piece}), piece.chars().count())),
+            );
+        }
+        if deltas.is_empty() {
+            return vec![self.unary_json()];
+        }
+        let last = deltas.len() - 1;
+        let mut chars_sent = 0;
+        deltas
+            .into_iter()
             .enumerate()
-            .map(|(i, delta)| {
-                let content = json!({"role": "model", "parts": [{"text": delta}]});
+            .map(|(i, (part, chars))| {
+                chars_sent += chars;
                 if i < last {
                     self.envelope(json!({
-                        "candidates": [{"content": content}],
-                        "usageMetadata": {"promptTokenCount": self.prompt_tokens},
+                        "candidates": [{"content": {"role": "model", "parts": [part]}}],
+                        "usageMetadata": usage(self.prompt_tokens, tokens(chars_sent), self.thoughts),
                     }))
                 } else {
                     self.envelope(json!({
-                        "candidates": [{
-                            "index": 0,
-                            "content": content,
-                            "finishReason": self.finish_reason,
-                            "safetyRatings": negligible_ratings(),
-                        }],
+                        "candidates": [self.final_candidate(vec![part])],
                         "usageMetadata": self.full_usage(),
                     }))
                 }
@@ -334,14 +405,27 @@ mod tests {
         parse_request(value.to_string().as_bytes()).unwrap()
     }
 
+    const MODEL: &str = "gemini-3.5-flash";
+
+    /// A reply from `MODEL`, with the thinking its request asks for.
     fn reply(value: Value, answer: Answer) -> Reply {
+        let request = request(value);
+        let thinking =
+            crate::thinking::plan(MODEL, request.generation_config.thinking_config.as_ref())
+                .unwrap();
         Reply::new(
-            "gemini-2.5-flash",
-            &request(value),
+            MODEL,
+            &request,
+            &thinking,
             answer,
             "2026-01-01T00:00:00.000000Z".into(),
             "abc".into(),
         )
+    }
+
+    fn no_thinking(mut value: Value) -> Value {
+        value["generationConfig"]["thinkingConfig"] = json!({"thinkingBudget": 0});
+        value
     }
 
     #[test]
@@ -380,13 +464,13 @@ mod tests {
             ]
         }));
         assert_eq!(
-            reply_text("gemini-2.5-flash", &req),
-            "[Vertex AI emulator · gemini-2.5-flash] You are Elro. — you said: How do I start?"
+            reply_text("gemini-3.5-flash", &req),
+            "[Vertex AI emulator · gemini-3.5-flash · turn 3] You are Elro. — you said: How do I start?"
         );
         let bare = request(json!({"contents": [{"parts": [{"text": "hi"}]}]}));
         assert_eq!(
             reply_text("gemini-x", &bare),
-            "[Vertex AI emulator · gemini-x] (no system instruction) — you said: hi"
+            "[Vertex AI emulator · gemini-x · turn 1] (no system instruction) — you said: hi"
         );
         let long = "é".repeat(200);
         let req = request(json!({"systemInstruction": {"parts": [{"text": long}]},
@@ -409,19 +493,135 @@ mod tests {
         assert_eq!(candidate["safetyRatings"][0]["probability"], "NEGLIGIBLE");
         let text = candidate["content"]["parts"][0]["text"].as_str().unwrap();
         assert!(text.ends_with("you said: hello there"));
+        assert_eq!(candidate["content"]["parts"].as_array().unwrap().len(), 1);
         let usage = &body["usageMetadata"];
         let candidates = tokens(text.chars().count());
         assert_eq!(usage["promptTokenCount"], 3);
         assert_eq!(usage["candidatesTokenCount"], candidates);
-        assert_eq!(usage["totalTokenCount"], 3 + candidates);
-        assert_eq!(body["modelVersion"], "gemini-2.5-flash");
+        // Flash thinks at MEDIUM unless told otherwise.
+        assert_eq!(usage["thoughtsTokenCount"], 512);
+        assert_eq!(usage["totalTokenCount"], 3 + candidates + 512);
+        assert_eq!(body["modelVersion"], "gemini-3.5-flash");
         assert_eq!(body["responseId"], "abc");
+
+        let unthinking = reply(
+            no_thinking(json!({"contents": [{"parts": [{"text": "hello there"}]}]})),
+            Answer::Text,
+        )
+        .unary_json();
+        let usage = &unthinking["usageMetadata"];
+        assert!(usage.get("thoughtsTokenCount").is_none(), "{usage}");
+        assert_eq!(usage["totalTokenCount"], 3 + candidates);
+    }
+
+    #[test]
+    fn thoughts_come_out_of_max_output_tokens() {
+        let ask = |max: u64, level: &str| {
+            reply(
+                json!({"contents": [{"parts": [{"text": "hello"}]}],
+                       "generationConfig": {"maxOutputTokens": max,
+                                            "thinkingConfig": {"thinkingLevel": level}}}),
+                Answer::Text,
+            )
+        };
+        let full = reply_text(
+            MODEL,
+            &request(json!({"contents": [{"parts": [{"text": "hello"}]}]})),
+        );
+        let answer_tokens = tokens(full.chars().count());
+
+        // Room for both: the whole answer.
+        let roomy = ask(64 + answer_tokens, "low");
+        assert_eq!((roomy.finish_reason, roomy.thoughts), ("STOP", 64));
+        assert_eq!(roomy.text, full);
+
+        // Thoughts leave 3 tokens: the answer is cut to 12 characters.
+        let cut = ask(64 + 3, "LOW");
+        assert_eq!((cut.finish_reason, cut.thoughts), ("MAX_TOKENS", 64));
+        assert_eq!(cut.text, full.chars().take(12).collect::<String>());
+        let usage = &cut.unary_json()["usageMetadata"];
+        assert_eq!(usage["candidatesTokenCount"], 3);
+        assert_eq!(usage["totalTokenCount"], 2 + 3 + 64);
+
+        // Thoughts use everything: no content at all, no candidate tokens.
+        for max in [512, 100] {
+            let starved = ask(max, "medium");
+            assert_eq!(starved.finish_reason, "MAX_TOKENS");
+            assert_eq!(starved.thoughts, max);
+            let body = starved.unary_json();
+            let candidate = &body["candidates"][0];
+            assert!(candidate.get("content").is_none(), "{candidate}");
+            assert_eq!(candidate["finishReason"], "MAX_TOKENS");
+            let usage = &body["usageMetadata"];
+            assert!(usage.get("candidatesTokenCount").is_none(), "{usage}");
+            assert_eq!(usage["thoughtsTokenCount"], max);
+            assert_eq!(usage["totalTokenCount"], 2 + max);
+            assert_eq!(starved.stream_chunks(), vec![body]);
+        }
+    }
+
+    #[test]
+    fn default_max_output_tokens_leaves_room_for_high_thinking() {
+        let r = reply(
+            json!({"contents": [{"parts": [{"text": "hi"}]}],
+                   "generationConfig": {"thinkingConfig": {"thinkingLevel": "HIGH"}}}),
+            Answer::Text,
+        );
+        assert_eq!((r.finish_reason, r.thoughts), ("STOP", 2048));
+        assert!(DEFAULT_MAX_OUTPUT_TOKENS > 2048 + r.candidate_tokens());
+    }
+
+    #[test]
+    fn include_thoughts_adds_a_thought_part_first() {
+        let r = reply(
+            json!({"contents": [{"parts": [{"text": "one two three"}]}],
+                   "generationConfig": {"thinkingConfig": {"thinkingLevel": "low", "includeThoughts": true}}}),
+            Answer::Text,
+        );
+        let body = r.unary_json();
+        let parts = body["candidates"][0]["content"]["parts"]
+            .as_array()
+            .unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0]["thought"], true);
+        assert!(parts[0]["text"].as_str().unwrap().contains("LOW"));
+        assert!(parts[1].get("thought").is_none());
+        assert_eq!(parts[1]["text"], r.text);
+        // Thought text is billed as thoughts, not as candidates.
+        assert_eq!(
+            body["usageMetadata"]["candidatesTokenCount"],
+            r.candidate_tokens()
+        );
+
+        let chunks = r.stream_chunks();
+        assert_eq!(
+            chunks[0]["candidates"][0]["content"]["parts"][0]["thought"],
+            true
+        );
+        let answer: String = chunks[1..]
+            .iter()
+            .map(|c| {
+                c["candidates"][0]["content"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(answer, r.text);
+
+        let without = reply(
+            json!({"contents": [{"parts": [{"text": "one two three"}]}]}),
+            Answer::Text,
+        );
+        assert!(without.thought_summary.is_none());
+        assert!(!without.unary_json().to_string().contains("\"thought\""));
     }
 
     #[test]
     fn max_output_tokens_cuts_the_text() {
         let r = reply(
-            json!({"contents": [{"parts": [{"text": "hello"}]}], "generationConfig": {"maxOutputTokens": 3}}),
+            no_thinking(
+                json!({"contents": [{"parts": [{"text": "hello"}]}], "generationConfig": {"maxOutputTokens": 3}}),
+            ),
             Answer::Text,
         );
         assert_eq!(r.finish_reason, "MAX_TOKENS");
@@ -451,11 +651,24 @@ mod tests {
             })
             .collect();
         assert_eq!(joined, r.text);
+        let mut sent = String::new();
         for chunk in &chunks[..chunks.len() - 1] {
-            assert_eq!(
-                chunk["usageMetadata"],
-                json!({"promptTokenCount": r.prompt_tokens})
+            sent.push_str(
+                chunk["candidates"][0]["content"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap(),
             );
+            // Usage so far: the prompt, the thoughts, and the candidate tokens sent up to here.
+            let usage = &chunk["usageMetadata"];
+            let candidates = tokens(sent.chars().count());
+            assert_eq!(usage["promptTokenCount"], r.prompt_tokens);
+            assert_eq!(usage["thoughtsTokenCount"], r.thoughts);
+            assert_eq!(usage["candidatesTokenCount"], candidates);
+            assert_eq!(
+                usage["totalTokenCount"],
+                r.prompt_tokens + r.thoughts + candidates
+            );
+            assert!(candidates < r.candidate_tokens());
             assert!(chunk["candidates"][0].get("finishReason").is_none());
         }
         let last = chunks.last().unwrap();

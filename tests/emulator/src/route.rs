@@ -17,12 +17,45 @@ pub enum Rpc {
     Stream { sse: bool },
 }
 
-/// Models that answer 404 like Google does since they were shut down.
-pub const RETIRED_MODELS: &[&str] = &[
-    "gemini-1.5-flash-002",
-    "gemini-1.5-pro-002",
-    "gemini-2.0-flash-001",
+/// Model id prefixes of the families Google has shut down on Vertex AI (every 1.x, 2.0 and 2.5
+/// model, the last of them on 2026-10-16, and the unversioned 1.0 aliases): any id starting
+/// with one of them answers 404 NOT_FOUND, as the real service does.
+pub const RETIRED_FAMILIES: &[&str] = &[
+    "gemini-1.",
+    "gemini-2.0",
+    "gemini-2.5",
+    "gemini-pro",
+    "gemini-ultra",
 ];
+
+/// Models Google serves today (read 2026-12-01). Any other `gemini-N…` id with N ≥ 3 is
+/// served too, so the next model can be tried before this list knows it.
+pub const SERVED_MODELS: &[&str] = &[
+    "gemini-3.5-flash",
+    "gemini-3.5-flash-lite",
+    "gemini-3.1-flash-lite",
+];
+
+/// Whether a model id is one Vertex AI answers today: `gemini-` followed by a major version of
+/// 3 or later (`gemini-3-flash`, `gemini-3.5-flash-lite`, `gemini-4-pro`, …) and not retired.
+pub fn model_is_served(model: &str) -> bool {
+    if RETIRED_FAMILIES
+        .iter()
+        .any(|prefix| model.starts_with(prefix))
+    {
+        return false;
+    }
+    let Some(version) = model.strip_prefix("gemini-") else {
+        return false;
+    };
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    major.parse::<u32>().is_ok_and(|major| major >= 3)
+}
+
+/// Whether a served model is a Pro model (which only thinks at `LOW` or `HIGH`).
+pub fn is_pro(model: &str) -> bool {
+    model.split('-').any(|word| word == "pro")
+}
 
 impl Call {
     /// The resource name used in Google's messages.
@@ -42,7 +75,7 @@ impl Call {
     }
 
     pub fn model_available(&self) -> bool {
-        self.model.starts_with("gemini-") && !RETIRED_MODELS.contains(&self.model.as_str())
+        model_is_served(&self.model)
     }
 }
 
@@ -104,18 +137,18 @@ mod tests {
     use http::Method;
 
     const BASE: &str =
-        "/v1/projects/proj/locations/us-central1/publishers/google/models/gemini-2.5-flash";
+        "/v1/projects/proj/locations/us-central1/publishers/google/models/gemini-3.5-flash";
 
     #[test]
     fn recognises_generate_and_stream() {
         let call = parse(&Method::POST, &format!("{BASE}:generateContent"), None).unwrap();
         assert_eq!(call.project, "proj");
         assert_eq!(call.location, "us-central1");
-        assert_eq!(call.model, "gemini-2.5-flash");
+        assert_eq!(call.model, "gemini-3.5-flash");
         assert_eq!(call.rpc, Rpc::Generate);
         assert_eq!(
             call.resource(),
-            "projects/proj/locations/us-central1/publishers/google/models/gemini-2.5-flash"
+            "projects/proj/locations/us-central1/publishers/google/models/gemini-3.5-flash"
         );
 
         let sse = parse(
@@ -180,9 +213,46 @@ mod tests {
     fn retired_and_foreign_models_are_unavailable() {
         let mut call = parse(&Method::POST, &format!("{BASE}:generateContent"), None).unwrap();
         assert!(call.model_available());
-        for model in RETIRED_MODELS.iter().chain(&["claude-3", "text-bison"]) {
+        for model in [
+            "gemini-1.0-pro",
+            "gemini-1.5-flash-002",
+            "gemini-1.5-pro",
+            "gemini-2.0-flash-001",
+            "gemini-2.0-flash-lite",
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.5-pro",
+            "gemini-2.5-flash-preview-09-2025",
+            "gemini-pro",
+            "gemini-pro-vision",
+            "gemini-2-flash",
+            "gemini-flash-latest",
+            "gemini-",
+            "gemini",
+            "claude-3",
+            "text-bison",
+        ] {
             call.model = model.to_string();
             assert!(!call.model_available(), "{model}");
         }
+        for model in SERVED_MODELS.iter().copied().chain([
+            "gemini-3-flash",
+            "gemini-3.0-pro",
+            "gemini-3.5-flash-001",
+            "gemini-3.8-flash",
+            "gemini-4-flash",
+            "gemini-10-ultra",
+        ]) {
+            call.model = model.to_string();
+            assert!(call.model_available(), "{model}");
+        }
+    }
+
+    #[test]
+    fn pro_models_are_recognised() {
+        assert!(is_pro("gemini-3-pro"));
+        assert!(is_pro("gemini-3.1-pro-preview"));
+        assert!(!is_pro("gemini-3.5-flash"));
+        assert!(!is_pro("gemini-3-prod-flash"));
     }
 }

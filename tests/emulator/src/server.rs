@@ -4,12 +4,11 @@
 //! Nothing here holds a lock across an await: the only shared mutable state is the request
 //! log, locked briefly to push a record.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -19,58 +18,40 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::EmulatorConfig;
 use crate::body::EmulatorBody;
-use crate::faults::{self, FAULT_HEADER, Fault};
+use crate::faults::{self, FAULT_HEADER, Outcome, Plan};
 use crate::protocol;
+use crate::record::{Delivery, Records};
 use crate::reply::{self, Answer, Reply};
 use crate::route::{self, Call, Rpc};
 use crate::status::ApiError;
-use crate::{EmulatorConfig, RecordedRequest};
+use crate::thinking;
+use crate::transient::TransientFailures;
 
 /// Largest request body accepted, like the API's own payload limit.
 pub const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 
-/// How many recorded requests are kept; older ones are dropped first.
-pub const RECORD_LIMIT: usize = 1000;
-
 const JSON: &str = "application/json; charset=UTF-8";
 const EVENT_STREAM: &str = "text/event-stream";
 
+/// How many good chunks a `stream-error` stream sends before its error event (fewer when the
+/// answer has fewer chunks).
+const CHUNKS_BEFORE_STREAM_ERROR: usize = 2;
+
 pub(crate) struct Shared {
     pub config: EmulatorConfig,
-    pub records: Mutex<VecDeque<RecordedRequest>>,
+    pub records: Arc<Records>,
+    pub transient: TransientFailures,
 }
 
 impl Shared {
     pub fn new(config: EmulatorConfig) -> Self {
         Shared {
             config,
-            records: Mutex::new(VecDeque::new()),
+            records: Arc::new(Records::default()),
+            transient: TransientFailures::default(),
         }
-    }
-
-    fn record(&self, parts: &http::request::Parts, body: &[u8]) {
-        if !self.config.record {
-            return;
-        }
-        let entry = RecordedRequest {
-            method: parts.method.to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
-            authorization: parts
-                .headers
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
-        };
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if records.len() >= RECORD_LIMIT {
-            records.pop_front();
-        }
-        records.push_back(entry);
     }
 }
 
@@ -129,7 +110,7 @@ impl std::fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 enum Action {
-    Respond(Response<EmulatorBody>),
+    Respond(Box<Response<EmulatorBody>>),
     Drop,
 }
 
@@ -139,41 +120,60 @@ async fn handle(
 ) -> Result<Response<EmulatorBody>, DropConnection> {
     let (parts, body) = request.into_parts();
     let call = route::parse(&parts.method, parts.uri.path(), parts.uri.query());
+    let mut tracker = None;
     let (extra_delay, action) = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
-            if call.is_some() {
-                shared.record(&parts, &bytes);
+            if call.is_some() && shared.config.record {
+                tracker = Some(shared.records.start(&parts, &bytes));
             }
-            decide(&shared.config, call.as_ref(), &parts, &bytes)
+            decide(&shared, call.as_ref(), &parts, &bytes)
         }
         Err(err) if err.is::<http_body_util::LengthLimitError>() => (
             Duration::ZERO,
-            Action::Respond(error_response(&ApiError::invalid_argument(format!(
-                "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
+            Action::Respond(Box::new(error_response(&ApiError::invalid_argument(
+                format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
             )))),
         ),
         // The client went away mid-body: nobody to answer.
         Err(_) => return Err(DropConnection),
     };
+    if let Some(tracker) = &tracker {
+        tracker.set_status(match &action {
+            Action::Respond(response) => Some(response.status().as_u16()),
+            Action::Drop => None,
+        });
+    }
+    // If the client hangs up during this wait, hyper drops this future and the tracker with
+    // it, which records the disconnect.
     let wait = shared.config.latency + extra_delay;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
     match action {
-        Action::Respond(response) => Ok(response),
-        Action::Drop => Err(DropConnection),
+        Action::Respond(mut response) => {
+            if let Some(tracker) = tracker {
+                response.body_mut().track(tracker);
+            }
+            Ok(*response)
+        }
+        Action::Drop => {
+            if let Some(tracker) = tracker {
+                tracker.finish(Delivery::Dropped);
+            }
+            Err(DropConnection)
+        }
     }
 }
 
 /// Everything but the waiting: which response to give (or to drop), and any extra delay.
 fn decide(
-    config: &EmulatorConfig,
+    shared: &Shared,
     call: Option<&Call>,
     parts: &http::request::Parts,
     body: &Bytes,
 ) -> (Duration, Action) {
-    let respond = |response| (Duration::ZERO, Action::Respond(response));
+    let respond = |response| (Duration::ZERO, Action::Respond(Box::new(response)));
     let fail = |error: ApiError| respond(error_response(&error));
 
     let Some(call) = call else {
@@ -185,7 +185,12 @@ fn decide(
     match bearer_token(&parts.headers) {
         None => return fail(ApiError::unauthenticated(true, call.rpc_name())),
         Some(token) => {
-            if config.expected_token.as_deref().is_some_and(|t| t != token) {
+            if shared
+                .config
+                .expected_token
+                .as_deref()
+                .is_some_and(|t| t != token)
+            {
                 return fail(ApiError::unauthenticated(false, call.rpc_name()));
             }
         }
@@ -197,44 +202,85 @@ fn decide(
         Ok(request) => request,
         Err(error) => return fail(error),
     };
+    let thinking = match thinking::plan(
+        &call.model,
+        request.generation_config.thinking_config.as_ref(),
+    ) {
+        Ok(thinking) => thinking,
+        Err(error) => return fail(error),
+    };
     let header_fault = parts
         .headers
         .get(FAULT_HEADER)
         .map(|v| v.to_str().unwrap_or("(not UTF-8)"));
-    let fault = match faults::select(header_fault, &request.last_user_text()) {
-        Ok(fault) => fault,
+    let last_user_text = request.last_user_text();
+    let spec = faults::spec(header_fault, &last_user_text);
+    let plan = match faults::select(spec) {
+        Ok(plan) => plan,
         Err(error) => return fail(error),
     };
-    let mut delay = Duration::ZERO;
-    let answer = match fault {
+    let delay = plan.delay;
+    let answer = match &plan.outcome {
         None => Answer::Text,
-        Some(Fault::Status(code)) => {
-            return fail(faults::status_error(
-                code,
-                &call.resource(),
-                call.rpc_name(),
-            ));
-        }
-        Some(Fault::Drop) => return (Duration::ZERO, Action::Drop),
-        Some(Fault::Garbage) => return respond(garbage_response(call.rpc)),
-        Some(Fault::Slow(extra)) => {
-            delay = extra;
+        Some(Outcome::Status { code, times }) => {
+            let fails = times.is_none_or(|times| {
+                shared.transient.should_fail(
+                    &format!("{}:{}", call.model, call.rpc_name()),
+                    spec.unwrap_or_default(),
+                    &last_user_text,
+                    times,
+                )
+            });
+            if fails {
+                let error = faults::status_error(
+                    *code,
+                    &call.resource(),
+                    call.rpc_name(),
+                    plan.retry_delay(),
+                );
+                let mut response = error_response(&error);
+                if *code == 429 {
+                    response.headers_mut().insert(
+                        RETRY_AFTER,
+                        HeaderValue::from(faults::retry_after_secs(plan.retry_delay())),
+                    );
+                }
+                return (delay, Action::Respond(Box::new(response)));
+            }
             Answer::Text
         }
-        Some(Fault::PromptBlocked(reason)) => Answer::PromptBlocked(reason),
-        Some(Fault::FinishSafety) => Answer::FinishSafety,
-        Some(Fault::Empty) => Answer::Empty,
+        Some(Outcome::Drop) => return (delay, Action::Drop),
+        Some(Outcome::Garbage) => {
+            return (delay, Action::Respond(Box::new(garbage_response(call.rpc))));
+        }
+        Some(Outcome::StreamError) if call.rpc == Rpc::Generate => {
+            return (
+                delay,
+                Action::Respond(Box::new(error_response(&faults::internal_error()))),
+            );
+        }
+        Some(Outcome::StreamError) => Answer::Text,
+        Some(Outcome::PromptBlocked(reason)) => Answer::PromptBlocked(reason.clone()),
+        Some(Outcome::FinishSafety) => Answer::FinishSafety,
+        Some(Outcome::Empty) => Answer::Empty,
     };
     let reply = Reply::new(
         &call.model,
         &request,
+        &thinking,
         answer,
         reply::rfc3339(SystemTime::now()),
         reply::response_id(&[call.model.as_bytes(), body]),
     );
+    let chunk_delay = plan.chunk_delay.unwrap_or(shared.config.chunk_delay);
     (
         delay,
-        Action::Respond(reply_response(&reply, call.rpc, config.chunk_delay)),
+        Action::Respond(Box::new(reply_response(
+            &reply,
+            call.rpc,
+            chunk_delay,
+            &plan,
+        ))),
     )
 }
 
@@ -279,37 +325,52 @@ fn garbage_response(rpc: Rpc) -> Response<EmulatorBody> {
     }
 }
 
-fn reply_response(reply: &Reply, rpc: Rpc, chunk_delay: Duration) -> Response<EmulatorBody> {
-    match rpc {
-        Rpc::Generate => response(
-            200,
-            JSON,
-            EmulatorBody::full(reply.unary_json().to_string()),
-        ),
-        Rpc::Stream { sse: true } => {
-            let frames = reply
-                .stream_chunks()
-                .iter()
-                .map(|chunk| Bytes::from(format!("data: {chunk}\r\n\r\n")))
-                .collect();
-            response(200, EVENT_STREAM, EmulatorBody::paced(frames, chunk_delay))
+fn reply_response(
+    reply: &Reply,
+    rpc: Rpc,
+    chunk_delay: Duration,
+    plan: &Plan,
+) -> Response<EmulatorBody> {
+    let sse = match rpc {
+        Rpc::Generate => {
+            return response(
+                200,
+                JSON,
+                EmulatorBody::full(reply.unary_json().to_string()),
+            );
         }
-        // Without alt=sse the chunks form one JSON array, sent element by element.
-        Rpc::Stream { sse: false } => {
-            let chunks = reply.stream_chunks();
-            let last = chunks.len() - 1;
-            let frames = chunks
-                .iter()
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let open = if i == 0 { "[" } else { ",\r\n" };
-                    let close = if i == last { "]" } else { "" };
-                    Bytes::from(format!("{open}{chunk}{close}"))
-                })
-                .collect();
-            response(200, JSON, EmulatorBody::paced(frames, chunk_delay))
-        }
+        Rpc::Stream { sse } => sse,
+    };
+    let mut chunks = reply.stream_chunks();
+    if plan.outcome == Some(Outcome::StreamError) {
+        // Some good chunks (never the final one, when there are several), then the error
+        // Vertex AI sends when it fails mid-stream.
+        let keep = CHUNKS_BEFORE_STREAM_ERROR
+            .min(chunks.len().saturating_sub(1))
+            .max(1);
+        chunks.truncate(keep);
+        chunks.push(faults::internal_error().to_json());
     }
+    let frames = if sse {
+        chunks
+            .iter()
+            .map(|chunk| Bytes::from(format!("data: {chunk}\r\n\r\n")))
+            .collect()
+    } else {
+        // Without alt=sse the chunks form one JSON array, sent element by element.
+        let last = chunks.len() - 1;
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let open = if i == 0 { "[" } else { ",\r\n" };
+                let close = if i == last { "]" } else { "" };
+                Bytes::from(format!("{open}{chunk}{close}"))
+            })
+            .collect()
+    };
+    let content_type = if sse { EVENT_STREAM } else { JSON };
+    response(200, content_type, EmulatorBody::paced(frames, chunk_delay))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use vertex_emulator::{Emulator, EmulatorConfig, RETIRED_MODELS};
+use vertex_emulator::{Emulator, EmulatorConfig, SERVED_MODELS};
 
 fn tokens(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
@@ -42,7 +42,7 @@ fn unary_reply_has_the_real_shape() {
     let text = response.reply_text();
     assert_eq!(
         text,
-        "[Vertex AI emulator · gemini-2.5-flash] You are Elro, a patient mentor. — you said: How do I start learning Rust?"
+        "[Vertex AI emulator · gemini-3.5-flash · turn 3] You are Elro, a patient mentor. — you said: How do I start learning Rust?"
     );
 
     let prompt_chars = "You are Elro, a patient mentor.\nNever rush."
@@ -55,7 +55,12 @@ fn unary_reply_has_the_real_shape() {
     let candidates = tokens(text.chars().count());
     assert_eq!(usage["promptTokenCount"], tokens(prompt_chars));
     assert_eq!(usage["candidatesTokenCount"], candidates);
-    assert_eq!(usage["totalTokenCount"], tokens(prompt_chars) + candidates);
+    // gemini-3.5-flash thinks at MEDIUM (512 tokens) by default.
+    assert_eq!(usage["thoughtsTokenCount"], 512);
+    assert_eq!(
+        usage["totalTokenCount"],
+        tokens(prompt_chars) + candidates + 512
+    );
     assert_eq!(json["modelVersion"], MODEL);
     let create_time = json["createTime"].as_str().unwrap();
     assert_eq!(
@@ -82,7 +87,7 @@ fn reply_without_system_instruction_and_other_model_location() {
     let text = post(&emulator, path, &user_body("ping")).reply_text();
     assert_eq!(
         text,
-        "[Vertex AI emulator · gemini-3-flash] (no system instruction) — you said: ping"
+        "[Vertex AI emulator · gemini-3-flash · turn 1] (no system instruction) — you said: ping"
     );
 }
 
@@ -90,7 +95,7 @@ fn reply_without_system_instruction_and_other_model_location() {
 fn max_output_tokens_cuts_the_reply() {
     let emulator = background();
     let body = json!({"contents": [{"role": "user", "parts": [{"text": "tell me everything"}]}],
-                      "generationConfig": {"maxOutputTokens": 5}});
+                      "generationConfig": {"maxOutputTokens": 5, "thinkingConfig": {"thinkingBudget": 0}}});
     let json = post(&emulator, &generate_path(), &body).json();
     assert_eq!(json["candidates"][0]["finishReason"], "MAX_TOKENS");
     assert_eq!(
@@ -121,12 +126,19 @@ fn sse_stream_splits_the_unary_text_into_deltas() {
 
     let unary_usage = &unary.json()["usageMetadata"];
     let prompt = unary_usage["promptTokenCount"].clone();
+    let mut sent = String::new();
     for event in &events[..events.len() - 1] {
+        // Partial usage: what has been generated so far.
+        sent.push_str(delta(event));
+        let usage = &event["usageMetadata"];
+        assert_eq!(usage["promptTokenCount"], prompt, "{event}");
+        assert_eq!(usage["thoughtsTokenCount"], 512, "{event}");
         assert_eq!(
-            event["usageMetadata"],
-            json!({"promptTokenCount": prompt}),
+            usage["candidatesTokenCount"],
+            tokens(sent.chars().count()),
             "{event}"
         );
+        assert_ne!(usage, unary_usage);
         assert!(
             event["candidates"][0].get("finishReason").is_none(),
             "{event}"
@@ -284,24 +296,58 @@ fn expected_token_must_match() {
 #[test]
 fn retired_and_non_gemini_models_are_404() {
     let emulator = background();
-    for model in RETIRED_MODELS
-        .iter()
-        .copied()
-        .chain(["text-bison", "claude-sonnet"])
-    {
+    for model in [
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash-preview-05-20",
+        "gemini-2.0-flash-001",
+        "gemini-2.0-flash-lite",
+        "gemini-1.5-flash-002",
+        "gemini-1.5-pro",
+        "gemini-1.0-pro-002",
+        "gemini-pro",
+        "text-bison",
+        "claude-sonnet",
+    ] {
         for verb in ["generateContent", "streamGenerateContent"] {
             let response = post(&emulator, &model_path(model, verb), &user_body("hi"));
             let message = response.expect_error(404, "NOT_FOUND");
-            assert!(
-                message.starts_with(&format!(
-                    "Publisher Model `projects/test-project/locations/us-central1/publishers/google/models/{model}` was not found or your project does not have access to it."
-                )),
-                "{message}"
+            assert_eq!(
+                message,
+                format!(
+                    "Publisher Model `projects/test-project/locations/us-central1/publishers/google/models/{model}` \
+                     was not found or your project does not have access to it. Please ensure you are using a valid \
+                     model version. For more information, see: \
+                     https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
+                )
             );
         }
     }
-    assert!(RETIRED_MODELS.contains(&"gemini-1.5-flash-002"));
-    assert!(RETIRED_MODELS.contains(&"gemini-2.0-flash-001"));
+}
+
+#[test]
+fn todays_models_are_served() {
+    let emulator = background();
+    for model in
+        SERVED_MODELS
+            .iter()
+            .copied()
+            .chain(["gemini-3-flash", "gemini-3.8-flash", "gemini-3-pro"])
+    {
+        let path = format!(
+            "/v1/projects/p/locations/global/publishers/google/models/{model}:generateContent"
+        );
+        let response = post(&emulator, &path, &user_body("hello"));
+        assert!(
+            response
+                .reply_text()
+                .starts_with(&format!("[Vertex AI emulator · {model} · turn 1]")),
+            "{model}"
+        );
+        assert_eq!(response.json()["modelVersion"], model);
+    }
+    assert!(SERVED_MODELS.contains(&"gemini-3.5-flash"));
 }
 
 #[test]
@@ -419,7 +465,7 @@ fn semantic_checks_are_400() {
 fn auth_then_model_then_body_is_the_check_order() {
     let emulator = background();
     let bad_body = b"{\"bogus\": 1}";
-    let retired = model_path("gemini-1.5-flash-002", "generateContent");
+    let retired = model_path("gemini-2.5-flash", "generateContent");
     let none = send(&emulator, "POST", &retired, &[], bad_body).unwrap();
     none.expect_error(401, "UNAUTHENTICATED");
     let auth = format!("Bearer {TOKEN}");
@@ -441,4 +487,61 @@ fn auth_then_model_then_body_is_the_check_order() {
     )
     .unwrap();
     body.expect_error(400, "INVALID_ARGUMENT");
+}
+
+#[test]
+fn conversations_show_their_turn_and_echo_the_newest_message() {
+    let emulator = background();
+    let turn = |role: &str, text: &str| json!({"role": role, "parts": [{"text": text}]});
+    let mut contents = vec![turn("user", "My name is Ana.")];
+    for (n, reply) in [(1, "Hi Ana!"), (3, "Rust is a good pick."), (5, "")] {
+        let body = json!({"contents": contents});
+        let text = post(&emulator, &generate_path(), &body).reply_text();
+        let newest = contents.last().unwrap()["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text,
+            format!(
+                "[Vertex AI emulator · {MODEL} · turn {n}] (no system instruction) — you said: {newest}"
+            )
+        );
+        let streamed: String = sse_events(&post(&emulator, &sse_path(), &body).body)
+            .iter()
+            .map(delta)
+            .collect();
+        assert_eq!(streamed, text);
+        if reply.is_empty() {
+            break;
+        }
+        contents.push(turn("model", reply));
+        contents.push(turn("user", &format!("question {}", n + 2)));
+    }
+}
+
+#[test]
+fn conversations_must_use_user_and_model_and_end_with_the_user() {
+    let emulator = background();
+    let turn = |role: &str| json!({"role": role, "parts": [{"text": "x"}]});
+    for (contents, expected) in [
+        (
+            vec![turn("user"), turn("assistant"), turn("user")],
+            "Please use a valid role: user, model. Got 'assistant' at 'contents[1].role'.",
+        ),
+        (
+            vec![turn("system"), turn("user")],
+            "Please use a valid role: user, model. Got 'system' at 'contents[0].role'.",
+        ),
+        (
+            vec![turn("user"), turn("model")],
+            "Please ensure that multiturn requests alternate between user and model, and end with a user turn.",
+        ),
+    ] {
+        for path in [generate_path(), sse_path()] {
+            let message = post(&emulator, &path, &json!({"contents": contents}))
+                .expect_error(400, "INVALID_ARGUMENT");
+            assert_eq!(message, expected);
+        }
+    }
 }

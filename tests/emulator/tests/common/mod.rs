@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use vertex_emulator::Emulator;
 
 pub const TOKEN: &str = "test-token";
-pub const MODEL: &str = "gemini-2.5-flash";
+pub const MODEL: &str = "gemini-3.5-flash";
 
 pub struct Response {
     pub status: u16,
