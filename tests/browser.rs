@@ -2,9 +2,8 @@
 //! `tests/browser/chat_page.py` (Playwright driving Debian's headless Chromium) against it.
 //!
 //! The script asks this test for the facts only the server side can see, one line each way
-//! (`@@check {json}` → `ok` | `fail: why`): what the emulator received, and whether ion-host
-//! hung up on the emulator when the page stopped an answer. For the latter the service reaches
-//! the emulator through [`Tap`], a TCP relay that notices a connection closed mid-response.
+//! (`@@check {json}` → `ok` | `fail: why`): what the emulator received, and whether the
+//! emulator saw its client go away when the page stopped an answer.
 //!
 //! `scripts/test.sh` installs Chromium (apt), Playwright (PyPI) and axe-core (npm) under
 //! `target/browser-tools`. Without them the test is skipped with a message, except in CI
@@ -12,20 +11,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    Emulator, EmulatorConfig, Service, emulator_env, request, runtimes, start_emulator,
-    workspace_root,
-};
+use common::{Emulator, Service, emulator_env, request, runtimes, start_emulator, workspace_root};
 use serde_json::Value;
+use vertex_emulator::RecordedRequest;
 
 /// The whole browser run is bounded: past this the script and its browser are killed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -71,13 +67,10 @@ fn the_chat_page_works_in_a_real_browser() {
             return;
         }
     };
-    let emulator = Emulator::start_in_background(EmulatorConfig::default()).expect("emulator");
-    let tap = Tap::start(&emulator.url());
+    let emulator = start_emulator();
     let mut env = emulator_env(&emulator);
     for (key, value) in &mut env {
-        if key == "SPIN_VARIABLE_VERTEX_ENDPOINT" {
-            *value = tap.url();
-        } else if key == "SPIN_VARIABLE_REQUEST_TIMEOUT_MS" {
+        if key == "SPIN_VARIABLE_REQUEST_TIMEOUT_MS" {
             // Long enough for the slow streams the page is tested with.
             *value = "30000".into();
         }
@@ -115,7 +108,7 @@ fn the_chat_page_works_in_a_real_browser() {
             continue;
         };
         let request: Value = serde_json::from_str(request).expect("a JSON check");
-        let verdict = verify(&request, &emulator, &tap);
+        let verdict = verify(&request, &emulator);
         println!("[check] {} → {verdict:?}", request["kind"]);
         let reply = match &verdict {
             Ok(()) => "ok".to_owned(),
@@ -218,11 +211,11 @@ fn watchdog(pid: u32, finished: Arc<AtomicBool>) {
 }
 
 /// One server-side fact the script asked about.
-fn verify(request: &Value, emulator: &Emulator, tap: &Tap) -> Result<(), String> {
+fn verify(request: &Value, emulator: &Emulator) -> Result<(), String> {
     let message = request["message"].as_str().unwrap_or_default();
     match request["kind"].as_str() {
         Some("history") => {
-            let body = upstream_body_for(emulator, message)?;
+            let body = upstream_request_for(emulator, message)?.body;
             let contents = body["contents"].as_array().cloned().unwrap_or_default();
             let turns: Vec<(String, String)> = contents
                 .iter()
@@ -253,7 +246,7 @@ fn verify(request: &Value, emulator: &Emulator, tap: &Tap) -> Result<(), String>
         }
         Some("persona") => {
             let persona = request["persona"].as_str().unwrap_or_default();
-            let body = upstream_body_for(emulator, message)?;
+            let body = upstream_request_for(emulator, message)?.body;
             let instruction = body["systemInstruction"].to_string();
             (instruction.contains(&format!("멘토 {persona}"))
                 || instruction.contains(&format!("You are {persona}")))
@@ -261,16 +254,17 @@ fn verify(request: &Value, emulator: &Emulator, tap: &Tap) -> Result<(), String>
             .ok_or_else(|| format!("the system instruction is not {persona}'s: {instruction}"))
         }
         Some("cancelled") => {
-            let marker = message.get(..40).unwrap_or(message);
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if tap.cut_mid_response(marker) {
+                let call = upstream_request_for(emulator, message)?;
+                if call.client_disconnected() {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
-                    return Err(
-                        "the service did not hang up on the emulator mid-answer within 10 s".into(),
-                    );
+                    return Err(format!(
+                        "the emulator's stream was not cancelled within 10 s: {:?}",
+                        call.delivery
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -279,119 +273,18 @@ fn verify(request: &Value, emulator: &Emulator, tap: &Tap) -> Result<(), String>
     }
 }
 
-/// The body of the newest request the emulator received whose last user text is `message`.
-fn upstream_body_for(emulator: &Emulator, message: &str) -> Result<Value, String> {
+/// The newest request the emulator received whose last user text is `message`.
+fn upstream_request_for(emulator: &Emulator, message: &str) -> Result<RecordedRequest, String> {
     emulator
         .requests()
         .into_iter()
         .rev()
-        .map(|r| r.body)
-        .find(|body| {
-            body["contents"]
+        .find(|r| {
+            r.body["contents"]
                 .as_array()
                 .and_then(|c| c.last())
                 .and_then(|c| c["parts"][0]["text"].as_str())
                 == Some(message)
         })
         .ok_or_else(|| format!("the emulator never received {message:?}"))
-}
-
-/// A TCP relay between the service and the emulator that remembers, for every connection,
-/// what was asked and whether the service closed it before the emulator's chunked response
-/// had ended (its last bytes are not the `0\r\n\r\n` terminator). Closing its side towards
-/// the emulator then makes the emulator see its client go away.
-struct Tap {
-    addr: String,
-    connections: Arc<Mutex<Vec<Arc<Mutex<Relayed>>>>>,
-}
-
-#[derive(Default)]
-struct Relayed {
-    request: Vec<u8>,
-    response_tail: Vec<u8>,
-    cut_mid_response: bool,
-}
-
-impl Tap {
-    fn start(emulator_url: &str) -> Tap {
-        let upstream = emulator_url.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let registry = connections.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let relayed = Arc::new(Mutex::new(Relayed::default()));
-                registry.lock().unwrap().push(relayed.clone());
-                relay(client, server, relayed);
-            }
-        });
-        Tap { addr, connections }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Whether a connection that carried `marker` was closed by the service mid-response.
-    fn cut_mid_response(&self, marker: &str) -> bool {
-        let marker = marker.as_bytes();
-        self.connections.lock().unwrap().iter().any(|c| {
-            let c = c.lock().unwrap();
-            c.cut_mid_response && c.request.windows(marker.len()).any(|w| w == marker)
-        })
-    }
-}
-
-fn relay(client: TcpStream, server: TcpStream, relayed: Arc<Mutex<Relayed>>) {
-    let (mut client_in, mut server_out) =
-        (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (mut server_in, mut client_out) = (server, client);
-    let upward = relayed.clone();
-    // Service → emulator: when the service closes, close towards the emulator too.
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match client_in.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    upward.lock().unwrap().request.extend_from_slice(&buf[..n]);
-                    if server_out.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let mut state = upward.lock().unwrap();
-        let tail = &state.response_tail;
-        state.cut_mid_response = !tail.is_empty() && !tail.ends_with(b"0\r\n\r\n");
-        drop(state);
-        let _ = server_out.shutdown(Shutdown::Both);
-    });
-    // Emulator → service.
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match server_in.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    {
-                        let mut state = relayed.lock().unwrap();
-                        let tail = &mut state.response_tail;
-                        tail.extend_from_slice(&buf[..n]);
-                        let keep = tail.len().saturating_sub(16);
-                        tail.drain(..keep);
-                    }
-                    if client_out.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = client_out.shutdown(Shutdown::Both);
-    });
 }
