@@ -311,6 +311,9 @@ def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: 
             watch = Watch(page, base_url)
             page.goto(base_url + "/")
             expect(page.locator(ANSWER).first).to_be_visible()
+            page.locator(".why summary").last.click()  # show why the last mentor answered
+            page.get_by_label("Your question").focus()
+            page.evaluate("document.querySelector('main').scrollTop = 1e9")
             width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert width[0] <= width[1], f"{name}: wider than the screen {width}"
             path = out / f"chat-{name}-{scheme}.png"
