@@ -20,9 +20,9 @@ port="${PORT:-8080}"
 target="${CARGO_TARGET_DIR:-target}"
 
 rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
-echo "building the component, ion-host and the emulator (first build takes a few minutes)..." >&2
-cargo build --release --quiet --target wasm32-wasip2 -p ion-mentoring
-cargo build --release --quiet -p ion-host -p vertex-emulator
+echo "building the component, ion-host and the emulator (the first build takes a few minutes)..." >&2
+cargo build --release --target wasm32-wasip2 -p ion-mentoring
+cargo build --release -p ion-host -p vertex-emulator
 
 # The emulator picks a free port and reports it on its first line of output.
 emulator_log="$(mktemp)"
@@ -48,6 +48,8 @@ cat >&2 <<BANNER
 
   try:  curl -s http://127.0.0.1:$port/chat -H 'content-type: application/json' \\
           -d '{"message": "어떻게 해야 하나요?"}'
+        curl -sN http://127.0.0.1:$port/chat -H 'content-type: application/json' \\
+          -d '{"message": "How do I start? [[emulator:chunk-delay=300]]", "stream": true}'
 
 BANNER
 

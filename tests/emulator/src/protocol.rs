@@ -306,6 +306,9 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
+/// Largest `maxOutputTokens` Gemini 3 models accept.
+pub const MAX_OUTPUT_TOKENS_LIMIT: i64 = 65_536;
+
 /// Parses and checks a request body: JSON syntax, schema (unknown names, value types), then
 /// the semantic rules of [`validate`]. An empty body counts as `{}`, as with Google.
 pub fn parse_request(body: &[u8]) -> Result<GenerateContentRequest, ApiError> {
@@ -518,7 +521,7 @@ pub fn validate(request: &GenerateContentRequest) -> Result<(), ApiError> {
         ));
     }
     if let Some(n) = config.max_output_tokens
-        && n < 1
+        && !(1..=MAX_OUTPUT_TOKENS_LIMIT).contains(&n)
     {
         return invalid(format!(
             "Unable to submit request because it has a maxOutputTokens value of {n} but the \
@@ -755,6 +758,14 @@ mod tests {
         assert!(
             message(json!({"contents": [user("x")], "generationConfig": {"maxOutputTokens": 0}}))
                 .contains("maxOutputTokens value of 0")
+        );
+        assert!(
+            message(json!({"contents": [user("x")], "generationConfig": {"maxOutputTokens": 65537}}))
+                .contains("maxOutputTokens value of 65537 but the supported range is from 1 (inclusive) to 65537 (exclusive)")
+        );
+        assert!(
+            parse(json!({"contents": [user("x")], "generationConfig": {"maxOutputTokens": 65536}}))
+                .is_ok()
         );
     }
 

@@ -20,8 +20,8 @@ use crate::thinking::Thinking;
 /// Longest system-instruction excerpt echoed in the reply, in characters.
 pub const SYSTEM_EXCERPT_CHARS: usize = 160;
 
-/// `maxOutputTokens` when the request leaves it unset (Gemini 3's output limit).
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 65_536;
+/// `maxOutputTokens` when the request leaves it unset: the most Gemini 3 models allow.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = crate::protocol::MAX_OUTPUT_TOKENS_LIMIT as u64;
 
 /// Roughly four characters per token, like Google's rule of thumb; rounded up.
 pub fn tokens(chars: usize) -> u64 {

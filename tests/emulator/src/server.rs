@@ -232,19 +232,7 @@ fn decide(
                 )
             });
             if fails {
-                let error = faults::status_error(
-                    *code,
-                    &call.resource(),
-                    call.rpc_name(),
-                    plan.retry_delay(),
-                );
-                let mut response = error_response(&error);
-                if *code == 429 {
-                    response.headers_mut().insert(
-                        RETRY_AFTER,
-                        HeaderValue::from(faults::retry_after_secs(plan.retry_delay())),
-                    );
-                }
+                let response = status_fault_response(call, *code, &plan);
                 return (delay, Action::Respond(Box::new(response)));
             }
             Answer::Text
@@ -282,6 +270,21 @@ fn decide(
             &plan,
         ))),
     )
+}
+
+/// The error of a status fault; a 429 also says when to retry, in its RetryInfo detail and
+/// (rounded up to whole seconds, as HTTP requires) in `Retry-After`.
+fn status_fault_response(call: &Call, code: u16, plan: &Plan) -> Response<EmulatorBody> {
+    let retry_delay = plan.retry_delay();
+    let error = faults::status_error(code, &call.resource(), call.rpc_name(), retry_delay);
+    let mut response = error_response(&error);
+    if code == 429 {
+        response.headers_mut().insert(
+            RETRY_AFTER,
+            HeaderValue::from(faults::retry_after_secs(retry_delay)),
+        );
+    }
+    response
 }
 
 /// The token of `Authorization: Bearer TOKEN`; `None` when missing, malformed or empty.

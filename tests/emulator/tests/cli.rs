@@ -98,6 +98,46 @@ fn token_and_latency_flags_apply() {
 }
 
 #[test]
+fn chunk_delay_flag_paces_streams() {
+    let mut running = spawn(&["--listen", "127.0.0.1:0", "--chunk-delay-ms", "80"]);
+    let auth = format!("Bearer {TOKEN}");
+    let start = std::time::Instant::now();
+    let response = Connection::open(running.addr)
+        .send(
+            "POST",
+            &sse_path(),
+            &[("Authorization", &auth)],
+            user_body("one two three four").to_string().as_bytes(),
+        )
+        .unwrap();
+    let events = sse_events(&response.body);
+    assert!(events.len() >= 3);
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(80) * (events.len() as u32 - 1),
+        "{:?} for {} events",
+        start.elapsed(),
+        events.len()
+    );
+    assert_eq!(terminate(&mut running).code(), Some(0));
+}
+
+#[test]
+fn help_lists_the_faults_and_flags() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--chunk-delay-ms",
+        "STATUSxN",
+        "stream-error",
+        "chunk-delay=MS",
+        "retry-delay=MS",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from {help}");
+    }
+}
+
+#[test]
 fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

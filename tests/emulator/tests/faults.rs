@@ -175,6 +175,14 @@ fn drop_fault_closes_without_a_response() {
             "{err:?}"
         );
     }
+    let requests = emulator.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(
+            (request.status, request.delivery),
+            (None, vertex_emulator::Delivery::Dropped)
+        );
+    }
     // The emulator keeps serving afterwards.
     assert_eq!(
         post(&emulator, &generate_path(), &user_body("still there")).status,

@@ -131,6 +131,9 @@ fn records_generate_requests_oldest_first() {
     assert_eq!(records[2].body, Value::Null);
     assert_eq!(records[2].authorization.as_deref(), Some("Bearer x"));
     assert_eq!(records[3].authorization, None);
+    let statuses: Vec<_> = records.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Some(200), Some(200), Some(400), Some(401)]);
+    assert!(records.iter().all(|r| r.completed()), "{records:#?}");
 
     emulator.clear_requests();
     assert!(emulator.requests().is_empty());

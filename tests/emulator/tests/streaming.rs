@@ -99,8 +99,9 @@ fn chunk_delay_fault_paces_one_request() {
 #[test]
 fn the_first_delta_arrives_before_the_last() {
     let emulator = background();
-    let delay = Duration::from_millis(100);
-    let mut stream = open_stream(&emulator, "chunk-delay=100", "one two three four five");
+    // Long pauses and many chunks, so even a busy machine reads the first event alone.
+    let delay = Duration::from_millis(250);
+    let mut stream = open_stream(&emulator, "chunk-delay=250", LONG_QUESTION);
     let first = read_first_event(&mut stream);
     let first_at = Instant::now();
     assert!(!first.contains("finishReason"), "{first}");
