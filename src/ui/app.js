@@ -369,45 +369,38 @@ async function ask(question, showQuestion = true) {
       return;
     }
     if (!type.startsWith("text/event-stream")) {
-      // A server that does not stream answers with the whole reply as one JSON object.
-      const body = await response.json();
-      meta = body;
-      showMeta(bubble, body, chosen);
-      answer = String(body.content || "");
-      bubble.text.textContent = answer;
-      finished = true;
-    } else {
-      for await (const { event, data } of serverSentEvents(response.body)) {
-        const payload = JSON.parse(data);
-        if (event === "meta") {
-          meta = payload;
-          showMeta(bubble, meta, chosen);
-        } else if (event === "delta") {
-          answer += payload.text || "";
-          bubble.text.textContent = answer;
-          scrollToEnd();
-        } else if (event === "done") {
-          finished = true;
-          bubble.note = doneNote(payload);
-          break;
-        } else if (event === "error") {
-          const code = payload.code ? `, ${payload.code}` : "";
-          showProblem(bubble, {
-            title: answer ? "The answer broke off before it was complete." : "The answer failed.",
-            detail: `${payload.error || "The AI service failed."} (HTTP ${payload.status_code}${code})`,
-            retry: true,
-          }, question);
-          announce("The answer broke off: see the message in the conversation.");
-          break;
-        }
-      }
-      if (!finished && !bubble.article.classList.contains("failed")) {
+      throw new Error(`expected an event stream, got ${type || "no content type"}`);
+    }
+    for await (const { event, data } of serverSentEvents(response.body)) {
+      const payload = JSON.parse(data);
+      if (event === "meta") {
+        meta = payload;
+        showMeta(bubble, meta, chosen);
+      } else if (event === "delta") {
+        answer += payload.text || "";
+        bubble.text.textContent = answer;
+        scrollToEnd();
+      } else if (event === "done") {
+        finished = true;
+        bubble.note = doneNote(payload);
+        break;
+      } else if (event === "error") {
+        const code = payload.code ? `, ${payload.code}` : "";
         showProblem(bubble, {
-          title: "The answer stopped before it was complete.",
-          detail: "The connection closed without the end of the answer.",
+          title: answer ? "The answer broke off before it was complete." : "The answer failed.",
+          detail: `${payload.error || "The AI service failed."} (HTTP ${payload.status_code}${code})`,
           retry: true,
         }, question);
+        announce("The answer broke off: see the message in the conversation.");
+        break;
       }
+    }
+    if (!finished && !bubble.article.classList.contains("failed")) {
+      showProblem(bubble, {
+        title: "The answer stopped before it was complete.",
+        detail: "The connection closed without the end of the answer.",
+        retry: true,
+      }, question);
     }
   } catch (error) {
     if (error.name === "AbortError") {

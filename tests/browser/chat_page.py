@@ -277,6 +277,13 @@ def scenario_keyboard(page: Page) -> None:
     log("ok: Enter sends, Shift+Enter adds a line, every control is reachable by Tab")
 
 
+def scenario_retried_upstream(page: Page) -> None:
+    ask(page, "Once more, please. [[emulator:503x1]]")
+    answer = wait_complete(page)
+    expect(answer.locator(".note")).to_contain_text("needed 2 attempts")
+    log("ok: an answer that took the service a retry says so")
+
+
 def scenario_copy(page: Page) -> None:
     answer = last_answer(page)
     answer.get_by_role("button", name="Copy answer").click()
@@ -355,6 +362,7 @@ def main() -> int:
         scenario_streams_in(page)
         scenario_history(page)
         scenario_mentor_by_hand(page)
+        scenario_retried_upstream(page)
         scenario_copy(page)
         scenario_rate_limited(page)
         scenario_upstream_failure(page)
