@@ -52,21 +52,9 @@ const ROUTES: &[(&str, Route, &str)] = &[
     ("/chat", Route::Chat, "POST"),
     ("/v1/chat/completions", Route::ChatCompletions, "POST"),
     ("/v1/models", Route::Models, "GET, HEAD"),
-    (
-        ui::Asset::Script.path(),
-        Route::Ui(ui::Asset::Script),
-        "GET, HEAD",
-    ),
-    (
-        ui::Asset::Style.path(),
-        Route::Ui(ui::Asset::Style),
-        "GET, HEAD",
-    ),
-    (
-        ui::Asset::Icon.path(),
-        Route::Ui(ui::Asset::Icon),
-        "GET, HEAD",
-    ),
+    ("/ui/app.js", Route::Ui(ui::Asset::Script), "GET, HEAD"),
+    ("/ui/app.css", Route::Ui(ui::Asset::Style), "GET, HEAD"),
+    ("/ui/icon.svg", Route::Ui(ui::Asset::Icon), "GET, HEAD"),
 ];
 
 /// Resolves a method and path (query string allowed) to a route, or a 404/405, or (as

@@ -46,7 +46,7 @@ impl Asset {
     pub const ALL: [Asset; 3] = [Asset::Script, Asset::Style, Asset::Icon];
 
     /// Where the page links it (and `api::route` serves it).
-    pub const fn path(self) -> &'static str {
+    pub fn path(self) -> &'static str {
         match self {
             Asset::Script => "/ui/app.js",
             Asset::Style => "/ui/app.css",
@@ -193,6 +193,21 @@ mod tests {
         for handler in ["onclick=", "onload=", "onsubmit=", "onkeydown="] {
             assert!(!html.contains(handler), "inline {handler}");
         }
+    }
+
+    #[test]
+    fn the_router_serves_every_file_where_the_page_links_it() {
+        for asset in Asset::ALL {
+            assert_eq!(
+                crate::api::route("GET", asset.path()),
+                Ok(crate::api::Route::Ui(asset))
+            );
+        }
+        assert_eq!(
+            crate::api::route("POST", "/ui/app.js"),
+            Err(crate::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert!(crate::api::route("GET", "/ui/").is_err());
     }
 
     #[test]
