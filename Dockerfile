@@ -28,9 +28,15 @@
 # empty on every new runner.
 
 # ---------------------------------------------------------------------------------------------
-# Toolchain: Rust from rust-toolchain.toml (stable + wasm32-wasip2), the musl target and
+# Toolchain: Rust from rust-toolchain.toml (an exact version + wasm32-wasip2), the musl target and
 # musl-gcc (ring compiles C and assembly), and cargo-chef.
-FROM rust:1.95-slim-bookworm AS chef
+#
+# Base images: the toolchain's version here and in rust-toolchain.toml are the same (bump them
+# together). The runtime base is pinned by digest as well; Dependabot (.github/dependabot.yml)
+# proposes new digests. The rust image is pinned by its exact version only: its digest could not
+# be looked up when this was written (no registry access); add `@sha256:...` from
+# `docker buildx imagetools inspect rust:1.99.1-slim-bookworm` to pin it too.
+FROM rust:1.99.1-slim-bookworm AS chef
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
  && rm -rf /var/lib/apt/lists/*
@@ -69,7 +75,7 @@ RUN cargo build --locked --profile dist --target wasm32-wasip2 -p ion-mentoring 
 # logs one JSON object per line on stdout, and drains open requests on SIGTERM. No HEALTHCHECK:
 # Cloud Run ignores it (it probes the port, or /health when configured) and the image has no
 # shell or client to run one.
-FROM gcr.io/distroless/static-debian12:nonroot AS runtime
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639 AS runtime
 LABEL org.opencontainers.image.title="ion-mentoring" \
       org.opencontainers.image.description="Ion Mentoring API: a WebAssembly component served by ion-host (wasmtime)" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -81,6 +87,9 @@ COPY spin.toml /app/spin.toml
 # on Cloud Run); the component never holds a token. Project, location and model are set per
 # deployment (gcloud run deploy --set-env-vars SPIN_VARIABLE_...).
 ENV SPIN_VARIABLE_CREDENTIALS=runtime
+# Cloud Run's front end appends the caller's address to X-Forwarded-For: one trusted hop, so
+# logs and the rate limit (ION_RATE_LIMIT_PER_MINUTE, off unless set) see the real client.
+ENV ION_TRUSTED_PROXY_HOPS=1
 # distroless "nonroot", numerically, so that runtimes can verify it is not root.
 USER 65532:65532
 EXPOSE 8080

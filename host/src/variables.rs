@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 
 use crate::manifest::App;
+use crate::template::Template;
 
 /// Application variable values, after environment overrides.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,42 +44,10 @@ impl AppVariables {
         self.0.insert(name.to_owned(), value);
     }
 
-    /// Renders a template such as `"https://{{ host }}"`.
-    pub fn render(&self, template: &str) -> Result<String> {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .with_context(|| format!("unclosed '{{{{' in template {template:?}"))?;
-            let name = after[..end].trim();
-            let value = self
-                .0
-                .get(name)
-                .with_context(|| format!("template {template:?} uses unknown variable {name:?}"))?;
-            out.push_str(value);
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+    /// Renders a template such as `"https://{{ host }}"` with these values.
+    pub fn render(&self, template: &Template) -> Result<String> {
+        template.render(|name| self.get(name))
     }
-}
-
-/// Names of the variables a template refers to.
-pub fn template_references(template: &str) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .with_context(|| format!("unclosed '{{{{' in template {template:?}"))?;
-        names.push(after[..end].trim().to_owned());
-        rest = &after[end + 2..];
-    }
-    Ok(names)
 }
 
 /// `project_id` → `SPIN_VARIABLE_PROJECT_ID`
@@ -173,14 +142,11 @@ url = "https://{{location}}.example.com/{{ project_id }}"
     }
 
     #[test]
-    fn template_errors_are_reported() {
+    fn unknown_variables_are_render_errors() {
         let values = AppVariables::default();
-        assert!(values.render("{{ open").is_err());
-        assert!(values.render("{{ unknown }}").is_err());
-        assert_eq!(values.render("plain").unwrap(), "plain");
-        assert_eq!(
-            template_references("a {{x}} b {{ y }}").unwrap(),
-            vec!["x".to_string(), "y".to_string()]
-        );
+        let unknown = Template::parse("{{ unknown }}").unwrap();
+        assert!(values.render(&unknown).is_err());
+        let plain = Template::parse("plain").unwrap();
+        assert_eq!(values.render(&plain).unwrap(), "plain");
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::authorized_user::{AuthorizedUser, AuthorizedUserFile};
+use super::external_account::{ExternalAccount, ExternalAccountFile};
 use super::metadata::{self, MetadataServer};
 use super::oauth::{AccessToken, GOOGLE_TOKEN_URI};
 use super::service_account::{ServiceAccount, ServiceAccountFile};
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 
 /// File name of gcloud's Application Default Credentials in its config folder.
 const GCLOUD_ADC_FILE: &str = "application_default_credentials.json";
@@ -23,6 +24,8 @@ pub(super) struct AdcEnv {
     pub gcloud_dir: Option<PathBuf>,
     /// `host[:port]` of the metadata server.
     pub metadata_host: String,
+    /// `$GOOGLE_CLOUD_QUOTA_PROJECT`: overrides a file's `quota_project_id`.
+    pub quota_project: Option<String>,
 }
 
 impl AdcEnv {
@@ -35,6 +38,8 @@ impl AdcEnv {
                 .map(PathBuf::from)
                 .or_else(|| var("HOME").map(|home| Path::new(&home).join(".config/gcloud"))),
             metadata_host: metadata::host_from_env(),
+            quota_project: var("GOOGLE_CLOUD_QUOTA_PROJECT")
+                .map(|v| v.to_string_lossy().into_owned()),
         }
     }
 }
@@ -43,6 +48,7 @@ impl AdcEnv {
 pub(super) enum Source {
     ServiceAccount(ServiceAccount),
     AuthorizedUser(AuthorizedUser),
+    ExternalAccount(ExternalAccount),
     Metadata(MetadataServer),
 }
 
@@ -52,6 +58,7 @@ impl Source {
         match self {
             Source::ServiceAccount(account) => account.fetch(client, timeout).await,
             Source::AuthorizedUser(user) => user.fetch(client, timeout).await,
+            Source::ExternalAccount(account) => account.fetch(client, timeout).await,
             Source::Metadata(server) => server.fetch(client, timeout).await,
         }
     }
@@ -61,11 +68,21 @@ impl Source {
 pub(super) struct Found {
     pub source: Source,
     pub description: String,
+    /// The project billed for the calls (`x-goog-user-project`), when the credentials name one.
+    pub quota_project: Option<String>,
 }
 
 /// Application Default Credentials in Google's order. Files are read and checked now; the
 /// metadata server only when asked for a token.
 pub(super) fn discover(env: &AdcEnv) -> Result<Found> {
+    let mut found = discover_source(env)?;
+    if let Some(project) = env.quota_project.as_ref().filter(|p| !p.is_empty()) {
+        found.quota_project = Some(project.clone());
+    }
+    Ok(found)
+}
+
+fn discover_source(env: &AdcEnv) -> Result<Found> {
     if let Some(path) = &env.credentials_file {
         let origin = format!("GOOGLE_APPLICATION_CREDENTIALS={}", path.display());
         let text = std::fs::read(path).with_context(|| {
@@ -101,8 +118,12 @@ pub(super) fn discover(env: &AdcEnv) -> Result<Found> {
     Ok(Found {
         description: format!("metadata server ({})", server.host()),
         source: Source::Metadata(server),
+        quota_project: None,
     })
 }
+
+/// The `type`s of credentials files ion-host reads.
+const SUPPORTED: &str = "\"service_account\", \"authorized_user\", \"external_account\"";
 
 /// A source from the text of a credentials file; errors name `path`, never a secret.
 fn from_file(text: &[u8], path: &Path, origin: &str) -> Result<Found> {
@@ -110,6 +131,11 @@ fn from_file(text: &[u8], path: &Path, origin: &str) -> Result<Found> {
     let json: serde_json::Value =
         serde_json::from_slice(text).with_context(|| format!("{} is not valid JSON", in_file()))?;
     let kind = json.get("type").and_then(serde_json::Value::as_str);
+    let quota_project = json
+        .get("quota_project_id")
+        .and_then(serde_json::Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
     let (source, description) = match kind {
         Some("service_account") => {
             let account = serde_json::from_value::<ServiceAccountFile>(json)
@@ -134,35 +160,28 @@ fn from_file(text: &[u8], path: &Path, origin: &str) -> Result<Found> {
             );
             (Source::AuthorizedUser(user), description)
         }
+        Some("external_account") => {
+            let account = serde_json::from_value::<ExternalAccountFile>(json)
+                .map_err(anyhow::Error::from)
+                .and_then(ExternalAccount::new)
+                .with_context(|| format!("invalid external account in {}", in_file()))?;
+            let description = format!("{} ({origin})", account.describe());
+            (Source::ExternalAccount(account), description)
+        }
         Some(other) => bail!(
-            "{} has unsupported credentials type {other:?} (supported: \"service_account\", \
-             \"authorized_user\")",
+            "{} has unsupported credentials type {other:?} (supported: {SUPPORTED})",
             in_file()
         ),
         None => bail!(
-            "{} has no \"type\" field (supported: \"service_account\", \"authorized_user\")",
+            "{} has no \"type\" field (supported: {SUPPORTED})",
             in_file()
         ),
     };
     Ok(Found {
         source,
         description,
+        quota_project,
     })
-}
-
-/// The token endpoint for a file's optional `token_uri`, checked to be an http(s) URL.
-pub(super) fn token_uri(from_file: Option<String>) -> Result<String> {
-    let Some(uri) = from_file.filter(|u| !u.is_empty()) else {
-        return Ok(GOOGLE_TOKEN_URI.to_owned());
-    };
-    let parsed: Option<http::Uri> = uri.parse().ok();
-    let valid = parsed.is_some_and(|u| {
-        matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
-    });
-    if !valid {
-        bail!("token_uri {uri:?} is not an http(s) URL");
-    }
-    Ok(uri)
 }
 
 /// `", token endpoint X"` when a file names an endpoint other than Google's.

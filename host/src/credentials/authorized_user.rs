@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::oauth::{self, AccessToken};
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 
 /// The fields of a `"type": "authorized_user"` file that are used.
 #[derive(Deserialize)]
@@ -39,7 +39,7 @@ impl AuthorizedUser {
             }
         }
         Ok(AuthorizedUser {
-            token_uri: super::adc::token_uri(file.token_uri)?,
+            token_uri: oauth::token_uri(file.token_uri)?,
             client_id: file.client_id,
             client_secret: file.client_secret,
             refresh_token: file.refresh_token,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::Tuning;
 use super::adc::Source;
 use super::oauth::AccessToken;
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 
 /// What a refresh ends with; the error is shared by all its waiters, so it is kept as text.
 type Outcome = Result<AccessToken, String>;

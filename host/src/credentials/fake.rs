@@ -1,7 +1,9 @@
-//! Test doubles of Google's token endpoint and metadata server: a real HTTP server on
+//! Test doubles of Google's token endpoint, metadata server, Security Token Service and IAM
+//! Credentials API, and of an identity provider's subject-token URL: a real HTTP server on
 //! 127.0.0.1 that checks requests as Google does (RS256 signature and claims of JWT
-//! assertions, refresh-token form fields, the `Metadata-Flavor` header), counts them, and can
-//! delay, refuse or never answer.
+//! assertions, refresh-token form fields, the `Metadata-Flavor` header, token-exchange fields,
+//! the federated token on impersonation), counts them, and can delay, refuse or never answer.
+//! Metadata-server detection (`GET /`) is answered at once and not counted.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,6 +37,13 @@ pub const CLIENT_ID: &str = "123-test.apps.googleusercontent.com";
 pub const CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty/+=&x";
 pub const REFRESH_TOKEN: &str = "1//0test-refresh+token/=&secret";
 pub const PROJECT_ID: &str = "test-project";
+/// The workload identity pool provider an external account names.
+pub const AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/gh";
+pub const SUBJECT_TOKEN: &str = "eyJ.subject-token.from-the-idp";
+pub const SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The header (and value) the subject-token URL requires.
+pub const SUBJECT_HEADER: (&str, &str) = ("x-idp-auth", "letmein");
 
 /// How the fake answers requests for tokens (and the project id).
 #[derive(Debug, Clone)]
@@ -55,7 +64,10 @@ pub struct Recorded {
     pub method: Method,
     pub path: String,
     pub metadata_flavor: Option<String>,
+    pub authorization: Option<String>,
     pub form: HashMap<String, String>,
+    /// The body when it is not a form.
+    pub json: Option<serde_json::Value>,
 }
 
 type FakeBody = BoxBody<Bytes, Infallible>;
@@ -77,7 +89,14 @@ pub struct FakeGoogle {
 impl FakeGoogle {
     /// Starts a fake issuing tokens that live an hour.
     pub async fn start() -> FakeGoogle {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeGoogle::start_on(0).await
+    }
+
+    /// Starts a fake on 127.0.0.1:`port` (0: any free port).
+    pub async fn start_on(port: u16) -> FakeGoogle {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             hits: AtomicUsize::new(0),
@@ -117,6 +136,11 @@ impl FakeGoogle {
         self.state.token_uri.clone()
     }
 
+    /// A URL on the fake.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
@@ -153,6 +177,10 @@ async fn handle(
     state: &State,
     request: http::Request<hyper::body::Incoming>,
 ) -> Response<FakeBody> {
+    if request.uri().path() == "/" {
+        // Metadata-server detection: the real server answers its root with a listing.
+        return answer(200, "computeMetadata/\n".into());
+    }
     let n = state.hits.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, body) = request.into_parts();
     let body = body
@@ -169,15 +197,24 @@ async fn handle(
     } else {
         HashMap::new()
     };
-    let metadata_flavor = parts
-        .headers
-        .get("metadata-flavor")
-        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+    };
+    let metadata_flavor = header("metadata-flavor");
+    let authorization = header("authorization");
+    let json = (!is_form)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .flatten();
     state.requests.lock().unwrap().push(Recorded {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         metadata_flavor: metadata_flavor.clone(),
+        authorization: authorization.clone(),
         form: form.clone(),
+        json: json.clone(),
     });
 
     let delay = *state.delay.lock().unwrap();
@@ -205,6 +242,23 @@ async fn handle(
             _ => answer(404, "Not Found".into()),
         };
     }
+    if (&parts.method, path) == (&Method::GET, "/subject.json") {
+        return if header(SUBJECT_HEADER.0).as_deref() == Some(SUBJECT_HEADER.1) {
+            answer(
+                200,
+                serde_json::json!({ "value": SUBJECT_TOKEN }).to_string(),
+            )
+        } else {
+            answer(401, "missing identity provider credentials".into())
+        };
+    }
+    if (&parts.method, path) == (&Method::POST, "/v1/token") {
+        return sts(&form, n, expires_in);
+    }
+    let impersonation = format!("/v1/projects/-/serviceAccounts/{SA_EMAIL}:generateAccessToken");
+    if (&parts.method, path) == (&Method::POST, impersonation.as_str()) {
+        return impersonate(authorization.as_deref(), json.as_ref(), n);
+    }
     if (&parts.method, path) != (&Method::POST, "/token") {
         return answer(404, "Not Found".into());
     }
@@ -231,6 +285,70 @@ async fn handle(
         }
         _ => oauth_error(400, "unsupported_grant_type", "Invalid grant_type."),
     }
+}
+
+/// Google's Security Token Service: an RFC 8693 exchange of the subject token.
+fn sts(form: &HashMap<String, String>, n: usize, expires_in: u64) -> Response<FakeBody> {
+    let field = |name: &str| form.get(name).map_or("", String::as_str);
+    let checks = [
+        (
+            field("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange",
+            "unsupported_grant_type",
+        ),
+        (field("audience") == AUDIENCE, "invalid_target"),
+        (
+            field("scope") == "https://www.googleapis.com/auth/cloud-platform",
+            "invalid_scope",
+        ),
+        (
+            field("requested_token_type") == "urn:ietf:params:oauth:token-type:access_token",
+            "invalid_request",
+        ),
+        (
+            field("subject_token_type") == SUBJECT_TOKEN_TYPE,
+            "invalid_request",
+        ),
+        (field("subject_token") == SUBJECT_TOKEN, "invalid_grant"),
+    ];
+    if let Some((_, error)) = checks.into_iter().find(|(ok, _)| !ok) {
+        return oauth_error(400, error, "The token exchange was refused.");
+    }
+    let body = serde_json::json!({
+        "access_token": format!("ya29.sts-{n}"),
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    });
+    answer(200, body.to_string())
+}
+
+/// The IAM Credentials API's generateAccessToken, which takes a federated token.
+fn impersonate(
+    authorization: Option<&str>,
+    body: Option<&serde_json::Value>,
+    n: usize,
+) -> Response<FakeBody> {
+    if !authorization.is_some_and(|a| a.starts_with("Bearer ya29.sts-")) {
+        return answer(
+            401,
+            r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#.into(),
+        );
+    }
+    let scoped = body.is_some_and(|b| {
+        b["scope"] == serde_json::json!(["https://www.googleapis.com/auth/cloud-platform"])
+            && b["lifetime"].as_str().is_some_and(|l| l.ends_with('s'))
+    });
+    if !scoped {
+        return answer(
+            400,
+            r#"{"error":{"code":400,"status":"INVALID_ARGUMENT"}}"#.into(),
+        );
+    }
+    let body = serde_json::json!({
+        "accessToken": format!("ya29.impersonated-{n}"),
+        "expireTime": "2099-01-01T00:00:00Z",
+    });
+    answer(200, body.to_string())
 }
 
 /// Checks a JWT assertion as Google's token endpoint does.

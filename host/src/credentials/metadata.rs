@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::oauth::{self, AccessToken, Failure};
-use crate::outbound::client::{ClientBody, HttpClient};
+use crate::http_client::{ClientBody, HttpClient, empty_body};
 
 /// Where the metadata server is when `GCE_METADATA_HOST` does not say.
 pub(super) const DEFAULT_HOST: &str = "metadata.google.internal";
@@ -45,7 +44,7 @@ impl MetadataServer {
     }
 
     /// The error for an unreachable server: it was the last place to look.
-    fn nothing_found(&self) -> String {
+    pub(super) fn nothing_found(&self) -> String {
         format!(
             "no Google credentials: {}, and no metadata server answered (outside Google Cloud, \
              set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`)",
@@ -71,18 +70,90 @@ impl MetadataServer {
     }
 }
 
+/// How hard to look for a metadata server before concluding there is none: a few attempts
+/// with short pauses, as Google's auth libraries do (the server can be slow to answer in the
+/// first moments of an instance).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Detection {
+    pub attempts: u32,
+    /// Bound on each attempt.
+    pub timeout: Duration,
+    /// Pause before the second attempt; doubled before each later one.
+    pub pause: Duration,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            attempts: 3,
+            timeout: Duration::from_secs(2),
+            pause: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Runs `attempt` until it reaches the server, up to `detection.attempts` times.
+async fn retry_unreachable<T>(
+    detection: Detection,
+    mut attempt: impl AsyncFnMut() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let mut pause = detection.pause;
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(Failure::Unreachable(_)) if tries < detection.attempts => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether a metadata server answers at `host`: anything it answers with
+/// `Metadata-Flavor: Google` counts.
+pub(super) async fn detect(client: &HttpClient, host: &str, detection: Detection) -> bool {
+    let what = format!("metadata server at {host}");
+    let outcome = retry_unreachable(detection, async || {
+        let request = request(host, "/").map_err(Failure::Other)?;
+        let response = client
+            .send(
+                request,
+                crate::http_client::Timeouts {
+                    connect: detection.timeout,
+                    first_byte: detection.timeout,
+                    between_bytes: detection.timeout,
+                },
+            )
+            .await
+            .map_err(|e| Failure::Unreachable(anyhow!("{what}: {e}")))?;
+        Ok(response
+            .headers()
+            .get("metadata-flavor")
+            .is_some_and(|v| v == "Google"))
+    })
+    .await;
+    matches!(outcome, Ok(true))
+}
+
 /// The project id from the metadata server at `host`; `Ok(None)` when nothing answers there
-/// within `timeout`.
+/// (after the attempts of `detection`).
 pub(super) async fn project_id(
     client: &HttpClient,
     host: &str,
-    timeout: Duration,
+    detection: Detection,
 ) -> Result<Option<String>> {
     let what = format!("metadata server at {host}");
-    let request = request(host, PROJECT_ID_PATH).with_context(|| {
+    request(host, PROJECT_ID_PATH).with_context(|| {
         format!("metadata server address {host:?} (GCE_METADATA_HOST) is not a host[:port]")
     })?;
-    let (status, body) = match oauth::fetch(client, request, timeout, &what).await {
+    let answer = retry_unreachable(detection, async || {
+        let request = request(host, PROJECT_ID_PATH).map_err(Failure::Other)?;
+        oauth::fetch(client, request, detection.timeout, &what).await
+    })
+    .await;
+    let (status, body) = match answer {
         Ok(answer) => answer,
         Err(Failure::Unreachable(_)) => return Ok(None),
         Err(Failure::Other(e)) => return Err(e.context("cannot read the project id")),
@@ -109,5 +180,5 @@ fn request(host: &str, path: &str) -> Result<http::Request<ClientBody>> {
     }
     Ok(http::Request::get(uri)
         .header("Metadata-Flavor", "Google")
-        .body(oauth::full(Bytes::new()))?)
+        .body(empty_body())?)
 }

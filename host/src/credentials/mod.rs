@@ -2,12 +2,14 @@
 //!
 //! [`Credentials`] hands out OAuth2 access tokens for Vertex AI, either a fixed token or ones
 //! obtained through Application Default Credentials ([`adc`]): a service-account key, a gcloud
-//! authorized-user file or the metadata server. Obtained tokens are cached and refreshed by
-//! [`cache::TokenCache`], once for all concurrent callers.
+//! authorized-user file, an external account (Workload Identity Federation) or the metadata
+//! server. Obtained tokens are cached and refreshed by [`cache::TokenCache`], once for all
+//! concurrent callers.
 
 mod adc;
 mod authorized_user;
 mod cache;
+mod external_account;
 mod metadata;
 mod oauth;
 mod service_account;
@@ -21,13 +23,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 use cache::TokenCache;
+use metadata::Detection;
 
 /// A source of OAuth2 access tokens for Vertex AI. `Send + Sync`; share it as `Arc<Credentials>`.
 pub struct Credentials {
     kind: Kind,
     description: String,
+    quota_project: Option<String>,
 }
 
 enum Kind {
@@ -41,6 +45,7 @@ impl Credentials {
         Credentials {
             kind: Kind::Static(token),
             description: "static token".to_owned(),
+            quota_project: None,
         }
     }
 
@@ -50,17 +55,27 @@ impl Credentials {
     /// `$GCE_METADATA_HOST` or `metadata.google.internal`.
     ///
     /// Files are read and checked here, so a broken file is a startup error naming it. The
-    /// metadata server is not contacted: whether it exists is only known on the first
-    /// [`token`](Self::token), whose error then says where credentials were looked for.
+    /// metadata server is asked whether it is there (a few attempts over about a second, as
+    /// Google's libraries do); if it is not, the error says where credentials were looked for.
     pub async fn discover(client: HttpClient) -> Result<Credentials> {
-        Credentials::discover_in(client, &adc::AdcEnv::from_process(), Tuning::default())
+        Credentials::discover_in(client, &adc::AdcEnv::from_process(), Tuning::default()).await
     }
 
-    fn discover_in(client: HttpClient, env: &adc::AdcEnv, tuning: Tuning) -> Result<Credentials> {
+    async fn discover_in(
+        client: HttpClient,
+        env: &adc::AdcEnv,
+        tuning: Tuning,
+    ) -> Result<Credentials> {
         let found = adc::discover(env)?;
+        if let adc::Source::Metadata(server) = &found.source
+            && !metadata::detect(&client, server.host(), tuning.detection).await
+        {
+            anyhow::bail!("{}", server.nothing_found());
+        }
         Ok(Credentials {
             kind: Kind::Refreshing(TokenCache::new(found.source, client, tuning)),
             description: found.description,
+            quota_project: found.quota_project,
         })
     }
 
@@ -88,24 +103,31 @@ impl Credentials {
 
     /// Where tokens come from, for logs; never secret.
     pub fn describe(&self) -> String {
-        self.description.clone()
+        match &self.quota_project {
+            Some(project) => format!("{}, quota project {project}", self.description),
+            None => self.description.clone(),
+        }
+    }
+
+    /// The project to bill for API calls (sent as `x-goog-user-project`): the credentials
+    /// file's `quota_project_id`, or `$GOOGLE_CLOUD_QUOTA_PROJECT`. Needed with user
+    /// credentials, whose OAuth client belongs to Google rather than to the caller's project.
+    pub fn quota_project(&self) -> Option<&str> {
+        self.quota_project.as_deref()
     }
 }
 
 /// The project id from the metadata server at `$GCE_METADATA_HOST` or
-/// `metadata.google.internal`, asked with a short timeout; `Ok(None)` when no metadata server
-/// answers.
+/// `metadata.google.internal`, asked a few times with a short timeout; `Ok(None)` when no
+/// metadata server answers.
 pub async fn project_id_from_metadata(client: &HttpClient) -> Result<Option<String>> {
-    metadata::project_id(client, &metadata::host_from_env(), PROJECT_ID_TIMEOUT).await
+    metadata::project_id(client, &metadata::host_from_env(), Detection::default()).await
 }
 
 /// Remaining life below which a cached token is refreshed: 3 min 45 s, the margin Google's
 /// auth libraries use (the metadata server renews its own cached token 4 minutes before expiry,
 /// so a refresh then gets a new token, not the same one).
 const REFRESH_MARGIN: Duration = Duration::from_secs(225);
-
-/// How long the metadata server may take to answer the project id question.
-const PROJECT_ID_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Timing of token refreshes; shortened in tests.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +141,8 @@ struct Tuning {
     /// Pause after a failed background refresh before the next one (callers that have no
     /// usable token always try at once).
     background_retry: Duration,
+    /// How discovery looks for the metadata server.
+    detection: Detection,
 }
 
 impl Default for Tuning {
@@ -129,6 +153,7 @@ impl Default for Tuning {
             // Leaves a request that gets the token time to reach Vertex AI, with clock skew.
             min_remaining: Duration::from_secs(30),
             background_retry: Duration::from_secs(5),
+            detection: Detection::default(),
         }
     }
 }

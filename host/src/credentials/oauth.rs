@@ -8,18 +8,33 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::error::Category;
 use tokio::time::Instant;
 
-use crate::outbound::client::{ClientBody, HttpClient, SendError, Timeouts};
+use crate::http_client::{ClientBody, HttpClient, SendError, Timeouts, full_body};
 
 /// Google's OAuth 2.0 token endpoint, used when a credentials file names none.
 pub(super) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// Largest token response read; real ones are a few hundred bytes.
 const MAX_RESPONSE: usize = 64 * 1024;
+
+/// The token endpoint for a file's optional `token_uri`, checked to be an http(s) URL.
+pub(super) fn token_uri(from_file: Option<String>) -> Result<String> {
+    let Some(uri) = from_file.filter(|u| !u.is_empty()) else {
+        return Ok(GOOGLE_TOKEN_URI.to_owned());
+    };
+    let parsed: Option<http::Uri> = uri.parse().ok();
+    let valid = parsed.is_some_and(|u| {
+        matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
+    });
+    if !valid {
+        bail!("token_uri {uri:?} is not an http(s) URL");
+    }
+    Ok(uri)
+}
 
 /// An access token and when it stops working.
 #[derive(Clone)]
@@ -83,7 +98,7 @@ pub(super) async fn post_form(
 ) -> Result<AccessToken> {
     let request = http::Request::post(url)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(full(Bytes::from(body)))
+        .body(full_body(Bytes::from(body)))
         .with_context(|| format!("invalid token endpoint {url}"))?;
     let requested_at = Instant::now();
     let (status, body) = fetch(client, request, timeout, url).await?;
@@ -197,13 +212,6 @@ fn printable(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
-}
-
-/// A request body of `bytes`.
-pub(super) fn full(bytes: Bytes) -> ClientBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]

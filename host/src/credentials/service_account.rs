@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use super::oauth::{self, AccessToken};
-use crate::outbound::client::HttpClient;
+use crate::http_client::HttpClient;
 
 /// The OAuth scope requested: all Google Cloud APIs the account's roles allow, Vertex AI among them.
 pub(super) const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -45,7 +45,7 @@ impl ServiceAccount {
             bail!("client_email is empty");
         }
         let key = parse_private_key(&file.private_key).context("invalid private_key")?;
-        let token_uri = super::adc::token_uri(file.token_uri)?;
+        let token_uri = oauth::token_uri(file.token_uri)?;
         Ok(ServiceAccount {
             client_email: file.client_email,
             key,

@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use super::adc::AdcEnv;
 use super::fake::{self, FakeGoogle, Reply};
+use super::metadata::Detection;
 use super::*;
-use crate::outbound::client::Timeouts;
+use crate::http_client::Timeouts;
 
 fn client() -> HttpClient {
     HttpClient::new(Timeouts::default())
@@ -20,7 +21,17 @@ fn client() -> HttpClient {
 fn tuning() -> Tuning {
     Tuning {
         request_timeout: Duration::from_secs(3),
+        detection: quick_detection(),
         ..Tuning::default()
+    }
+}
+
+/// Metadata-server detection that gives up quickly.
+fn quick_detection() -> Detection {
+    Detection {
+        attempts: 2,
+        timeout: Duration::from_millis(500),
+        pause: Duration::from_millis(50),
     }
 }
 
@@ -91,6 +102,7 @@ fn env(
         credentials_file,
         gcloud_dir: gcloud_dir.map(Path::to_path_buf),
         metadata_host: metadata_host.to_owned(),
+        quota_project: None,
     }
 }
 
@@ -101,18 +113,29 @@ fn closed_port() -> String {
 }
 
 /// Credentials from the metadata server `fake` (no credentials files).
-fn metadata_credentials(fake: &FakeGoogle, tuning: Tuning) -> Credentials {
-    Credentials::discover_in(client(), &env(None, None, &fake.authority()), tuning).unwrap()
+async fn metadata_credentials(fake: &FakeGoogle, tuning: Tuning) -> Credentials {
+    Credentials::discover_in(client(), &env(None, None, &fake.authority()), tuning)
+        .await
+        .unwrap()
 }
 
 /// Credentials from a service-account key file pointing at `fake`.
-fn service_account_credentials(fake: &FakeGoogle, dir: &TempDir) -> Credentials {
+async fn service_account_credentials(fake: &FakeGoogle, dir: &TempDir) -> Credentials {
     let file = dir.write("sa.json", &service_account_json(&fake.token_uri()));
-    Credentials::discover_in(client(), &env(Some(file), None, &closed_port()), tuning()).unwrap()
+    Credentials::discover_in(client(), &env(Some(file), None, &closed_port()), tuning())
+        .await
+        .unwrap()
 }
 
-fn discover_error(env: &AdcEnv) -> String {
+async fn discover(env: &AdcEnv) -> Credentials {
+    Credentials::discover_in(client(), env, tuning())
+        .await
+        .unwrap()
+}
+
+async fn discover_error(env: &AdcEnv) -> String {
     let err = Credentials::discover_in(client(), env, tuning())
+        .await
         .err()
         .expect("discovery fails");
     format!("{err:#}")
@@ -143,7 +166,7 @@ async fn static_token_is_returned_as_is() {
 async fn service_account_exchanges_a_signed_jwt() {
     let fake = FakeGoogle::start().await;
     let dir = TempDir::new();
-    let credentials = service_account_credentials(&fake, &dir);
+    let credentials = service_account_credentials(&fake, &dir).await;
     assert_eq!(fake.hits(), 0, "discovery makes no request");
 
     assert_eq!(credentials.token().await.unwrap(), "ya29.fake-1");
@@ -186,6 +209,7 @@ async fn service_account_refusal_is_a_clear_error() {
     });
     let dir = TempDir::new();
     let err = service_account_credentials(&fake, &dir)
+        .await
         .token()
         .await
         .unwrap_err();
@@ -206,7 +230,7 @@ async fn authorized_user_sends_the_refresh_token_grant() {
         &authorized_user_json(&fake.token_uri()),
     );
     let env = env(None, Some(&home.0.join("gcloud")), &closed_port());
-    let credentials = Credentials::discover_in(client(), &env, tuning()).unwrap();
+    let credentials = discover(&env).await;
 
     assert_eq!(credentials.token().await.unwrap(), "ya29.fake-1");
     let form = &fake.requests()[0].form;
@@ -234,7 +258,7 @@ async fn authorized_user_refusal_names_the_reason_not_the_secrets() {
     let wrong = authorized_user_json(&fake.token_uri()).replace(fake::REFRESH_TOKEN, "1//revoked");
     home.write("application_default_credentials.json", &wrong);
     let env = env(None, Some(&home.0), &closed_port());
-    let credentials = Credentials::discover_in(client(), &env, tuning()).unwrap();
+    let credentials = discover(&env).await;
 
     let text = format!("{:#}", credentials.token().await.unwrap_err());
     assert!(
@@ -248,7 +272,7 @@ async fn authorized_user_refusal_names_the_reason_not_the_secrets() {
 #[tokio::test]
 async fn metadata_server_token_carries_the_flavor_header() {
     let fake = FakeGoogle::start().await;
-    let credentials = metadata_credentials(&fake, tuning());
+    let credentials = metadata_credentials(&fake, tuning()).await;
     assert_eq!(
         credentials.describe(),
         format!("metadata server ({})", fake.authority())
@@ -273,7 +297,7 @@ async fn fake_metadata_server_refuses_requests_without_the_header() {
         fake.authority()
     );
     let request = http::Request::get(uri)
-        .body(oauth::full(bytes::Bytes::new()))
+        .body(crate::http_client::empty_body())
         .unwrap();
     let response = client().send(request, Timeouts::default()).await.unwrap();
     assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
@@ -284,9 +308,8 @@ async fn unreachable_metadata_server_says_where_credentials_were_looked_for() {
     let home = TempDir::new();
     let host = closed_port();
     let env = env(None, Some(&home.0), &host);
-    let credentials = Credentials::discover_in(client(), &env, tuning()).unwrap();
     let started = Instant::now();
-    let text = format!("{:#}", credentials.token().await.unwrap_err());
+    let text = discover_error(&env).await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(text.starts_with("no Google credentials"), "{text}");
     assert!(
@@ -297,16 +320,58 @@ async fn unreachable_metadata_server_says_where_credentials_were_looked_for() {
         text.contains("application_default_credentials.json does not exist"),
         "{text}"
     );
-    assert!(
-        text.contains(&format!("metadata server at {host}")),
-        "{text}"
-    );
+    assert!(text.contains("no metadata server answered"), "{text}");
+}
+
+#[tokio::test]
+async fn metadata_server_detection_is_retried_while_it_starts() {
+    // Nothing listens on the port yet; the server comes up during the attempts.
+    let port = closed_port().rsplit(':').next().unwrap().parse().unwrap();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        FakeGoogle::start_on(port).await
+    });
+    let patient = Tuning {
+        detection: Detection {
+            attempts: 6,
+            timeout: Duration::from_millis(500),
+            pause: Duration::from_millis(100),
+        },
+        ..tuning()
+    };
+    let credentials = Credentials::discover_in(
+        client(),
+        &env(None, None, &format!("127.0.0.1:{port}")),
+        patient,
+    )
+    .await
+    .expect("found on a later attempt");
+    let fake = late.await.unwrap();
+    assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-1");
+    assert_eq!(fake.hits(), 1);
+
+    // Something that answers without `Metadata-Flavor: Google` is not a metadata server.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let impostor = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+            );
+        }
+    });
+    let text = discover_error(&env(None, None, &impostor)).await;
+    assert!(text.starts_with("no Google credentials"), "{text}");
 }
 
 #[tokio::test]
 async fn a_cached_token_is_reused() {
     let fake = FakeGoogle::start().await;
-    let credentials = metadata_credentials(&fake, tuning());
+    let credentials = metadata_credentials(&fake, tuning()).await;
     let first = credentials.token().await.unwrap();
     let second = credentials.token().await.unwrap();
     assert_eq!(first, second);
@@ -318,7 +383,7 @@ async fn a_nearly_expired_token_is_refreshed_before_use() {
     let fake = FakeGoogle::start().await;
     // Less life than `min_remaining` (30 s): unusable, so the next call waits for a new one.
     fake.reply(Reply::Token { expires_in: 20 });
-    let credentials = metadata_credentials(&fake, tuning());
+    let credentials = metadata_credentials(&fake, tuning()).await;
     assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-1");
     assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-2");
     assert_eq!(fake.hits(), 2);
@@ -329,7 +394,7 @@ async fn a_token_inside_the_margin_is_refreshed_in_the_background() {
     let fake = FakeGoogle::start().await;
     // Inside the 225 s margin but still usable.
     fake.reply(Reply::Token { expires_in: 120 });
-    let credentials = metadata_credentials(&fake, tuning());
+    let credentials = metadata_credentials(&fake, tuning()).await;
     assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-1");
 
     fake.reply(Reply::Token { expires_in: 3599 });
@@ -351,7 +416,7 @@ async fn a_token_inside_the_margin_is_refreshed_in_the_background() {
 async fn a_failed_background_refresh_keeps_the_current_token() {
     let fake = FakeGoogle::start().await;
     fake.reply(Reply::Token { expires_in: 120 });
-    let credentials = metadata_credentials(&fake, tuning());
+    let credentials = metadata_credentials(&fake, tuning()).await;
     assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-1");
 
     fake.reply(Reply::Error {
@@ -371,7 +436,7 @@ async fn a_failed_background_refresh_keeps_the_current_token() {
 async fn concurrent_callers_share_one_refresh() {
     let fake = FakeGoogle::start().await;
     fake.delay(Duration::from_millis(300));
-    let credentials = Arc::new(metadata_credentials(&fake, tuning()));
+    let credentials = Arc::new(metadata_credentials(&fake, tuning()).await);
     let mut callers = JoinSet::new();
     for _ in 0..50 {
         let credentials = credentials.clone();
@@ -389,7 +454,7 @@ async fn concurrent_callers_share_one_refresh() {
 async fn a_caller_that_gives_up_does_not_cancel_the_refresh() {
     let fake = FakeGoogle::start().await;
     fake.delay(Duration::from_millis(300));
-    let credentials = Arc::new(metadata_credentials(&fake, tuning()));
+    let credentials = Arc::new(metadata_credentials(&fake, tuning()).await);
     let first = {
         let credentials = credentials.clone();
         tokio::spawn(async move { credentials.token().await })
@@ -403,7 +468,7 @@ async fn a_caller_that_gives_up_does_not_cancel_the_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_refreshes_once_and_ignores_stale_tokens() {
     let fake = FakeGoogle::start().await;
-    let credentials = Arc::new(metadata_credentials(&fake, tuning()));
+    let credentials = Arc::new(metadata_credentials(&fake, tuning()).await);
     let first = credentials.token().await.unwrap();
 
     credentials.invalidate(&first);
@@ -441,7 +506,7 @@ async fn a_failed_refresh_fails_every_waiter_and_the_next_call_retries() {
         body: r#"{"error":"internal_failure","error_description":"Backend error"}"#,
     });
     fake.delay(Duration::from_millis(200));
-    let credentials = Arc::new(metadata_credentials(&fake, tuning()));
+    let credentials = Arc::new(metadata_credentials(&fake, tuning()).await);
     let started = Instant::now();
     let mut callers = JoinSet::new();
     for _ in 0..20 {
@@ -474,7 +539,9 @@ async fn an_endpoint_that_never_answers_fails_within_the_timeout() {
         ..Tuning::default()
     };
     let credentials =
-        Credentials::discover_in(client(), &env(Some(file), None, &closed_port()), short).unwrap();
+        Credentials::discover_in(client(), &env(Some(file), None, &closed_port()), short)
+            .await
+            .unwrap();
 
     let started = Instant::now();
     let text = format!("{:#}", credentials.token().await.unwrap_err());
@@ -498,7 +565,7 @@ async fn an_answer_that_never_ends_fails_within_the_timeout() {
         request_timeout: Duration::from_millis(300),
         ..Tuning::default()
     };
-    let credentials = metadata_credentials(&fake, short);
+    let credentials = metadata_credentials(&fake, short).await;
     let started = Instant::now();
     let text = format!("{:#}", credentials.token().await.unwrap_err());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -523,40 +590,38 @@ async fn discovery_prefers_the_environment_variable_then_gcloud_then_metadata() 
         &authorized_user_json("https://oauth2.example/token"),
     );
     let gcloud = dir.0.join("gcloud");
-    let describe = |env: AdcEnv| {
-        Credentials::discover_in(client(), &env, tuning())
-            .unwrap()
-            .describe()
-    };
+    let metadata = FakeGoogle::start().await;
+    let host = metadata.authority();
 
-    let both = describe(env(Some(sa.clone()), Some(&gcloud), "metadata.test:8080"));
-    assert!(both.starts_with("service account"), "{both}");
-    let gcloud_only = describe(env(None, Some(&gcloud), "metadata.test:8080"));
+    let both = discover(&env(Some(sa.clone()), Some(&gcloud), &host)).await;
+    assert!(
+        both.describe().starts_with("service account"),
+        "{}",
+        both.describe()
+    );
+    let gcloud_only = discover(&env(None, Some(&gcloud), &host)).await.describe();
     assert!(gcloud_only.starts_with("authorized user"), "{gcloud_only}");
-    let neither = describe(env(
-        None,
-        Some(&dir.0.join("elsewhere")),
-        "metadata.test:8080",
-    ));
-    assert_eq!(neither, "metadata server (metadata.test:8080)");
-    let no_home = describe(env(None, None, "metadata.google.internal"));
-    assert_eq!(no_home, "metadata server (metadata.google.internal)");
+    let neither = discover(&env(None, Some(&dir.0.join("elsewhere")), &host)).await;
+    assert_eq!(neither.describe(), format!("metadata server ({host})"));
+    let no_home = discover(&env(None, None, &host)).await;
+    assert_eq!(no_home.describe(), format!("metadata server ({host})"));
+    assert_eq!(metadata.hits(), 0, "detection is not a token request");
 }
 
-#[test]
-fn a_missing_file_named_by_the_variable_is_an_error() {
+#[tokio::test]
+async fn a_missing_file_named_by_the_variable_is_an_error() {
     let dir = TempDir::new();
     let missing = dir.0.join("nope.json");
-    let text = discover_error(&env(Some(missing.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(missing.clone()), None, "metadata.test")).await;
     assert!(text.contains(&missing.display().to_string()), "{text}");
     assert!(text.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{text}");
 }
 
-#[test]
-fn a_malformed_file_is_an_error_naming_it() {
+#[tokio::test]
+async fn a_malformed_file_is_an_error_naming_it() {
     let dir = TempDir::new();
     let file = dir.write("sa.json", "{\"type\": \"service_account\", ");
-    let text = discover_error(&env(Some(file.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
     assert!(
         text.starts_with(&format!(
             "credentials file {} is not valid JSON",
@@ -566,45 +631,45 @@ fn a_malformed_file_is_an_error_naming_it() {
     );
 }
 
-#[test]
-fn a_broken_gcloud_file_is_an_error_naming_it() {
+#[tokio::test]
+async fn a_broken_gcloud_file_is_an_error_naming_it() {
     let dir = TempDir::new();
     let file = dir.write("application_default_credentials.json", "not json");
-    let text = discover_error(&env(None, Some(&dir.0), "metadata.test"));
+    let text = discover_error(&env(None, Some(&dir.0), "metadata.test")).await;
     assert!(text.contains(&file.display().to_string()), "{text}");
 
     // Present but unreadable (here: a folder) is an error too, not "absent".
     let dir = TempDir::new();
     std::fs::create_dir(dir.0.join("application_default_credentials.json")).unwrap();
-    let text = discover_error(&env(None, Some(&dir.0), "metadata.test"));
+    let text = discover_error(&env(None, Some(&dir.0), "metadata.test")).await;
     assert!(
         text.starts_with("cannot read the gcloud credentials file"),
         "{text}"
     );
 }
 
-#[test]
-fn unknown_and_missing_types_are_errors_naming_the_file() {
+#[tokio::test]
+async fn unknown_and_missing_types_are_errors_naming_the_file() {
     let dir = TempDir::new();
     let file = dir.write(
         "wif.json",
-        r#"{"type": "external_account", "audience": "x"}"#,
+        r#"{"type": "impersonated_service_account", "audience": "x"}"#,
     );
-    let text = discover_error(&env(Some(file.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
     assert!(text.contains(&file.display().to_string()), "{text}");
     assert!(
-        text.contains("unsupported credentials type \"external_account\""),
+        text.contains("unsupported credentials type \"impersonated_service_account\""),
         "{text}"
     );
 
     let file = dir.write("untyped.json", r#"{"client_email": "x"}"#);
-    let text = discover_error(&env(Some(file.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
     assert!(text.contains(&file.display().to_string()), "{text}");
     assert!(text.contains("no \"type\" field"), "{text}");
 }
 
-#[test]
-fn a_bad_key_or_missing_field_is_an_error_naming_the_file_not_the_secret() {
+#[tokio::test]
+async fn a_bad_key_or_missing_field_is_an_error_naming_the_file_not_the_secret() {
     let dir = TempDir::new();
     let truncated = &fake::TEST_KEY_PKCS8[..400];
     let json = service_account_json("https://oauth2.example/token").replace(
@@ -612,7 +677,7 @@ fn a_bad_key_or_missing_field_is_an_error_naming_the_file_not_the_secret() {
         &serde_json::to_string(truncated).unwrap(),
     );
     let file = dir.write("sa.json", &json);
-    let text = discover_error(&env(Some(file.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
     assert!(
         text.starts_with(&format!(
             "invalid service account key in credentials file {}: invalid private_key",
@@ -626,29 +691,29 @@ fn a_bad_key_or_missing_field_is_an_error_naming_the_file_not_the_secret() {
         "user.json",
         r#"{"type": "authorized_user", "client_id": "x", "client_secret": "y"}"#,
     );
-    let text = discover_error(&env(Some(file.clone()), None, "metadata.test"));
+    let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
     assert!(text.contains(&file.display().to_string()), "{text}");
     assert!(text.contains("missing field `refresh_token`"), "{text}");
 }
 
-#[test]
-fn a_bad_token_uri_or_metadata_host_is_an_error() {
+#[tokio::test]
+async fn a_bad_token_uri_or_metadata_host_is_an_error() {
     let dir = TempDir::new();
     let file = dir.write("sa.json", &service_account_json("oauth2.example/token"));
-    let text = discover_error(&env(Some(file), None, "metadata.test"));
+    let text = discover_error(&env(Some(file), None, "metadata.test")).await;
     assert!(
         text.contains("token_uri \"oauth2.example/token\" is not an http(s) URL"),
         "{text}"
     );
 
-    let text = discover_error(&env(None, None, "bad host/x"));
+    let text = discover_error(&env(None, None, "bad host/x")).await;
     assert!(text.contains("GCE_METADATA_HOST"), "{text}");
 }
 
 #[tokio::test]
 async fn project_id_comes_from_the_metadata_server() {
     let fake = FakeGoogle::start().await;
-    let id = metadata::project_id(&client(), &fake.authority(), Duration::from_secs(2))
+    let id = metadata::project_id(&client(), &fake.authority(), quick_detection())
         .await
         .unwrap();
     assert_eq!(id.as_deref(), Some(fake::PROJECT_ID));
@@ -660,14 +725,14 @@ async fn project_id_comes_from_the_metadata_server() {
 #[tokio::test]
 async fn no_metadata_server_means_no_project_id() {
     let started = Instant::now();
-    let id = metadata::project_id(&client(), &closed_port(), Duration::from_secs(2))
+    let id = metadata::project_id(&client(), &closed_port(), quick_detection())
         .await
         .unwrap();
     assert_eq!(id, None);
 
     let fake = FakeGoogle::start().await;
     fake.reply(Reply::Hang);
-    let id = metadata::project_id(&client(), &fake.authority(), Duration::from_millis(300))
+    let id = metadata::project_id(&client(), &fake.authority(), quick_detection())
         .await
         .unwrap();
     assert_eq!(id, None);
@@ -681,9 +746,250 @@ async fn a_metadata_server_refusing_the_project_id_is_an_error() {
         status: 404,
         body: "Not Found",
     });
-    let err = metadata::project_id(&client(), &fake.authority(), Duration::from_secs(2))
+    let err = metadata::project_id(&client(), &fake.authority(), quick_detection())
         .await
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("404 Not Found"), "{text}");
+}
+
+/// An external-account file as `gcloud iam workload-identity-pools create-cred-config` writes
+/// it, with the fake as STS and `source` as its credential_source.
+fn external_account_json(
+    fake: &FakeGoogle,
+    source: serde_json::Value,
+    impersonate: bool,
+) -> String {
+    let mut json = serde_json::json!({
+        "type": "external_account",
+        "audience": fake::AUDIENCE,
+        "subject_token_type": fake::SUBJECT_TOKEN_TYPE,
+        "token_url": fake.url("/v1/token"),
+        "credential_source": source,
+        "universe_domain": "googleapis.com",
+    });
+    if impersonate {
+        json["service_account_impersonation_url"] = serde_json::json!(fake.url(&format!(
+            "/v1/projects/-/serviceAccounts/{}:generateAccessToken",
+            fake::SA_EMAIL
+        )));
+        json["service_account_impersonation"] =
+            serde_json::json!({ "token_lifetime_seconds": 1800 });
+    }
+    json.to_string()
+}
+
+#[tokio::test]
+async fn external_account_exchanges_a_file_sourced_subject_token() {
+    let fake = FakeGoogle::start().await;
+    let dir = TempDir::new();
+    let subject = dir.write("oidc-token", &format!("{}\n", fake::SUBJECT_TOKEN));
+    let source = serde_json::json!({ "file": subject, "format": { "type": "text" } });
+    let file = dir.write("wif.json", &external_account_json(&fake, source, false));
+    let credentials = discover(&env(Some(file), None, &closed_port())).await;
+    assert_eq!(fake.hits(), 0, "discovery makes no request");
+
+    assert_eq!(credentials.token().await.unwrap(), "ya29.sts-1");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/token");
+    let form = &requests[0].form;
+    assert_eq!(
+        form["grant_type"],
+        "urn:ietf:params:oauth:grant-type:token-exchange"
+    );
+    assert_eq!(
+        form["subject_token"],
+        fake::SUBJECT_TOKEN,
+        "read and trimmed"
+    );
+    assert_eq!(form["audience"], fake::AUDIENCE);
+    assert!(!form.contains_key("options"));
+    let description = credentials.describe();
+    assert!(
+        description.starts_with(&format!("external account {}", fake::AUDIENCE)),
+        "{description}"
+    );
+
+    // The token is cached; the file is read again for the next exchange (providers rotate it).
+    assert_eq!(credentials.token().await.unwrap(), "ya29.sts-1");
+    std::fs::write(&subject, "rotated-and-wrong").unwrap();
+    credentials.invalidate("ya29.sts-1");
+    let text = format!("{:#}", credentials.token().await.unwrap_err());
+    assert!(text.contains("400 Bad Request: invalid_grant"), "{text}");
+    assert!(!text.contains("rotated-and-wrong"), "{text}");
+}
+
+#[tokio::test]
+async fn external_account_reads_a_url_subject_and_impersonates() {
+    let fake = FakeGoogle::start().await;
+    let dir = TempDir::new();
+    let source = serde_json::json!({
+        "url": fake.url("/subject.json"),
+        "headers": { fake::SUBJECT_HEADER.0: fake::SUBJECT_HEADER.1 },
+        "format": { "type": "json", "subject_token_field_name": "value" },
+    });
+    let file = dir.write("wif.json", &external_account_json(&fake, source, true));
+    let credentials = discover(&env(Some(file), None, &closed_port())).await;
+    assert!(
+        credentials
+            .describe()
+            .contains(&format!("as {}", fake::SA_EMAIL)),
+        "{}",
+        credentials.describe()
+    );
+
+    assert_eq!(credentials.token().await.unwrap(), "ya29.impersonated-3");
+    let requests = fake.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/subject.json",
+            "/v1/token",
+            &*format!(
+                "/v1/projects/-/serviceAccounts/{}:generateAccessToken",
+                fake::SA_EMAIL
+            )
+        ]
+    );
+    assert_eq!(requests[1].form["subject_token"], fake::SUBJECT_TOKEN);
+    assert_eq!(
+        requests[2].authorization.as_deref(),
+        Some("Bearer ya29.sts-2")
+    );
+    assert_eq!(requests[2].json.as_ref().unwrap()["lifetime"], "1800s");
+}
+
+#[tokio::test]
+async fn external_account_failures_say_which_step_failed() {
+    let fake = FakeGoogle::start().await;
+    let dir = TempDir::new();
+
+    // The identity provider refuses (no header configured).
+    let source = serde_json::json!({
+        "url": fake.url("/subject.json"),
+        "format": { "type": "json", "subject_token_field_name": "value" },
+    });
+    let file = dir.write("a.json", &external_account_json(&fake, source, false));
+    let text = format!(
+        "{:#}",
+        discover(&env(Some(file), None, &closed_port()))
+            .await
+            .token()
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        text.contains("subject token URL") && text.contains("401"),
+        "{text}"
+    );
+
+    // A subject file that is not there.
+    let missing = dir.0.join("nope");
+    let source = serde_json::json!({ "file": missing });
+    let file = dir.write("b.json", &external_account_json(&fake, source, false));
+    let text = format!(
+        "{:#}",
+        discover(&env(Some(file), None, &closed_port()))
+            .await
+            .token()
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        text.contains(&format!("subject token file {}", missing.display())),
+        "{text}"
+    );
+
+    // A JSON subject without the named field.
+    let subject = dir.write("subject.json", r#"{"other": "x"}"#);
+    let source = serde_json::json!({
+        "file": subject,
+        "format": { "type": "json", "subject_token_field_name": "value" },
+    });
+    let file = dir.write("c.json", &external_account_json(&fake, source, false));
+    let text = format!(
+        "{:#}",
+        discover(&env(Some(file), None, &closed_port()))
+            .await
+            .token()
+            .await
+            .unwrap_err()
+    );
+    assert!(text.contains("no string field \"value\""), "{text}");
+}
+
+#[tokio::test]
+async fn unsupported_external_accounts_are_startup_errors() {
+    let fake = FakeGoogle::start().await;
+    let dir = TempDir::new();
+    for (source, expected) in [
+        (
+            serde_json::json!({ "environment_id": "aws1", "region_url": "http://x" }),
+            "AWS",
+        ),
+        (
+            serde_json::json!({ "executable": { "command": "/bin/token" } }),
+            "executable",
+        ),
+        (serde_json::json!({}), "neither file nor url"),
+        (
+            serde_json::json!({ "file": "/x", "format": { "type": "json" } }),
+            "subject_token_field_name",
+        ),
+        (
+            serde_json::json!({ "url": "ftp://x/token" }),
+            "not an http(s) URL",
+        ),
+    ] {
+        let file = dir.write("wif.json", &external_account_json(&fake, source, false));
+        let text = discover_error(&env(Some(file.clone()), None, "metadata.test")).await;
+        assert!(
+            text.starts_with(&format!(
+                "invalid external account in credentials file {}",
+                file.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+}
+
+#[tokio::test]
+async fn quota_projects_come_from_the_file_or_the_environment() {
+    let dir = TempDir::new();
+    // authorized_user_json names quota_project_id "test-project".
+    let user = dir.write(
+        "user.json",
+        &authorized_user_json("https://oauth2.example/token"),
+    );
+    let credentials = discover(&env(Some(user.clone()), None, "metadata.test")).await;
+    assert_eq!(credentials.quota_project(), Some("test-project"));
+    assert!(
+        credentials
+            .describe()
+            .ends_with("quota project test-project"),
+        "{}",
+        credentials.describe()
+    );
+
+    let mut overridden = env(Some(user), None, "metadata.test");
+    overridden.quota_project = Some("billing-project".into());
+    assert_eq!(
+        discover(&overridden).await.quota_project(),
+        Some("billing-project")
+    );
+
+    let sa = dir.write(
+        "sa.json",
+        &service_account_json("https://oauth2.example/token"),
+    );
+    assert_eq!(
+        discover(&env(Some(sa), None, "metadata.test"))
+            .await
+            .quota_project(),
+        None
+    );
+    assert_eq!(Credentials::from_static("t".into()).quota_project(), None);
 }

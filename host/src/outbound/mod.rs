@@ -1,37 +1,24 @@
 //! Outbound `wasi:http` requests from the component: the allow-list from `spin.toml`, Google
 //! credentials added to requests bound for the Vertex AI endpoint, and the pooled client.
 
-pub mod client;
 pub mod policy;
+pub mod vertex_auth;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::credentials::Credentials;
-use client::{BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts};
+use crate::http_client::{
+    BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts, full_body,
+};
 use policy::AllowList;
+use vertex_auth::VertexAuth;
 
 /// Largest request body buffered so that a request can be replayed after a 401.
 const MAX_REPLAY_BODY: usize = 1024 * 1024;
-
-/// Adds Google credentials to requests for one origin (the configured Vertex AI endpoint).
-pub struct VertexAuth {
-    /// `host[:port]` of the Vertex AI endpoint, lowercase.
-    pub authority: String,
-    pub credentials: Arc<Credentials>,
-}
-
-impl VertexAuth {
-    fn applies_to(&self, uri: &Uri) -> bool {
-        uri.authority()
-            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.authority))
-    }
-}
 
 /// Shared by all requests; cloned into each store's hooks.
 pub struct Outbound {
@@ -79,10 +66,10 @@ impl Outbound {
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         if !self.allowed.allows(request.uri()) {
-            eprintln!(
-                "ion-host: outbound request to {} denied: not in allowed_outbound_hosts",
+            crate::logging::warn(&format!(
+                "outbound request to {} denied: not in allowed_outbound_hosts",
                 origin_of(request.uri())
-            );
+            ));
             // Fail only once the guest has finished writing the body: failing at once would
             // close the body stream under a guest that writes before it awaits the response,
             // and it would see a closed stream instead of HttpRequestDenied (as Spin reports).
@@ -107,14 +94,16 @@ impl Outbound {
             .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
             .to_bytes();
         let build = |token: &str| -> Result<http::Request<ClientBody>, HttpError> {
-            let mut request = http::Request::new(full(body.clone()));
+            let mut request = http::Request::new(full_body(body.clone()));
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = parts.uri.clone();
             *request.version_mut() = parts.version;
             *request.headers_mut() = parts.headers.clone();
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| HttpError::ConfigurationError)?;
-            request.headers_mut().insert(AUTHORIZATION, value);
+            add_credentials(
+                request.headers_mut(),
+                token,
+                auth.credentials.quota_project(),
+            )?;
             Ok(request)
         };
 
@@ -131,7 +120,7 @@ impl Outbound {
 
     async fn token(&self, auth: &VertexAuth) -> Result<String, HttpError> {
         auth.credentials.token().await.map_err(|e| {
-            eprintln!("ion-host: cannot obtain Google credentials: {e:#}");
+            crate::logging::error(&format!("cannot obtain Google credentials: {e:#}"));
             HttpError::ConfigurationError
         })
     }
@@ -181,11 +170,27 @@ impl Outbound {
     }
 }
 
-fn full(bytes: Bytes) -> ClientBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Sets `Authorization: Bearer <token>` and, for credentials that name a quota project,
+/// `x-goog-user-project` (unless the component set its own).
+fn add_credentials(
+    headers: &mut http::HeaderMap,
+    token: &str,
+    quota_project: Option<&str>,
+) -> Result<(), HttpError> {
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| HttpError::ConfigurationError)?;
+    headers.insert(AUTHORIZATION, value);
+    if let Some(project) = quota_project
+        && !headers.contains_key(USER_PROJECT)
+    {
+        let value = HeaderValue::from_str(project).map_err(|_| HttpError::ConfigurationError)?;
+        headers.insert(USER_PROJECT, value);
+    }
+    Ok(())
 }
+
+/// The project Google bills for a call made with user credentials.
+const USER_PROJECT: http::HeaderName = http::HeaderName::from_static("x-goog-user-project");
 
 /// `scheme://host:port` of a URI, for logs (never the path or query).
 fn origin_of(uri: &Uri) -> String {
@@ -194,4 +199,30 @@ fn origin_of(uri: &Uri) -> String {
         uri.scheme_str().unwrap_or("?"),
         uri.authority().map_or("?", |a| a.as_str())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_add_the_token_and_the_quota_project() {
+        let mut headers = http::HeaderMap::new();
+        add_credentials(&mut headers, "ya29.t", Some("billing-project")).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer ya29.t");
+        assert_eq!(headers["x-goog-user-project"], "billing-project");
+
+        let mut headers = http::HeaderMap::new();
+        add_credentials(&mut headers, "ya29.t", None).unwrap();
+        assert!(!headers.contains_key("x-goog-user-project"));
+
+        // The component's own choice stands.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-goog-user-project", HeaderValue::from_static("mine"));
+        add_credentials(&mut headers, "ya29.t", Some("billing-project")).unwrap();
+        assert_eq!(headers["x-goog-user-project"], "mine");
+
+        let mut headers = http::HeaderMap::new();
+        assert!(add_credentials(&mut headers, "bad\ntoken", None).is_err());
+    }
 }

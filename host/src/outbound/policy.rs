@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use http::Uri;
 
+use crate::template::Template;
 use crate::variables::AppVariables;
 
 /// One `scheme://host[:port]` entry.
@@ -37,18 +38,18 @@ pub struct AllowList(Vec<AllowedOrigin>);
 impl AllowList {
     /// Renders templates and parses every entry. An entry that renders to an empty string
     /// (an unset optional variable) allows nothing.
-    pub fn new(entries: &[String], values: &AppVariables) -> Result<AllowList> {
+    pub fn new(entries: &[Template], values: &AppVariables) -> Result<AllowList> {
         let mut origins = Vec::new();
         for entry in entries {
             let rendered = values
                 .render(entry)
-                .with_context(|| format!("allowed_outbound_hosts entry {entry:?}"))?;
+                .with_context(|| format!("allowed_outbound_hosts entry {entry}"))?;
             if rendered.trim().is_empty() {
                 continue;
             }
             origins.push(
                 parse_origin(rendered.trim())
-                    .with_context(|| format!("allowed_outbound_hosts entry {entry:?}"))?,
+                    .with_context(|| format!("allowed_outbound_hosts entry {entry}"))?,
             );
         }
         Ok(AllowList(origins))
@@ -140,8 +141,14 @@ mod tests {
     use super::*;
 
     fn list(entries: &[&str]) -> AllowList {
-        let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
-        AllowList::new(&entries, &AppVariables::default()).unwrap()
+        AllowList::new(&templates(entries), &AppVariables::default()).unwrap()
+    }
+
+    fn templates(entries: &[&str]) -> Vec<Template> {
+        entries
+            .iter()
+            .map(|e| Template::parse(e).unwrap())
+            .collect()
     }
 
     fn allows(list: &AllowList, uri: &str) -> bool {
@@ -188,7 +195,7 @@ source = "c.wasm"
             std::path::Path::new("."),
         )
         .unwrap();
-        let entries = vec!["{{ vertex_endpoint }}".to_string()];
+        let entries = templates(&["{{ vertex_endpoint }}"]);
         let empty = AppVariables::resolve(&app, |_| None).unwrap();
         assert_eq!(
             AllowList::new(&entries, &empty).unwrap(),
@@ -209,9 +216,8 @@ source = "c.wasm"
             "https://x:port",
             "https://a*b",
         ] {
-            let entries = vec![bad.to_string()];
             assert!(
-                AllowList::new(&entries, &AppVariables::default()).is_err(),
+                AllowList::new(&templates(&[bad]), &AppVariables::default()).is_err(),
                 "{bad}"
             );
         }

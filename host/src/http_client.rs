@@ -77,6 +77,18 @@ impl std::fmt::Display for BodyTimeout {
 
 impl std::error::Error for BodyTimeout {}
 
+/// A request body holding `bytes`.
+pub fn full_body(bytes: Bytes) -> ClientBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty request body.
+pub fn empty_body() -> ClientBody {
+    full_body(Bytes::new())
+}
+
 /// A cheaply cloneable pooled client.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -206,12 +218,6 @@ mod tests {
     use http_body_util::Full;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn empty() -> ClientBody {
-        Full::new(Bytes::new())
-            .map_err(|never| match never {})
-            .boxed_unsync()
-    }
-
     /// A server that accepts one connection, reads the request head, then runs `script`.
     async fn one_shot_server<F, Fut>(script: F) -> String
     where
@@ -230,7 +236,7 @@ mod tests {
     }
 
     fn get(url: &str) -> http::Request<ClientBody> {
-        http::Request::get(url).body(empty()).unwrap()
+        http::Request::get(url).body(empty_body()).unwrap()
     }
 
     #[tokio::test]

@@ -1,0 +1,103 @@
+//! The client's address, as the proxies in front of ion-host report it.
+//!
+//! Each proxy appends the address it received the request from to `X-Forwarded-For`; whatever a
+//! client wrote there itself comes first. So only the last `trusted_hops` entries are facts,
+//! and the client is the leftmost of those: the entry the outermost trusted proxy appended.
+//! Cloud Run's front end appends one entry (the address the request came from): one hop. An
+//! external Application Load Balancer in front of Cloud Run appends `client, load-balancer`:
+//! two hops. Without proxies (zero hops, the default) the header is ignored and the TCP peer
+//! is the client, so that nobody can choose their own address by sending the header.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+
+/// How many proxies in front of ion-host append to `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientIp {
+    trusted_hops: usize,
+}
+
+impl ClientIp {
+    pub fn new(trusted_hops: usize) -> ClientIp {
+        ClientIp { trusted_hops }
+    }
+
+    /// The client's address: the entry the outermost trusted proxy appended, or the TCP peer
+    /// when there is no trusted entry. With fewer entries than hops, every entry came from a
+    /// trusted proxy and the first is the client.
+    pub fn resolve(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        if self.trusted_hops == 0 {
+            return peer;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let Some(chosen) = entries
+            .len()
+            .checked_sub(self.trusted_hops)
+            .map_or(entries.first(), |i| entries.get(i))
+        else {
+            return peer;
+        };
+        parse_entry(chosen).unwrap_or(peer)
+    }
+}
+
+/// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, or with a port.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(hops: usize, forwarded: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        ClientIp::new(hops)
+            .resolve(&headers, "10.0.0.1".parse().unwrap())
+            .to_string()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_header_is_ignored() {
+        assert_eq!(resolve(0, &["203.0.113.9"]), "10.0.0.1");
+        assert_eq!(resolve(0, &[]), "10.0.0.1");
+    }
+
+    #[test]
+    fn one_hop_takes_the_entry_cloud_run_appended() {
+        assert_eq!(resolve(1, &["203.0.113.9"]), "203.0.113.9");
+        // A client's own header comes first and is ignored.
+        assert_eq!(resolve(1, &["6.6.6.6, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(resolve(1, &["6.6.6.6", "203.0.113.9"]), "203.0.113.9");
+        assert_eq!(resolve(1, &["2001:db8::7"]), "2001:db8::7");
+        assert_eq!(resolve(1, &["[2001:db8::7]:443"]), "2001:db8::7");
+        assert_eq!(resolve(1, &["203.0.113.9:5000"]), "203.0.113.9");
+        // Nothing trustworthy: the peer.
+        assert_eq!(resolve(1, &[]), "10.0.0.1");
+        assert_eq!(resolve(1, &["6.6.6.6, unknown"]), "10.0.0.1");
+        assert_eq!(resolve(1, &[" , "]), "10.0.0.1");
+    }
+
+    #[test]
+    fn two_hops_skip_the_load_balancer() {
+        assert_eq!(
+            resolve(2, &["6.6.6.6, 203.0.113.9, 34.1.2.3"]),
+            "203.0.113.9"
+        );
+        assert_eq!(resolve(2, &["203.0.113.9"]), "203.0.113.9");
+    }
+}
