@@ -40,6 +40,20 @@ export PATH="$lint_venv/bin:$PATH"
 step "dependencies: licenses, duplicate versions, sources (deny.toml; advisories run in CI)"
 cargo deny --workspace --offline check licenses bans sources
 
+step "Python test tools: schemathesis, openai (tests/python/requirements.txt, in target/python-tests)"
+# The end-to-end tests in tests/api_contract.rs run them against the service. Reinstalled only
+# when the pins change; pip stays quiet unless it fails.
+py_venv="$PWD/target/python-tests"
+py_pins="$(cat tests/python/requirements.txt)"
+if [ "$(cat "$py_venv/pins" 2>/dev/null)" != "$py_pins" ] ||
+  ! "$py_venv/bin/python" -c '' 2>/dev/null; then
+  rm -rf "$py_venv" && python3 -m venv "$py_venv"
+  "$py_venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
+    -r tests/python/requirements.txt
+  printf '%s\n' "$py_pins" >"$py_venv/pins"
+fi
+export ION_TEST_PYTHON_VENV="$py_venv"
+
 step "browser tools: Chromium (Debian), Playwright (PyPI) and axe-core (npm), in target/browser-tools"
 # The chat page is tested in a real browser (tests/browser.rs). Playwright drives Debian's
 # Chromium; it never downloads a browser of its own. Outside CI a machine that cannot install

@@ -24,6 +24,10 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 const OPENAPI: &str = include_str!("openapi.json");
 const DOCS_HTML: &str = include_str!("docs.html");
+/// `/docs` may run only its own inline style and script (named by their sha256) and fetch only
+/// from this origin. Editing either block of docs.html changes its hash: the contract test
+/// (tests/python/contract_check.py) checks these and prints the right ones.
+pub const DOCS_CSP: &str = "default-src 'none'; connect-src 'self'; style-src 'sha256-UoXkPXjIeb6m0UTctZCfEaMmLk5lj1W59ocFzzm93lg='; script-src 'sha256-NxOiBqmfgY94KtkyuOeCZ9Emk+WcVt+uYQc8YaphJ6Y='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,7 @@ pub enum Route {
 }
 
 /// Every path and the methods it takes.
-const ROUTES: &[(&str, Route, &str)] = &[
+pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
     ("/", Route::Index, "GET, HEAD"),
     ("/health", Route::Health, "GET, HEAD"),
     ("/docs", Route::Docs, "GET, HEAD"),
@@ -122,6 +126,7 @@ pub fn openapi() -> ApiResponse {
 /// `GET /docs`
 pub fn docs() -> ApiResponse {
     ApiResponse::with_body(200, "text/html; charset=utf-8", DOCS_HTML)
+        .with_header("content-security-policy", DOCS_CSP)
 }
 
 /// `/chat` takes JSON; a missing Content-Type is read as JSON, as the original service did.
@@ -414,6 +419,19 @@ mod tests {
         let b = body_of(&health());
         assert_eq!(b["status"], "healthy");
         assert_eq!(b["pipeline_ready"], true);
+    }
+
+    #[test]
+    fn docs_is_self_contained_under_a_csp() {
+        let r = docs();
+        assert_eq!(r.header("content-security-policy"), Some(DOCS_CSP));
+        assert!(DOCS_CSP.starts_with("default-src 'none'"));
+        let page = String::from_utf8(r.body).unwrap();
+        for external in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "cdn."] {
+            assert!(!page.contains(external), "/docs loads {external}...");
+        }
+        assert_eq!(page.matches("<script").count(), 1);
+        assert!(page.contains("fetch(\"/openapi.json\")"));
     }
 
     #[test]

@@ -23,5 +23,8 @@ pub mod ui;
 pub mod validation;
 pub mod vertex;
 
+#[cfg(test)]
+mod spec_contract;
+
 #[cfg(target_arch = "wasm32")]
 mod spin_adapter;

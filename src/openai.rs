@@ -229,8 +229,10 @@ impl StreamFormat for CompletionChunks {
     }
 }
 
-/// A failure in OpenAI's error shape, noted in the log record.
-fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
+/// A failure in OpenAI's error shape, noted in the log record. The runtime adapter uses it too,
+/// for a body it could not read (wrong Content-Type, too large), so `/v1` never answers in
+/// `/chat`'s shape.
+pub fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
     let response = error.to_response();
     record.set_failure(&response);
     let mut converted = ApiResponse::json(response.status, &openai_error(&response));
@@ -736,5 +738,37 @@ mod tests {
                 "gemini-3.5-flash"
             ]
         );
+    }
+
+    #[test]
+    fn body_failures_keep_the_openai_shape_and_status() {
+        for (error, status, code) in [
+            (
+                ApiError::UnsupportedMediaType {
+                    content_type: "text/plain".into(),
+                },
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 10 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                ApiError::BodyUnreadable {
+                    detail: "reset".into(),
+                },
+                400,
+                "body_unreadable",
+            ),
+        ] {
+            let mut record = ChatRecord::new("/v1/chat/completions");
+            let (got, body) = whole(failed::<()>(error, &mut record));
+            assert_eq!(got, status);
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert_eq!(body["error"]["type"], "invalid_request_error");
+            assert_eq!(record.outcome, code);
+        }
     }
 }

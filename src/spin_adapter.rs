@@ -107,6 +107,7 @@ async fn chat_route(
     let wants_events = api::accepts_event_stream(header(&request, "accept").as_deref());
     let body = match read_request_body(request).await {
         Ok(body) => body,
+        Err(e) if route == Route::ChatCompletions => return openai::failed(e, record),
         Err(e) => return Reply::failed(e, record),
     };
     match route {

@@ -27,7 +27,7 @@ use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
 use crate::ratelimit::{ClientLimits, ClientOptions};
 use crate::runtime::{EPOCH_TICK, Limits, Runtime};
-use crate::server::{RequestLimits, Server};
+use crate::server::{BodyLimits, ConnectionTimeouts, RequestLimits, Server};
 use crate::variables::{AppVariables, ComponentVariables};
 
 /// Serve a wasi:http component described by a Spin manifest.
@@ -86,9 +86,29 @@ struct ServeOptions {
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     request_timeout_ms: u64,
 
-    /// How long open requests may run after SIGTERM or Ctrl-C before the process exits.
+    /// How long requests in progress may run after SIGTERM or Ctrl-C before the process exits;
+    /// connections with no request in progress close at once.
     #[arg(long, default_value_t = 8000, value_name = "MS")]
     shutdown_grace_ms: u64,
+
+    /// Time a client has to send a request head (request line and headers): from the
+    /// connection's start, or on a keep-alive connection from the head's first byte. Past it the
+    /// connection is closed.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    header_read_timeout_ms: u64,
+
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    idle_timeout_ms: u64,
+
+    /// Time a client has to send a whole request body; past it the request gets 408.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    body_read_timeout_ms: u64,
+
+    /// Memory for request bodies being read or held by requests, all clients together; a body
+    /// that does not fit gets 503 with Retry-After. At least --max-body-bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    max_buffered_body_bytes: u64,
 
     #[command(flatten)]
     clients: ClientOptions,
@@ -110,8 +130,21 @@ fn serve(options: ServeOptions) -> Result<()> {
     if options.max_concurrent_requests == 0 {
         bail!("--max-concurrent-requests must be at least 1");
     }
-    if options.request_timeout_ms == 0 {
-        bail!("--request-timeout-ms must be at least 1");
+    for (flag, value) in [
+        ("--request-timeout-ms", options.request_timeout_ms),
+        ("--header-read-timeout-ms", options.header_read_timeout_ms),
+        ("--idle-timeout-ms", options.idle_timeout_ms),
+        ("--body-read-timeout-ms", options.body_read_timeout_ms),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if options.max_body_bytes > u64::from(u32::MAX) {
+        bail!("--max-body-bytes must be at most {}", u32::MAX);
+    }
+    if options.max_buffered_body_bytes < options.max_body_bytes {
+        bail!("--max-buffered-body-bytes must be at least --max-body-bytes");
     }
     let listen = match options.listen {
         Some(addr) => addr,
@@ -175,10 +208,18 @@ fn serve(options: ServeOptions) -> Result<()> {
             runtime,
             RequestLimits {
                 max_concurrent: options.max_concurrent_requests as usize,
-                max_body_bytes: options.max_body_bytes,
+                body: BodyLimits {
+                    max_bytes: options.max_body_bytes,
+                    read_timeout: Duration::from_millis(options.body_read_timeout_ms),
+                },
+                body_budget: usize::try_from(options.max_buffered_body_bytes).unwrap_or(usize::MAX),
                 deadline: timeout,
             },
             clients,
+            ConnectionTimeouts {
+                header_read: Duration::from_millis(options.header_read_timeout_ms),
+                idle: Duration::from_millis(options.idle_timeout_ms),
+            },
             local_addr,
         ));
         server

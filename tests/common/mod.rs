@@ -534,3 +534,49 @@ pub fn wait_for_upstream_requests(emulator: &Emulator, count: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+impl Service {
+    /// The process id (of `spin up` itself for Spin).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` for raw sockets.
+    pub fn addr(&self) -> &str {
+        self.base_url.trim_start_matches("http://")
+    }
+}
+
+/// One HTTP/1.1 response read from a raw socket: status, head and body (by Content-Length).
+/// None if the connection closed or failed before a whole response arrived.
+pub fn read_raw_response(stream: &mut TcpStream) -> Option<(u16, String, String)> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&data[head_end..head_end + length]).into_owned();
+    Some((status, head, body))
+}

@@ -1,0 +1,181 @@
+//! The HTTP/1.1 server: accepts connections, turns each request into a `wasi:http` incoming
+//! request for a fresh component instance, and streams the instance's response back.
+//!
+//! - `connection`: the socket below hyper (idle and head timeouts, JSON protocol errors,
+//!   lingering close);
+//! - `request`: one request, from its head to the component's response;
+//! - `body`: reading request bodies within their limits;
+//! - `admission`: head checks, the body memory budget and the instance slots;
+//! - `errors`: every error the host answers itself;
+//! - `shutdown`, `accept`: stopping, and accept failures.
+
+mod accept;
+mod admission;
+mod body;
+mod connection;
+mod errors;
+mod request;
+mod shutdown;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Result;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::logging::{self, Severity};
+use crate::ratelimit::ClientLimits;
+use crate::runtime::Runtime;
+use accept::AcceptErrors;
+use admission::Admission;
+pub use body::BodyLimits;
+pub use connection::ConnectionTimeouts;
+use connection::{ClientIo, ConnectionState, TrackedBody};
+use shutdown::{Shutdown, ShutdownWatch};
+
+/// Largest request head (request line and headers) read; beyond it hyper answers 431 (as it
+/// does beyond its default of 100 headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Per-request limits enforced outside the guest.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_concurrent: usize,
+    pub body: BodyLimits,
+    /// Memory for request bodies being read or held, all requests together.
+    pub body_budget: usize,
+    /// Wall-clock budget for the component to produce a response head.
+    pub deadline: Duration,
+}
+
+/// Serving state shared by all connections.
+pub struct Server {
+    runtime: Runtime,
+    limits: RequestLimits,
+    timeouts: ConnectionTimeouts,
+    admission: Admission,
+    local_addr: SocketAddr,
+    next_request: AtomicU64,
+    /// Distinguishes request ids across restarts.
+    id_prefix: u32,
+}
+
+impl Server {
+    pub fn new(
+        runtime: Runtime,
+        limits: RequestLimits,
+        clients: ClientLimits,
+        timeouts: ConnectionTimeouts,
+        local_addr: SocketAddr,
+    ) -> Server {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        Server {
+            runtime,
+            admission: Admission::new(limits.max_concurrent, limits.body_budget, clients),
+            limits,
+            timeouts,
+            local_addr,
+            next_request: AtomicU64::new(1),
+            id_prefix: nanos ^ std::process::id(),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in progress finish for up to `grace`.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<()> {
+        let connections = Shutdown::new();
+        let mut accept_errors = AcceptErrors::default();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => {
+                        accept_errors.accepted();
+                        conn
+                    }
+                    Err(e) => {
+                        let wait = accept_errors.failed(&e);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => continue,
+                            () = &mut shutdown => break,
+                        }
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            tokio::spawn(self.clone().serve(stream, peer, connections.watch()));
+        }
+        drop(listener);
+        logging::info(&format!(
+            "shutting down: no new connections; requests in progress have {grace:?} to finish"
+        ));
+        if connections.stop(grace).await {
+            logging::info("all requests finished");
+        } else {
+            logging::warn("grace period over; closing the remaining connections");
+        }
+        Ok(())
+    }
+
+    /// Serves one connection until it ends or, at shutdown, at once if no request is in
+    /// progress on it.
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut stop: ShutdownWatch) {
+        // Small responses and SSE chunks must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let state = Arc::new(ConnectionState::default());
+        let io = ClientIo::new(stream, state.clone(), self.timeouts);
+        let server = self.clone();
+        let requests = state.clone();
+        let service = service_fn(move |request| {
+            // Called as soon as the head is parsed: from here the request is in progress.
+            let in_progress = requests.begin();
+            let server = server.clone();
+            async move {
+                let response = server.handle(request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
+            }
+        });
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .max_buf_size(MAX_HEAD_BYTES)
+            // Without it, a larger head that arrives in one read is accepted.
+            .max_header_size(MAX_HEAD_BYTES)
+            // ClientIo applies the head and idle timeouts.
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(io), service);
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop.started() => {
+                if state.is_quiet() {
+                    state.close_now();
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result
+            && logging::enabled(Severity::Debug)
+        {
+            logging::write(
+                Severity::Debug,
+                &format!("connection from {peer} ended: {e}"),
+                Default::default(),
+            );
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! One request, from its parsed head to the component's response: header checks, admission,
+//! the body, an instance slot, then the guest under the request deadline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use http::header::{CONTENT_LENGTH, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::Server;
+use super::body::{self, BufferedBody};
+use super::errors::HostError;
+use crate::logging::{self, GuestOutput, HttpRequestEntry, RequestContext, Severity, Trace};
+
+impl Server {
+    pub(super) async fn handle(
+        &self,
+        request: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let started = Instant::now();
+        let client_ip = self.admission.clients.client_ip(request.headers(), peer);
+        let context = Arc::new(RequestContext {
+            request_id: format!(
+                "{:08x}-{:x}",
+                self.id_prefix,
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            ),
+            trace: Trace::from_headers(request.headers()),
+        });
+        let entry = HttpRequestEntry {
+            method: request.method().to_string(),
+            url: request.uri().to_string(),
+            status: 0,
+            request_size: content_length(request.headers()),
+            user_agent: request
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            remote_ip: client_ip.to_string(),
+            protocol: format!("{:?}", request.version()),
+            latency: Duration::ZERO,
+        };
+
+        // If the client goes away first, hyper drops this future: the guard still logs the
+        // request, as 499 (client closed request).
+        let mut pending = PendingLog {
+            context: context.clone(),
+            entry: Some(entry),
+            started,
+        };
+        let mut response = match self.respond(request, client_ip, context.clone()).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        if let Ok(id) = HeaderValue::from_str(&context.request_id) {
+            response.headers_mut().insert("x-request-id", id);
+        }
+        pending.finish(response.status().as_u16());
+        response
+    }
+
+    async fn respond(
+        &self,
+        request: hyper::Request<Incoming>,
+        client: IpAddr,
+        context: Arc<RequestContext>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, HostError> {
+        check_headers(request.headers())?;
+        let (mut head, body) = request.into_parts();
+        self.admission.check_head(&head, client)?;
+        // The body is read before a slot is taken: a slow upload holds body memory (bounded by
+        // the budget and the body timeout), never an instance slot.
+        let announced = content_length(&head.headers);
+        let body = body::read(body, announced, self.limits.body, &self.admission).await?;
+        let _slot = self.admission.instance_slot()?;
+
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host header.
+        if head.uri.authority().is_none()
+            && !head.headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(&self.local_addr.to_string())
+        {
+            head.headers.insert(HOST, host);
+        }
+        let request = hyper::Request::from_parts(head, body);
+
+        match tokio::time::timeout(
+            self.limits.deadline,
+            self.run_guest(request, context.clone()),
+        )
+        .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                context.write(Severity::Error, &format!("component failed: {e:#}"));
+                Err(HostError::Internal)
+            }
+            Err(_) => {
+                context.write(
+                    Severity::Error,
+                    &format!(
+                        "component gave no response within {:?}",
+                        self.limits.deadline
+                    ),
+                );
+                Err(HostError::DeadlineExceeded)
+            }
+        }
+    }
+
+    async fn run_guest(
+        &self,
+        request: hyper::Request<BufferedBody>,
+        context: Arc<RequestContext>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let stdout = GuestOutput::stdout(context.clone());
+        let stderr = GuestOutput::stderr(context);
+        let mut store = self.runtime.new_store(stdout.clone(), stderr.clone());
+        let (sender, receiver) = oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.runtime.pre().clone();
+
+        // The guest runs in its own task so it can keep streaming the body after the
+        // response head has been handed to hyper.
+        let task = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, outparam)
+                    .await
+            }
+            .await;
+            stdout.flush_pending();
+            stderr.flush_pending();
+            result
+        });
+        // Until the response head exists, the request is ours to cancel: if the client goes
+        // away (hyper drops this future) or the deadline passes, the guest and its upstream
+        // calls stop too.
+        let mut guard = AbortOnDrop(Some(task));
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                guard.0.take();
+                Ok(response)
+            }
+            Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
+            Err(_) => {
+                let task = guard.0.take().expect("task is still owned");
+                let outcome = match task.await {
+                    Ok(Ok(())) => anyhow::anyhow!("the component returned without a response"),
+                    Ok(Err(e)) => anyhow::Error::from(e),
+                    Err(e) => anyhow::Error::from(e),
+                };
+                Err(outcome.context("no response from the component"))
+            }
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// Header values must be visible ASCII, space or tab (hyper already refused control
+/// characters), and `Host` a valid authority: wasi:http hands the authority to the guest as a
+/// string, and wasmtime fails the whole request (a 500) on a `Host` it cannot convert.
+fn check_headers(headers: &HeaderMap) -> Result<(), HostError> {
+    for (name, value) in headers {
+        if value.to_str().is_err() {
+            return Err(HostError::InvalidHeader {
+                name: name.as_str().to_owned(),
+            });
+        }
+    }
+    if let Some(host) = headers.get(HOST)
+        && !host.is_empty()
+        && host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_none()
+    {
+        return Err(HostError::InvalidHost);
+    }
+    Ok(())
+}
+
+/// Writes a request's access-log entry exactly once: on completion, or as 499 if dropped.
+struct PendingLog {
+    context: Arc<RequestContext>,
+    entry: Option<HttpRequestEntry>,
+    started: Instant,
+}
+
+impl PendingLog {
+    fn finish(&mut self, status: u16) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.status = status;
+            entry.latency = self.started.elapsed();
+            logging::request(&self.context, &entry);
+        }
+    }
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        self.finish(499);
+    }
+}
+
+/// Aborts the guest task when dropped while still holding it.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<wasmtime::Result<()>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_bytes_beyond_ascii_are_the_clients_error() {
+        assert_eq!(
+            check_headers(&headers(&[("host", b"example.com:8080")])),
+            Ok(())
+        );
+        assert_eq!(
+            check_headers(&headers(&[("host", b"exa\xffmple.com")])),
+            Err(HostError::InvalidHeader {
+                name: "host".into()
+            })
+        );
+        assert_eq!(
+            check_headers(&headers(&[("x-name", "café".as_bytes())])),
+            Err(HostError::InvalidHeader {
+                name: "x-name".into()
+            })
+        );
+        assert_eq!(
+            check_headers(&headers(&[("host", b"a b")])),
+            Err(HostError::InvalidHost)
+        );
+    }
+}
