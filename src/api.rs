@@ -56,9 +56,6 @@ pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
     ("/chat", Route::Chat, "POST"),
     ("/v1/chat/completions", Route::ChatCompletions, "POST"),
     ("/v1/models", Route::Models, "GET, HEAD"),
-    ("/ui/app.js", Route::Ui(ui::Asset::Script), "GET, HEAD"),
-    ("/ui/app.css", Route::Ui(ui::Asset::Style), "GET, HEAD"),
-    ("/ui/icon.svg", Route::Ui(ui::Asset::Icon), "GET, HEAD"),
 ];
 
 /// Resolves a method and path (query string allowed) to a route, or a 404/405, or (as
@@ -68,6 +65,13 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
+    // The chat page's files are not part of the API (nor of openapi.json).
+    if let Some(asset) = ui::Asset::from_path(path) {
+        return match method {
+            "GET" | "HEAD" => Ok(Route::Ui(asset)),
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
     let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
         let trimmed = path.trim_end_matches('/');
         if trimmed.len() + 1 == path.len() && ROUTES.iter().any(|(p, _, _)| *p == trimmed) {

@@ -53,6 +53,11 @@ impl Asset {
             Asset::Icon => "/ui/icon.svg",
         }
     }
+
+    /// The file served at `path` (without its query string), if any.
+    pub fn from_path(path: &str) -> Option<Asset> {
+        Asset::ALL.into_iter().find(|asset| asset.path() == path)
+    }
 }
 
 /// `GET /ui/...`: one of the page's files.
@@ -208,6 +213,11 @@ mod tests {
             Err(crate::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" })
         );
         assert!(crate::api::route("GET", "/ui/").is_err());
+        assert!(crate::api::route("GET", "/ui/app.js/").is_err());
+        assert_eq!(
+            crate::api::route("GET", "/ui/app.css?v=2"),
+            Ok(crate::api::Route::Ui(Asset::Style))
+        );
     }
 
     #[test]
