@@ -54,6 +54,35 @@ if [ "$(cat "$py_venv/pins" 2>/dev/null)" != "$py_pins" ] ||
 fi
 export ION_TEST_PYTHON_VENV="$py_venv"
 
+step "browser tools: Chromium (Debian), Playwright (PyPI) and axe-core (npm), in target/browser-tools"
+# The chat page is tested in a real browser (tests/browser.rs). Playwright drives Debian's
+# Chromium; it never downloads a browser of its own. Outside CI a machine that cannot install
+# Chromium skips those tests with a message; in CI they must run.
+browser_pins=(playwright==1.65.2 axe-core@4.14.1)
+browser_tools="$PWD/target/browser-tools"
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium fonts-nanum >/dev/null ||
+      echo "warning: could not install chromium with apt-get"
+  else
+    echo "warning: chromium is not installed and this user cannot apt-get install it"
+  fi
+fi
+if [ "$(cat "$browser_tools/pins" 2>/dev/null)" != "${browser_pins[*]}" ] ||
+  ! "$browser_tools/venv/bin/python" -c 'import playwright' 2>/dev/null; then
+  rm -rf "$browser_tools" && mkdir -p "$browser_tools"
+  python3 -m venv "$browser_tools/venv"
+  "$browser_tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: "${browser_pins[0]}"
+  npm install --silent --no-audit --no-fund --prefix "$browser_tools" "${browser_pins[1]}"
+  echo "${browser_pins[*]}" >"$browser_tools/pins"
+fi
+if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null; then
+  echo "CI is set but chromium could not be installed: the browser tests cannot run" >&2
+  exit 1
+fi
+
 step "tests: unit and end-to-end"
 cargo test --release --locked --workspace
 

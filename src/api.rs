@@ -11,6 +11,7 @@ use crate::gemini::{self, Answer};
 use crate::persona;
 use crate::response::ApiResponse;
 use crate::sse::ChatEvents;
+use crate::ui;
 use crate::validation;
 use crate::vertex::{CallStats, Clock, Transport};
 
@@ -42,6 +43,8 @@ pub enum Route {
     Options {
         allow: &'static str,
     },
+    /// A file of the chat page.
+    Ui(ui::Asset),
 }
 
 /// Every path and the methods it takes.
@@ -62,6 +65,13 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
+    // The chat page's files are not part of the API (nor of openapi.json).
+    if let Some(asset) = ui::Asset::from_path(path) {
+        return match method {
+            "GET" | "HEAD" => Ok(Route::Ui(asset)),
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
     let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
         let trimmed = path.trim_end_matches('/');
         if trimmed.len() + 1 == path.len() && ROUTES.iter().any(|(p, _, _)| *p == trimmed) {

@@ -19,6 +19,7 @@ pub mod resonance;
 pub mod response;
 pub mod retry;
 pub mod sse;
+pub mod ui;
 pub mod validation;
 pub mod vertex;
 

@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::openai;
 use crate::response::ApiResponse;
 use crate::sse;
+use crate::ui;
 use crate::vertex::{Clock, Reply as VertexReply, Transport, TransportError, VertexCall};
 
 #[spin_sdk::http_component]
@@ -35,7 +36,8 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let cors = CorsPolicy::load(&SpinVariables);
 
     let response = match api::route(&method, &path) {
-        Ok(Route::Index) => api::index(),
+        Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), api::index),
+        Ok(Route::Ui(asset)) => ui::asset(asset),
         Ok(Route::Health) => api::health(),
         Ok(Route::Docs) => api::docs(),
         Ok(Route::OpenApi) => api::openapi(),

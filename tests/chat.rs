@@ -537,6 +537,17 @@ fn each_chat_writes_one_structured_log_line_without_its_text() {
         service.ask(&format!("{secret} [[emulator:503x1]]")).status,
         200
     );
+    // ion-host logs once the response has gone out: wait for the request's access-log line,
+    // which follows the component's own lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !service
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("\"POST /chat 200\""))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let lines = service.stdout_lines();
     let chat_lines: Vec<Value> = lines
         .iter()

@@ -57,34 +57,40 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Handle SIGTERM before announcing the address: a caller may stop us right after reading it.
+    let stopped = stop_signal();
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "vertex-emulator listening on {}", emulator.url());
     let _ = stdout.flush();
     drop(stdout);
 
-    wait_for_stop_signal().await;
+    stopped.await;
     emulator.shutdown_and_wait().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop_signal() {
+/// Resolves on SIGTERM or Ctrl-C; SIGTERM is registered when this is called, not when polled.
+fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            match terminate {
+                Some(mut terminate) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,388 @@
+"""The chat page in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Run by `tests/browser.rs`, which starts the Vertex AI emulator and ion-host and passes the
+service's URL. Facts only the server side can see (what the emulator received, whether the
+upstream call was cancelled) are asked of the Rust test over stdin/stdout: this script prints
+`@@check {json}` and reads back `ok` or `fail: why`.
+
+Exit status 0 when every scenario passed; any failure raises and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+# A quiet, offline Chromium: nothing but the page under test goes over the network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Generous: the machine is shared and slow; nothing here asserts a duration.
+WAIT_MS = 20_000
+
+ANSWER = ".message.assistant"
+FIRST_QUESTION = "How do I start learning Rust? [[emulator:chunk-delay=400]]"
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def check(kind: str, **facts) -> None:
+    """Asks the Rust test to verify a server-side fact; raises if it does not hold."""
+    print("@@check " + json.dumps({"kind": kind, **facts}, ensure_ascii=False), flush=True)
+    answer = sys.stdin.readline().strip()
+    if answer != "ok":
+        raise AssertionError(f"server-side check {kind} failed: {answer or 'no answer'}")
+
+
+class Watch:
+    """Collects what a page did that it must not: failed scripts, CSP refusals, requests
+    to any other origin."""
+
+    def __init__(self, page: Page, base_url: str):
+        self.problems: list[str] = []
+        page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
+        page.on("console", self._console)
+        page.on("request", lambda r: self._request(r.url, base_url))
+
+    def _console(self, message) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "Refused to" in text:
+            self.problems.append(f"CSP: {text}")
+
+    def _request(self, url: str, base_url: str) -> None:
+        if not (url.startswith(base_url + "/") or url == base_url):
+            self.problems.append(f"request to another origin: {url}")
+
+    def assert_clean(self) -> None:
+        assert not self.problems, "\n".join(self.problems)
+
+
+def ask(page: Page, text: str) -> None:
+    box = page.get_by_label("Your question")
+    box.fill(text)
+    box.press("Enter")
+
+
+def last_answer(page: Page):
+    return page.locator(ANSWER).last
+
+
+def wait_complete(page: Page):
+    """Waits for the newest answer to finish (its Copy button appears) and returns it."""
+    answer = last_answer(page)
+    expect(answer.get_by_role("button", name="Copy answer")).to_be_visible(timeout=WAIT_MS)
+    return answer
+
+
+def text_while_streaming(page: Page) -> str:
+    """Waits until the answer being streamed shows text, and returns that text. One check in
+    the page: the answer has text and is still streaming (the page removes the `streaming`
+    class only when the stream has ended)."""
+    handle = page.wait_for_function(
+        """() => {
+            const text = document.querySelector('.message.assistant.streaming .text');
+            return text && text.textContent.trim() ? text.textContent : null;
+        }""",
+        timeout=WAIT_MS,
+    )
+    return handle.json_value()
+
+
+def scenario_streams_in(page: Page) -> None:
+    question = FIRST_QUESTION
+    with page.expect_request("**/chat") as sent:
+        ask(page, question)
+    body = sent.value.post_data_json
+    assert body["message"] == question and body["stream"] is True, body
+    assert body["history"] == [] and "persona" not in body, body
+
+    # Text is on screen while the answer is still streaming, and it keeps growing after that.
+    first_seen = text_while_streaming(page)
+    answer = wait_complete(page)
+    final = answer.locator(".text").text_content()
+    assert final.startswith(first_seen) and len(final) > len(first_seen), (
+        first_seen,
+        final,
+    )
+    assert "Vertex AI emulator" in final and "How do I start learning Rust?" in final, final
+    expect(answer.locator(".who .persona")).to_have_text(re.compile(r"^(Lua|Elro|Riri|Nana)$"))
+    expect(answer.locator(".who")).to_contain_text(re.compile(r"\w+-\w+-\w+"))
+    answer.locator("summary").click()
+    expect(answer.locator(".why p")).to_contain_text("resonance key")
+    log("ok: the answer streams in, with the mentor and the resonance key")
+
+
+def scenario_history(page: Page) -> None:
+    first_answer = last_answer(page).locator(".text").text_content()
+    with page.expect_request("**/chat") as sent:
+        ask(page, "그럼 어떤 책부터 읽을까요?")
+    body = sent.value.post_data_json
+    assert [h["role"] for h in body["history"]] == ["user", "assistant"], body
+    assert body["history"][1]["content"] == first_answer, body
+    answer = wait_complete(page)
+    # The emulator counts the contents it got: the first question and answer, then this one.
+    expect(answer.locator(".text")).to_contain_text("turn 3]")
+    expect(answer.locator(".text")).to_contain_text("그럼 어떤 책부터 읽을까요?")
+    check(
+        "history",
+        message="그럼 어떤 책부터 읽을까요?",
+        earlier=[FIRST_QUESTION, first_answer],
+    )
+
+    # Kept across a reload, and carried on from there.
+    page.reload()
+    expect(page.locator(".message.user")).to_have_count(2)
+    expect(page.locator(ANSWER)).to_have_count(2)
+    with page.expect_request("**/chat") as sent:
+        ask(page, "Thanks. One more tip?")
+    assert len(sent.value.post_data_json["history"]) == 4
+    wait_complete(page)
+    log("ok: a second turn carries the first as history, also after a reload")
+
+
+def scenario_mentor_by_hand(page: Page) -> None:
+    page.get_by_label("Mentor", exact=True).select_option("Nana")
+    question = "I feel stuck with my project."
+    with page.expect_request("**/chat") as sent:
+        ask(page, question)
+    assert sent.value.post_data_json["persona"] == "Nana"
+    answer = wait_complete(page)
+    expect(answer.locator(".who .persona")).to_have_text("Nana")
+    expect(answer.locator(".who")).to_contain_text("your choice")
+    check("persona", message=question, persona="Nana")
+    page.get_by_label("Mentor", exact=True).select_option("auto")
+    log("ok: a mentor picked by hand answers")
+
+
+def scenario_rate_limited(page: Page) -> None:
+    with page.expect_response("**/chat") as replied:
+        ask(page, "Quick question [[emulator:429]]")
+    response = replied.value
+    assert response.status == 429, response.status
+    wait = int(response.headers["retry-after"])
+    answer = last_answer(page)
+    problem = answer.locator(".problem")
+    expect(problem).to_contain_text("rate limiting")
+    expect(problem.locator(".seconds")).to_have_text(re.compile(r"^\d+$"))
+    shown = int(problem.locator(".seconds").inner_text())
+    assert 0 < shown <= wait, (shown, wait)
+    expect(problem.get_by_role("button", name="Retry")).to_be_disabled()
+    expect(answer.locator(".text")).to_be_hidden()  # no made-up answer
+    log(f"ok: an upstream 429 shows the wait ({wait} s) and a retry button")
+
+
+def scenario_upstream_failure(page: Page) -> None:
+    question = "Is the model there? [[emulator:503]]"
+    with page.expect_response("**/chat") as replied:
+        ask(page, question)
+    status = replied.value.status
+    assert status >= 500, status
+    problem = last_answer(page).locator(".problem")
+    expect(problem).to_contain_text("could not be produced")
+    expect(problem).to_contain_text(f"HTTP {status}")
+    retry = problem.get_by_role("button", name="Retry")
+    expect(retry).to_be_enabled()
+    # Retrying sends the same question again, in place of the failed answer.
+    with page.expect_request("**/chat") as sent:
+        retry.click()
+    assert sent.value.post_data_json["message"] == question
+    expect(last_answer(page).locator(".problem")).to_contain_text("could not be produced")
+    expect(page.locator(".message.user", has_text="Is the model there?")).to_have_count(1)
+    log(f"ok: an upstream failure ({status}) says what happened, and Retry asks again")
+
+
+def scenario_stream_error(page: Page) -> None:
+    ask(page, "Tell me about testing. [[emulator:stream-error]]")
+    answer = last_answer(page)
+    problem = answer.locator(".problem")
+    expect(problem).to_contain_text("broke off", timeout=WAIT_MS)
+    expect(problem.get_by_role("button", name="Retry")).to_be_enabled()
+    expect(answer.get_by_role("button", name="Copy answer")).to_have_count(0)
+    log("ok: an error event mid-answer is shown as such, with a retry button")
+
+
+def scenario_content_blocked(page: Page) -> None:
+    question = "Something the filters refuse [[emulator:safety]]"
+    ask(page, question)
+    problem = last_answer(page).locator(".problem")
+    expect(problem).to_contain_text("content filters blocked", timeout=WAIT_MS)
+    expect(page.get_by_label("Your question")).to_have_value(question)
+    page.get_by_label("Your question").fill("")
+    log("ok: blocked content is said plainly and the question is given back")
+
+
+def scenario_stop(page: Page) -> None:
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator(ANSWER)).to_have_count(0)
+    words = " ".join(f"word{i}" for i in range(120))
+    question = f"Please explain slowly: {words} [[emulator:chunk-delay=700]]"
+    ask(page, question)
+    text_while_streaming(page)
+    page.get_by_role("button", name="Stop").click()
+    answer = last_answer(page)
+    expect(answer).to_have_class(re.compile(r"\bstopped\b"))
+    expect(answer.locator(".note")).to_contain_text("Stopped")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    stopped_text = answer.locator(".text").text_content()
+    check("cancelled", message=question)
+    # Nothing more arrived while the server side was checked.
+    assert answer.locator(".text").text_content() == stopped_text
+    assert "word119" not in stopped_text, "the whole answer arrived: nothing was stopped"
+    stored = page.evaluate("localStorage.getItem('ion-mentoring.conversation.v1')")
+    assert json.loads(stored)["turns"] == [], "a stopped answer is not kept as history"
+    log("ok: stopping mid-answer stops the stream and cancels the upstream call")
+
+
+def scenario_keyboard(page: Page) -> None:
+    box = page.get_by_label("Your question")
+    asked = page.locator(".message.user").count()
+    box.focus()
+    page.keyboard.type("first line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    expect(box).to_have_value("first line\nsecond line")
+    expect(page.locator(".message.user")).to_have_count(asked)
+    with page.expect_request("**/chat") as sent:
+        page.keyboard.press("Enter")
+    assert sent.value.post_data_json["message"] == "first line\nsecond line"
+    wait_complete(page)
+    expect(box).to_be_focused()
+    expect(box).to_have_value("")
+    # Every control is reachable with Tab.
+    page.locator("body").focus()
+    reached = set()
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+    for control in ["mentor", "new-conversation", "question", "send"]:
+        assert control in reached, (control, reached)
+    log("ok: Enter sends, Shift+Enter adds a line, every control is reachable by Tab")
+
+
+def scenario_retried_upstream(page: Page) -> None:
+    ask(page, "Once more, please. [[emulator:503x1]]")
+    answer = wait_complete(page)
+    expect(answer.locator(".note")).to_contain_text("needed 2 attempts")
+    log("ok: an answer that took the service a retry says so")
+
+
+def scenario_copy(page: Page) -> None:
+    answer = last_answer(page)
+    answer.get_by_role("button", name="Copy answer").click()
+    expect(answer.locator(".copied")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == answer.locator(".text").text_content(), copied
+    log("ok: an answer can be copied")
+
+
+def accessibility(page: Page, axe_source: str, label: str) -> None:
+    page.evaluate(axe_source)
+    result = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.map(n => n.target.join(' '))})))"
+    )
+    serious = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert not serious, f"axe-core ({label}): {json.dumps(serious, indent=1)}"
+    minor = [f"{v['id']} ({v['impact']})" for v in result]
+    log(f"ok: axe-core finds no serious violation ({label})" + (f"; minor: {minor}" if minor else ""))
+
+
+def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: str) -> None:
+    """The page with a conversation in it, at desktop and phone width, light and dark."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, viewport in [("desktop", DESKTOP), ("phone", PHONE)]:
+        for scheme in ["light", "dark"]:
+            context = browser.new_context(
+                viewport=viewport, color_scheme=scheme, storage_state=storage
+            )
+            page = context.new_page()
+            watch = Watch(page, base_url)
+            page.goto(base_url + "/")
+            expect(page.locator(ANSWER).first).to_be_visible()
+            page.locator(".why summary").last.click()  # show why the last mentor answered
+            page.get_by_label("Your question").focus()
+            page.evaluate("document.querySelector('main').scrollTop = 1e9")
+            width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width[0] <= width[1], f"{name}: wider than the screen {width}"
+            path = out / f"chat-{name}-{scheme}.png"
+            page.screenshot(path=str(path))
+            accessibility(page, axe, f"{name}, {scheme}")
+            watch.assert_clean()
+            context.close()
+            log(f"saved {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--axe", required=True, help="path to axe-core's axe.min.js")
+    parser.add_argument("--screenshots", required=True, type=Path)
+    args = parser.parse_args()
+    base_url = args.base_url.rstrip("/")
+    axe = Path(args.axe).read_text()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(viewport=DESKTOP)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        watch = Watch(page, base_url)
+
+        response = page.goto(base_url + "/")
+        assert response is not None and response.status == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert "'unsafe-inline'" not in response.headers["content-security-policy"]
+        expect(page).to_have_title("Ion Mentoring")
+        expect(page.get_by_label("Your question")).to_be_focused()
+        accessibility(page, axe, "empty page")
+
+        scenario_streams_in(page)
+        scenario_history(page)
+        scenario_mentor_by_hand(page)
+        scenario_retried_upstream(page)
+        scenario_copy(page)
+        scenario_rate_limited(page)
+        scenario_upstream_failure(page)
+        scenario_stream_error(page)
+        scenario_content_blocked(page)
+        accessibility(page, axe, "conversation with errors")
+        storage = context.storage_state()
+        scenario_stop(page)
+        scenario_keyboard(page)
+        watch.assert_clean()
+        context.close()
+
+        screenshots(browser, base_url, storage, args.screenshots, axe)
+        browser.close()
+    log("all browser scenarios passed")
+    return 0
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    status = main()
+    log(f"browser scenarios took {time.monotonic() - started:.1f} s")
+    sys.exit(status)
