@@ -97,16 +97,36 @@ fn wrong_routes_methods_types_and_sizes() {
             r#"{{"message": "hi", "pad": "{}"}}"#,
             "x".repeat(130 * 1024)
         );
-        let reply = service.chat(&big);
-        assert_eq!(reply.status, 413, "{runtime:?}");
-        assert_eq!(reply.json()["code"], "payload_too_large");
+        let announced = format!(
+            "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        );
         let chunked = format!(
             "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
             big.len()
         );
-        let raw = raw_exchange(&service.base_url, chunked.as_bytes());
-        assert!(raw.starts_with("HTTP/1.1 413"), "{runtime:?}: {raw}");
+        for raw_request in [announced, chunked] {
+            let raw = raw_exchange_lenient(&service.base_url, raw_request.as_bytes());
+            match runtime {
+                // ion-host reads (or drains) the body before answering: the client always
+                // gets its 413.
+                Runtime::IonHost => {
+                    assert!(raw.starts_with("HTTP/1.1 413"), "{runtime:?}: {raw}");
+                    assert!(raw.contains("payload_too_large"), "{raw}");
+                }
+                // `spin up` answers while the body is still arriving and closes without
+                // reading the rest, so the client may see a reset instead (README: Spin
+                // differences). What it does answer must be the 413.
+                Runtime::Spin => {
+                    assert!(
+                        raw.is_empty() || raw.starts_with("HTTP/1.1 413"),
+                        "{runtime:?}: {raw}"
+                    );
+                }
+            }
+        }
 
         // No Content-Type at all is read as JSON, as the original service did.
         let body = r#"{"message":"hi"}"#;
