@@ -55,7 +55,14 @@ BANNER
 
 if [ "$runtime" = spin ]; then
   spin="${SPIN_BIN:-$(command -v spin || echo ../shared/bin/spin)}"
-  "$spin" up --listen "127.0.0.1:$port" --from spin.toml
+  manifest=spin.toml
+  if [ "$target" != target ]; then
+    # spin.toml names target/…; with another CARGO_TARGET_DIR, point a copy at the real file.
+    manifest="$(mktemp -d)/spin.toml"
+    wasm="$(cd "$target/wasm32-wasip2/release" && pwd)/ion_mentoring.wasm"
+    sed "s|^source = .*|source = \"$wasm\"|" spin.toml >"$manifest"
+  fi
+  "$spin" up --listen "127.0.0.1:$port" --from "$manifest"
 else
   "$target/release/ion-host" --listen "127.0.0.1:$port" \
     --component "$target/wasm32-wasip2/release/ion_mentoring.wasm"
