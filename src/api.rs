@@ -296,7 +296,7 @@ fn printable(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chat::{ClientGone, EventSink};
     use crate::config::tests::vars;
@@ -586,7 +586,7 @@ mod tests {
         assert_eq!(body_of(&r)["upstream"]["reason"], "UNAVAILABLE");
     }
 
-    /// Collects what a stream sends.
+    /// Collects what a stream sends, an event (or group of events) per send.
     #[derive(Default)]
     struct Collected(Vec<String>);
 
@@ -595,6 +595,35 @@ mod tests {
             self.0.push(String::from_utf8(bytes).unwrap());
             Ok(())
         }
+    }
+
+    /// Relays a streamed reply to its end; what was sent, and how it ended.
+    pub(crate) fn relay_to_end<B>(
+        reply: Reply<B>,
+        clock: &FakeClock,
+    ) -> (Vec<String>, chat::StreamEnd)
+    where
+        B: futures::Stream<Item = Result<Vec<u8>, crate::vertex::TransportError>> + Unpin,
+    {
+        let Reply::Stream {
+            chat,
+            opened,
+            stats,
+            format,
+        } = reply
+        else {
+            panic!("expected a stream");
+        };
+        let mut sink = Collected::default();
+        let end = block_on(chat::relay(
+            &chat,
+            *opened,
+            stats,
+            clock,
+            format.as_ref(),
+            &mut sink,
+        ));
+        (sink.0, end)
     }
 
     #[test]
@@ -614,26 +643,8 @@ mod tests {
             &clock,
             &mut record,
         ));
-        let Reply::Stream {
-            chat,
-            opened,
-            stats,
-            format,
-        } = reply
-        else {
-            panic!("expected a stream");
-        };
-        let mut sink = Collected::default();
-        let end = block_on(chat::relay(
-            &chat,
-            *opened,
-            stats,
-            &clock,
-            format.as_ref(),
-            &mut sink,
-        ));
+        let (events, end) = relay_to_end(reply, &clock);
         assert_eq!(end.error, None);
-        let events = sink.0;
         assert!(events[0].starts_with("event: meta\n"), "{events:?}");
         assert_eq!(events[1], "event: delta\ndata: {\"text\":\"Hel\"}\n\n");
         assert_eq!(events[2], "event: delta\ndata: {\"text\":\"lo\"}\n\n");

@@ -513,7 +513,6 @@ fn invalid_at(param: String, msg: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{ClientGone, EventSink};
     use crate::config::tests::vars;
     use crate::vertex::tests::{FakeClock, FakeVertex, Scripted};
     use futures::executor::block_on;
@@ -664,16 +663,6 @@ mod tests {
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
 
-    #[derive(Default)]
-    struct Collected(String);
-
-    impl EventSink for Collected {
-        async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ClientGone> {
-            self.0.push_str(std::str::from_utf8(&bytes).unwrap());
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_stream_ends_with_usage_and_done() {
         let vertex = FakeVertex::new([Scripted::sse(&[
@@ -687,25 +676,9 @@ mod tests {
                    "messages": [{"role": "user", "content": "hi"}]}),
             &vertex,
         );
-        let Reply::Stream {
-            chat,
-            opened,
-            stats,
-            format,
-        } = reply
-        else {
-            panic!("expected a stream")
-        };
-        let mut sink = Collected::default();
-        block_on(chat::relay(
-            &chat,
-            *opened,
-            stats,
-            &clock,
-            format.as_ref(),
-            &mut sink,
-        ));
-        let events: Vec<&str> = sink.0.split("\n\n").filter(|e| !e.is_empty()).collect();
+        let (sent, _) = crate::api::tests::relay_to_end(reply, &clock);
+        let sent = sent.concat();
+        let events: Vec<&str> = sent.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 6, "{events:?}");
         let data = |i: usize| -> Value {
             serde_json::from_str(events[i].trim_start_matches("data: ")).unwrap()

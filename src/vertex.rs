@@ -90,50 +90,81 @@ pub async fn generate(
 ) -> (Result<Answer, UpstreamError>, CallStats) {
     let url = settings.generate_content_url();
     let body = encode(request);
-    let deadline = clock.now() + settings.timeout;
-    let policy = RetryPolicy::new(settings.max_attempts);
+    with_retries(clock, settings, || async {
+        let reply = send(transport, settings, &url, &body, "application/json").await?;
+        let body = read_all(reply.body)
+            .await
+            .map_err(|e| upstream_failure(e, &url, settings))?;
+        gemini::read_reply(&body)
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retry policy or the deadline
+/// (`request_timeout_ms` from now) says stop.
+async fn with_retries<T, F, Fut>(
+    clock: &impl Clock,
+    settings: &Settings,
+    mut attempt: F,
+) -> (Result<T, UpstreamError>, CallStats)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>>,
+{
     let started = clock.now();
+    let deadline = started + settings.timeout;
+    let policy = RetryPolicy::new(settings.max_attempts);
     let mut stats = CallStats::default();
     loop {
         stats.attempts += 1;
-        let call = VertexCall {
-            url: url.clone(),
-            bearer_token: settings.access_token.clone(),
-            body: body.clone(),
-            accept: "application/json",
-        };
-        let exchange = async {
-            let reply = transport
-                .send(call)
-                .await
-                .map_err(|e| upstream_failure(e, &url, settings))?;
-            let body = read_all(reply.body)
-                .await
-                .map_err(|e| upstream_failure(e, &url, settings))?;
-            if reply.status != 200 {
-                return Err(upstream_status_error(
-                    reply.status,
-                    reply.retry_after.as_deref(),
-                    &body,
-                ));
-            }
-            gemini::read_reply(&body)
-        };
         let result =
-            within(clock, deadline, exchange)
+            within(clock, deadline, attempt())
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout {
                     after: settings.timeout,
                 }));
         stats.upstream_latency = clock.now().saturating_sub(started);
-        match result {
-            Ok(answer) => return (Ok(answer), stats),
-            Err(error) => match wait_before_retry(clock, &policy, &stats, &error, deadline) {
-                Some(delay) => clock.sleep(delay).await,
-                None => return (Err(error), stats),
-            },
+        let error = match result {
+            Ok(value) => return (Ok(value), stats),
+            Err(error) => error,
+        };
+        let remaining = deadline.saturating_sub(clock.now());
+        match policy.next_delay(stats.attempts, &error, remaining, clock.random()) {
+            Some(delay) => clock.sleep(delay).await,
+            None => return (Err(error), stats),
         }
     }
+}
+
+/// Sends one attempt; a reply other than 200 is read into its upstream error.
+async fn send<T: Transport>(
+    transport: &T,
+    settings: &Settings,
+    url: &str,
+    body: &[u8],
+    accept: &'static str,
+) -> Result<Reply<T::Body>, UpstreamError> {
+    let call = VertexCall {
+        url: url.to_owned(),
+        bearer_token: settings.access_token.clone(),
+        body: body.to_vec(),
+        accept,
+    };
+    let reply = transport
+        .send(call)
+        .await
+        .map_err(|e| upstream_failure(e, url, settings))?;
+    if reply.status == 200 {
+        return Ok(reply);
+    }
+    let body = read_all(reply.body)
+        .await
+        .map_err(|e| upstream_failure(e, url, settings))?;
+    Err(upstream_status_error(
+        reply.status,
+        reply.retry_after.as_deref(),
+        &body,
+    ))
 }
 
 /// A streamed reply that has produced its first chunk.
@@ -157,74 +188,35 @@ pub async fn open_stream<T: Transport>(
 ) {
     let url = settings.stream_generate_content_url();
     let body = encode(request);
-    let deadline = clock.now() + settings.timeout;
-    let policy = RetryPolicy::new(settings.max_attempts);
-    let started = clock.now();
-    let mut stats = CallStats::default();
-    loop {
-        stats.attempts += 1;
-        let call = VertexCall {
+    with_retries(clock, settings, || async {
+        let reply = send(transport, settings, &url, &body, "text/event-stream").await?;
+        let mut stream = AnswerStream {
+            events: reply.body.eventsource(),
+            idle_timeout: settings.timeout,
             url: url.clone(),
-            bearer_token: settings.access_token.clone(),
-            body: body.clone(),
-            accept: "text/event-stream",
         };
-        let opening = async {
-            let reply = transport
-                .send(call)
-                .await
-                .map_err(|e| upstream_failure(e, &url, settings))?;
-            if reply.status != 200 {
-                let body = read_all(reply.body)
-                    .await
-                    .map_err(|e| upstream_failure(e, &url, settings))?;
-                return Err(upstream_status_error(
-                    reply.status,
-                    reply.retry_after.as_deref(),
-                    &body,
-                ));
-            }
-            let mut stream = AnswerStream {
-                events: reply.body.eventsource(),
-                idle_timeout: settings.timeout,
-                url: url.clone(),
-            };
-            // Thinking models may send chunks with only usage or thoughts first: the stream
-            // counts as open at the first answer text (or finish).
-            let mut first = Chunk::default();
-            loop {
-                let chunk = match stream.next_event(settings).await {
-                    Some(chunk) => chunk?,
-                    None => {
-                        return Err(UpstreamError::InvalidResponse {
-                            detail: "the stream ended before any answer".into(),
-                        });
-                    }
-                };
-                first.text = chunk.text;
-                first.finish_reason = chunk.finish_reason;
-                first.usage = chunk.usage.or(first.usage);
-                first.model_version = chunk.model_version.or(first.model_version);
-                if !first.text.is_empty() || first.finish_reason.is_some() {
-                    return Ok((first, stream));
+        // Thinking models may send chunks with only usage or thoughts first: the stream
+        // counts as open at the first answer text (or finish).
+        let mut first = Chunk::default();
+        loop {
+            let chunk = match stream.next_event(settings).await {
+                Some(chunk) => chunk?,
+                None => {
+                    return Err(UpstreamError::InvalidResponse {
+                        detail: "the stream ended before any answer".into(),
+                    });
                 }
+            };
+            first.text = chunk.text;
+            first.finish_reason = chunk.finish_reason;
+            first.usage = chunk.usage.or(first.usage);
+            first.model_version = chunk.model_version.or(first.model_version);
+            if !first.text.is_empty() || first.finish_reason.is_some() {
+                return Ok((first, stream));
             }
-        };
-        let result =
-            within(clock, deadline, opening)
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout {
-                    after: settings.timeout,
-                }));
-        stats.upstream_latency = clock.now().saturating_sub(started);
-        match result {
-            Ok(opened) => return (Ok(opened), stats),
-            Err(error) => match wait_before_retry(clock, &policy, &stats, &error, deadline) {
-                Some(delay) => clock.sleep(delay).await,
-                None => return (Err(error), stats),
-            },
         }
-    }
+    })
+    .await
 }
 
 impl<B> AnswerStream<B>
@@ -285,18 +277,6 @@ fn read_stream_event(data: &[u8]) -> Result<Chunk, UpstreamError> {
         return Err(upstream_status_error(event.error.code, None, data));
     }
     gemini::read_chunk(data)
-}
-
-/// Logs the failed attempt's successor decision: the wait before the next attempt, if any.
-fn wait_before_retry(
-    clock: &impl Clock,
-    policy: &RetryPolicy,
-    stats: &CallStats,
-    error: &UpstreamError,
-    deadline: Duration,
-) -> Option<Duration> {
-    let remaining = deadline.saturating_sub(clock.now());
-    policy.next_delay(stats.attempts, error, remaining, clock.random())
 }
 
 fn encode(request: &GenerateContentRequest) -> Vec<u8> {
