@@ -16,6 +16,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
 
+/// Idle connections kept per upstream host once a burst is over. Each one pins some heap pages
+/// allocated during the burst (bench: about 0.6 MiB of RSS per idle connection after a
+/// 1000-request burst over HTTP/1.1). Vertex AI speaks HTTP/2, where one connection carries
+/// many requests, so a few are plenty.
+const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 16;
+
 /// Error type of bodies flowing through the client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request and response bodies of the client.
@@ -112,7 +118,7 @@ impl HttpClient {
             // connections (and their buffers) would stay open forever after a burst.
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)
             .build(https);
         HttpClient { inner, timeouts }
     }

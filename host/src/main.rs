@@ -1,6 +1,7 @@
 //! ion-host: serves the Ion Mentoring WebAssembly component over HTTP with wasmtime, configured
 //! by the same `spin.toml` that `spin up` reads.
 
+mod allocator;
 mod client_ip;
 mod credentials;
 mod http_client;
@@ -12,40 +13,6 @@ mod runtime;
 mod server;
 mod template;
 mod variables;
-
-#[cfg(feature = "mimalloc")]
-mod allocator {
-    //! mimalloc, set to give freed memory back to the kernel at once. Its defaults (purge after
-    //! 10 ms, arenas committed eagerly where the kernel overcommits) kept a burst's heap
-    //! resident on an idle server.
-
-    use std::ffi::{c_int, c_long};
-
-    #[global_allocator]
-    static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-    // `mi_option_e` values from mimalloc.h (the same in mimalloc 2 and 3).
-    const ARENA_EAGER_COMMIT: c_int = 4;
-    const PURGE_DELAY: c_int = 15;
-
-    unsafe extern "C" {
-        fn mi_option_set(option: c_int, value: c_long);
-    }
-
-    /// An ELF constructor: it runs before Rust's runtime starts, so before the first
-    /// allocation reserves an arena.
-    #[used]
-    #[unsafe(link_section = ".init_array")]
-    static CONFIGURE: extern "C" fn() = configure;
-
-    extern "C" fn configure() {
-        // SAFETY: plain setters of mimalloc's options, called before any allocation.
-        unsafe {
-            mi_option_set(ARENA_EAGER_COMMIT, 0);
-            mi_option_set(PURGE_DELAY, 0);
-        }
-    }
-}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,6 +162,7 @@ fn serve(options: ServeOptions) -> Result<()> {
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(allocator::on_worker_park)
         .build()
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
@@ -220,7 +188,7 @@ fn serve(options: ServeOptions) -> Result<()> {
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
         let runtime = Runtime::new(&component, limits, variables, outbound)?;
-        spawn_epoch_ticker(runtime.engines().map(Clone::clone));
+        let engines = runtime.engines().map(Clone::clone);
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -256,25 +224,43 @@ fn serve(options: ServeOptions) -> Result<()> {
             },
             local_addr,
         ));
-        server
-            .run(
-                listener,
-                shutdown_signal(),
-                Duration::from_millis(options.shutdown_grace_ms),
-            )
+        let watched = server.clone();
+        spawn_ticker(
+            engines,
+            move || watched.burst_ended(),
+            tokio::runtime::Handle::current(),
+        );
+        // The accept loop runs on a worker, not on this thread, so that what it allocates is
+        // in a heap that collects after a burst (see `allocator`).
+        let grace = Duration::from_millis(options.shutdown_grace_ms);
+        tokio::spawn(async move { server.run(listener, shutdown_signal(), grace).await })
             .await
+            .context("the server task failed")?
     })
 }
 
-/// Advances the engines' epoch so that a guest past its CPU deadline traps.
-fn spawn_epoch_ticker(engines: [wasmtime::Engine; 2]) {
+/// How often, in epoch ticks, the ticker looks for the end of a burst.
+const BURST_CHECK_EVERY: u32 = 5;
+
+/// Advances the engines' epoch so that a guest past its CPU deadline traps, and once a burst is
+/// over (checked every `BURST_CHECK_EVERY` ticks), asks the workers to give its memory back.
+fn spawn_ticker(
+    engines: [wasmtime::Engine; 2],
+    burst_ended: impl Fn() -> bool + Send + 'static,
+    workers: tokio::runtime::Handle,
+) {
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
+            let mut ticks = 0u32;
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 for engine in &engines {
                     engine.increment_epoch();
+                }
+                ticks = (ticks + 1) % BURST_CHECK_EVERY;
+                if ticks == 0 && burst_ended() {
+                    allocator::release_after_burst(&workers);
                 }
             }
         })

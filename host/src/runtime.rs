@@ -101,7 +101,7 @@ const DECOMMIT_BATCH: usize = 16;
 /// `madvise`; requests beyond this many at once use the burst pool, whose slots go back to the
 /// kernel. What a burst can leave resident is bounded by twice this (see `warm_pool`) times
 /// `WARM_KEEP_RESIDENT`.
-const WARM_INSTANCES: u32 = 32;
+const WARM_INSTANCES: u32 = 16;
 
 /// Most memory kept resident per warm slot (per linear memory, table and stack): a request
 /// touches ~100–300 KiB of linear memory; only the pages it touched are kept (PAGEMAP_SCAN).

@@ -51,6 +51,11 @@ impl Admission {
         }
     }
 
+    /// Instance slots not taken.
+    pub fn free_instance_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     /// A component instance for one request; beyond `max_concurrent`, 503.
     pub fn instance_slot(&self) -> Result<SemaphorePermit<'_>, HostError> {
         self.slots.try_acquire().map_err(|_| HostError::Overloaded)

@@ -6,10 +6,12 @@
 //! - `request`: one request, from its head to the component's response;
 //! - `body`: reading request bodies within their limits;
 //! - `admission`: head checks, the body memory budget and the instance slots;
+//! - `activity`: connections and requests in progress, to tell when a burst is over;
 //! - `errors`: every error the host answers itself;
 //! - `shutdown`, `accept`: stopping, and accept failures.
 
 mod accept;
+mod activity;
 mod admission;
 mod body;
 mod connection;
@@ -33,6 +35,7 @@ use crate::logging::{self, Severity};
 use crate::ratelimit::ClientLimits;
 use crate::runtime::Runtime;
 use accept::AcceptErrors;
+use activity::Activity;
 use admission::Admission;
 pub use body::BodyLimits;
 pub use connection::ConnectionTimeouts;
@@ -60,6 +63,7 @@ pub struct Server {
     limits: RequestLimits,
     timeouts: ConnectionTimeouts,
     admission: Admission,
+    activity: Activity,
     local_addr: SocketAddr,
     next_request: AtomicU64,
     /// Distinguishes request ids across restarts.
@@ -81,6 +85,7 @@ impl Server {
         Server {
             runtime,
             admission: Admission::new(limits.max_concurrent, limits.body_budget, clients),
+            activity: Activity::default(),
             limits,
             timeouts,
             local_addr,
@@ -130,9 +135,30 @@ impl Server {
         Ok(())
     }
 
+    /// Whether connections and requests in progress have fallen well below their peak since
+    /// the last time this said so: a burst is over. Called now and then, not per request.
+    pub fn burst_ended(&self) -> bool {
+        let requests = self.limits.max_concurrent - self.admission.free_instance_slots();
+        let Some(fall) = self.activity.fell_from_peak(requests) else {
+            return false;
+        };
+        if logging::enabled(Severity::Debug) {
+            logging::write(
+                Severity::Debug,
+                &format!(
+                    "burst over: connections plus requests fell from {} to {}; giving freed memory back",
+                    fall.from, fall.to
+                ),
+                Default::default(),
+            );
+        }
+        true
+    }
+
     /// Serves one connection until it ends or, at shutdown, at once if no request is in
     /// progress on it.
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut stop: ShutdownWatch) {
+        let _open = self.activity.connection_opened();
         // Small responses and SSE chunks must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnectionState::default());
