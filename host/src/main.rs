@@ -239,11 +239,8 @@ fn serve(options: ServeOptions) -> Result<()> {
     })
 }
 
-/// How often, in epoch ticks, the ticker looks for the end of a burst.
-const BURST_CHECK_EVERY: u32 = 5;
-
 /// Advances the engines' epoch so that a guest past its CPU deadline traps, and once a burst is
-/// over (checked every `BURST_CHECK_EVERY` ticks), asks the workers to give its memory back.
+/// over (checked at every tick: a few atomic loads), asks the workers to give its memory back.
 fn spawn_ticker(
     engines: [wasmtime::Engine; 2],
     burst_ended: impl Fn() -> bool + Send + 'static,
@@ -252,14 +249,12 @@ fn spawn_ticker(
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
-            let mut ticks = 0u32;
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 for engine in &engines {
                     engine.increment_epoch();
                 }
-                ticks = (ticks + 1) % BURST_CHECK_EVERY;
-                if ticks == 0 && burst_ended() {
+                if burst_ended() {
                     allocator::release_after_burst(&workers);
                 }
             }

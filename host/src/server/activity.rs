@@ -18,8 +18,6 @@ pub struct Activity {
     last: AtomicUsize,
     /// The peak before the last fall, while the load may still be falling; 0 once settled.
     falling_from: AtomicUsize,
-    /// Where the last fall ended.
-    fell_to: AtomicUsize,
 }
 
 /// Connections plus requests, at their peak and now.
@@ -27,6 +25,8 @@ pub struct Activity {
 pub struct Fall {
     pub from: usize,
     pub to: usize,
+    /// Reported once the fall has stopped, rather than as it happened.
+    pub settled: bool,
 }
 
 /// An open connection, counted until dropped.
@@ -50,7 +50,8 @@ impl Activity {
     /// Called now and then (from one thread) with the requests in progress. Reports a fall
     /// when connections plus requests have fallen to half their peak or less, by at least
     /// `MIN_FALL` (the peak then starts again from here), and once more when, after a fall,
-    /// they kept falling a little and then stopped: what closed in between freed memory too.
+    /// they stop falling: what ended in between (the last connections, the tasks that held
+    /// them) freed memory too.
     pub fn fell_from_peak(&self, requests: usize) -> Option<Fall> {
         let now = self.connections.load(Ordering::Relaxed) + requests;
         let last = self.last.swap(now, Ordering::Relaxed);
@@ -58,10 +59,10 @@ impl Activity {
         if peak >= now + MIN_FALL && now <= peak / 2 {
             self.peak.store(now, Ordering::Relaxed);
             self.falling_from.store(peak, Ordering::Relaxed);
-            self.fell_to.store(now, Ordering::Relaxed);
             return Some(Fall {
                 from: peak,
                 to: now,
+                settled: false,
             });
         }
         self.peak.store(peak, Ordering::Relaxed);
@@ -70,9 +71,10 @@ impl Activity {
             return None;
         }
         self.falling_from.store(0, Ordering::Relaxed);
-        (last < self.fell_to.load(Ordering::Relaxed)).then_some(Fall {
+        Some(Fall {
             from: falling_from,
             to: now,
+            settled: true,
         })
     }
 }
@@ -81,14 +83,19 @@ impl Activity {
 mod tests {
     use super::*;
 
+    fn fall(from: usize, to: usize, settled: bool) -> Option<Fall> {
+        Some(Fall { from, to, settled })
+    }
+
     #[test]
-    fn a_fall_is_reported_once_when_connections_close() {
+    fn a_fall_is_reported_as_it_happens_and_once_settled() {
         let activity = Activity::default();
         let open: Vec<_> = (0..100).map(|_| activity.connection_opened()).collect();
         assert_eq!(activity.fell_from_peak(0), None, "nothing closed yet");
         drop(open);
-        assert_eq!(activity.fell_from_peak(0), Some(Fall { from: 100, to: 0 }));
-        assert_eq!(activity.fell_from_peak(0), None, "reported once");
+        assert_eq!(activity.fell_from_peak(0), fall(100, 0, false));
+        assert_eq!(activity.fell_from_peak(0), fall(100, 0, true));
+        assert_eq!(activity.fell_from_peak(0), None, "reported once settled");
     }
 
     #[test]
@@ -97,10 +104,7 @@ mod tests {
         let _one = activity.connection_opened();
         assert_eq!(activity.fell_from_peak(200), None, "the burst is on");
         assert_eq!(activity.fell_from_peak(150), None, "not half the peak yet");
-        assert_eq!(
-            activity.fell_from_peak(10),
-            Some(Fall { from: 201, to: 11 })
-        );
+        assert_eq!(activity.fell_from_peak(10), fall(201, 11, false));
     }
 
     #[test]
@@ -108,26 +112,16 @@ mod tests {
         let activity = Activity::default();
         let mut open: Vec<_> = (0..1000).map(|_| activity.connection_opened()).collect();
         open.truncate(300);
-        assert_eq!(
-            activity.fell_from_peak(0),
-            Some(Fall {
-                from: 1000,
-                to: 300
-            })
-        );
+        assert_eq!(activity.fell_from_peak(0), fall(1000, 300, false));
         open.truncate(20);
-        assert_eq!(activity.fell_from_peak(0), Some(Fall { from: 300, to: 20 }));
+        assert_eq!(activity.fell_from_peak(0), fall(300, 20, false));
         open.truncate(5);
         assert_eq!(
             activity.fell_from_peak(0),
             None,
             "still falling, by less than MIN_FALL"
         );
-        assert_eq!(
-            activity.fell_from_peak(0),
-            Some(Fall { from: 300, to: 5 }),
-            "settled"
-        );
+        assert_eq!(activity.fell_from_peak(0), fall(300, 5, true));
         assert_eq!(activity.fell_from_peak(0), None);
     }
 
@@ -138,6 +132,7 @@ mod tests {
             .map(|_| activity.connection_opened())
             .collect();
         drop(open);
+        assert_eq!(activity.fell_from_peak(0), None);
         assert_eq!(activity.fell_from_peak(0), None);
     }
 }

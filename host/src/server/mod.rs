@@ -146,8 +146,10 @@ impl Server {
             logging::write(
                 Severity::Debug,
                 &format!(
-                    "burst over: connections plus requests fell from {} to {}; giving freed memory back",
-                    fall.from, fall.to
+                    "burst over: connections plus requests fell from {} to {}{}; giving freed memory back",
+                    fall.from,
+                    fall.to,
+                    if fall.settled { " and settled" } else { "" }
                 ),
                 Default::default(),
             );
