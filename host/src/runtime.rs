@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 // wasmtime has its own error type; its Context keeps the chain and `?` turns it into anyhow.
 use wasmtime::error::Context as _;
@@ -176,20 +176,35 @@ impl Runtime {
         outbound: Outbound,
     ) -> Result<Runtime> {
         let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
-        let warm_engine = Engine::new(&serving_config(warm_pool(warm_capacity, &limits), false))
-            .context("cannot create the wasmtime engine")?;
-        let burst_engine = Engine::new(&serving_config(
-            burst_pool(limits.max_instances, &limits),
-            true,
-        ))
-        .context("cannot create the wasmtime engine")?;
-        let warm_component = load_component(&warm_engine, component_path)?;
-        let burst_component = load_again(&burst_engine, &warm_component, component_path)?;
+        let warm_config = serving_config(warm_pool(warm_capacity, &limits), false);
+        let burst_config = serving_config(burst_pool(limits.max_instances, &limits), true);
+        let (warm, burst) = if is_wasm(component_path)? {
+            // Compiled once, then copied into the second engine.
+            let warm_engine = new_engine(&warm_config)?;
+            let burst_engine = new_engine(&burst_config)?;
+            let warm_component = load_component(&warm_engine, component_path)?;
+            let burst_component = load_again(&burst_engine, &warm_component, component_path)?;
+            (
+                link(&warm_engine, &warm_component, component_path)?,
+                link(&burst_engine, &burst_component, component_path)?,
+            )
+        } else {
+            // A `.cwasm` loads into each engine on its own: the burst engine is set up on a
+            // second thread meanwhile, since startup is what a cold start waits for.
+            std::thread::scope(|scope| {
+                let burst = scope.spawn(|| serving_engine(&burst_config, component_path));
+                let warm = serving_engine(&warm_config, component_path)?;
+                let burst = burst
+                    .join()
+                    .map_err(|_| anyhow!("setting up the burst pool panicked"))??;
+                Ok::<_, anyhow::Error>((warm, burst))
+            })?
+        };
         Ok(Runtime {
-            warm: link(&warm_engine, &warm_component, component_path)?,
+            warm,
             warm_in_use: Arc::new(AtomicU32::new(0)),
             warm_capacity,
-            burst: link(&burst_engine, &burst_component, component_path)?,
+            burst,
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
             limits,
@@ -250,6 +265,17 @@ impl Runtime {
             .ok()
             .map(|_| WarmLease(self.warm_in_use.clone()))
     }
+}
+
+fn new_engine(config: &Config) -> Result<Engine> {
+    Ok(Engine::new(config).context("cannot create the wasmtime engine")?)
+}
+
+/// An engine with `config`, serving the precompiled component at `path`.
+fn serving_engine(config: &Config, path: &Path) -> Result<ProxyPre<RequestState>> {
+    let engine = new_engine(config)?;
+    let component = load_component(&engine, path)?;
+    link(&engine, &component, path)
 }
 
 /// The warm pool: slots keep what their last instance touched and reset it in place. It has
