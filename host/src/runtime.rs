@@ -178,6 +178,7 @@ impl Runtime {
         let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
         let warm_config = serving_config(warm_pool(warm_capacity, &limits), false);
         let burst_config = serving_config(burst_pool(limits.max_instances, &limits), true);
+        ensure_exists(component_path)?;
         let (warm, burst) = if is_wasm(component_path)? {
             // Compiled once, then copied into the second engine.
             let warm_engine = new_engine(&warm_config)?;
@@ -365,14 +366,20 @@ fn is_wasm(path: &Path) -> Result<bool> {
     Ok(&magic == b"\0asm")
 }
 
-/// Loads a `.wasm` (compiling it) or a `.cwasm` from `ion-host compile` (no compilation).
-fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
+/// Fails with how to build the component when it is missing.
+fn ensure_exists(path: &Path) -> Result<()> {
     if !path.exists() {
         bail!(
             "component file {} not found: build it with `cargo build --target wasm32-wasip2 --release -p ion-mentoring`",
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Loads a `.wasm` (compiling it) or a `.cwasm` from `ion-host compile` (no compilation).
+fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
+    ensure_exists(path)?;
     // A .wasm starts with the wasm magic; anything else must be a precompiled artifact.
     let wasm = is_wasm(path)?;
     let kind = if wasm {
