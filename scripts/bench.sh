@@ -165,7 +165,7 @@ if [ "$BUILD" = 1 ]; then
   rustup target list --installed | grep -qx "$MUSL" || rustup target add "$MUSL"
   command -v musl-gcc >/dev/null ||
     die "musl-gcc is missing (Debian/Ubuntu: apt-get install musl-tools); ring needs it for the musl build"
-  # What the image ships (Dockerfile): the component and ion-host with the dist profile.
+  # What the image ships (scripts/build-image.sh): the component and ion-host, dist profile.
   cargo build --locked --profile dist --target wasm32-wasip2 -p ion-mentoring
   CC_x86_64_unknown_linux_musl=musl-gcc \
     cargo build --locked --profile dist --target "$MUSL" -p ion-host

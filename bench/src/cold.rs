@@ -26,6 +26,10 @@ pub struct Plan {
     pub timeout: Duration,
     /// Pause between two probes while the server is not up yet.
     pub poll: Duration,
+    /// Run after each run (its port in [`PORT_PLACEHOLDER`]), once the server is killed: for
+    /// what outlives the server's process group, such as a container that podman's monitor
+    /// keeps running. Not timed.
+    pub after_each: Option<Vec<String>>,
 }
 
 /// Splits `a b :: c d` into `[[a, b], [c, d]]`.
@@ -91,7 +95,27 @@ fn once(command: &[String], plan: &Plan) -> Result<Duration> {
         .spawn()
         .with_context(|| format!("cannot start {}", command[0]))?;
     let mut child = KillOnDrop(child);
-    wait_for_200(&mut child.0, addr, plan, started)
+    let result = wait_for_200(&mut child.0, addr, plan, started);
+    drop(child);
+    if let Some(after) = &plan.after_each {
+        let args: Vec<String> = after
+            .iter()
+            .map(|a| a.replace(PORT_PLACEHOLDER, &port.to_string()))
+            .collect();
+        let status = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run the after-each command {}", args[0]))?;
+        if !status.success() {
+            bail!(
+                "the after-each command `{}` failed ({status})",
+                args.join(" ")
+            );
+        }
+    }
+    result
 }
 
 fn wait_for_200(
@@ -222,6 +246,7 @@ mod tests {
             path: "/health".into(),
             timeout: Duration::from_secs(1),
             poll: Duration::from_millis(1),
+            after_each: None,
         };
         let err = run(&plan).unwrap_err().to_string();
         assert!(err.contains("`true` has no {port}"), "{err}");

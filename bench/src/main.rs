@@ -153,6 +153,11 @@ struct ColdArgs {
     /// With --format markdown: print the rows only.
     #[arg(long)]
     no_header: bool,
+    /// A command run after each run, once the server is killed (not timed); `{port}` in it
+    /// becomes that run's port. For what outlives the server's process group, e.g.
+    /// `podman rm --force ion-{port}`. Words separated by spaces.
+    #[arg(long, value_name = "COMMAND")]
+    after_each: Option<String>,
     /// Name of each server in the output, in the order of the commands; repeatable.
     #[arg(long)]
     label: Vec<String>,
@@ -526,6 +531,11 @@ fn cold_start(args: ColdArgs) -> Result<()> {
         path: args.path.clone(),
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
         poll: Duration::from_micros(args.poll_us),
+        after_each: args
+            .after_each
+            .as_deref()
+            .map(|c| c.split_whitespace().map(str::to_owned).collect())
+            .filter(|words: &Vec<String>| !words.is_empty()),
     };
     let results = cold::run(&plan)?;
     let mut reports = Vec::with_capacity(n);

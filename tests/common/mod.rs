@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod python;
 pub use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Bearer token the tests configure; the emulator insists on it.
@@ -465,7 +467,15 @@ pub struct FakeMetadata {
 impl FakeMetadata {
     /// Serves `token` (valid for an hour) and `project`; requires `Metadata-Flavor: Google`.
     pub fn start(token: &'static str, project: &'static str) -> FakeMetadata {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeMetadata::serve(TcpListener::bind("127.0.0.1:0").unwrap(), token, project)
+    }
+
+    /// Like [`FakeMetadata::start`], on a listener of the caller's (a fixed port, say).
+    pub fn serve(
+        listener: TcpListener,
+        token: &'static str,
+        project: &'static str,
+    ) -> FakeMetadata {
         let host = listener.local_addr().unwrap().to_string();
         let token_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = token_requests.clone();
