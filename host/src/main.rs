@@ -168,6 +168,9 @@ fn serve(options: ServeOptions) -> Result<()> {
     tokio.block_on(async {
         let app = App::load(&options.manifest)?;
         let mut values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
+        for notice in values.notices() {
+            logging::warn(notice);
+        }
         let client = HttpClient::new(Timeouts::default());
         let auth = outbound::vertex_auth::configure(&mut values, &client).await?;
         if let Some(project) = values.get("project_id").filter(|p| !p.is_empty()) {
