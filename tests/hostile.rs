@@ -543,7 +543,7 @@ fn streams_beyond_the_cap_get_503_and_health_never_fails() {
     let mut streams = Vec::new();
     let mut statuses = Vec::new();
     for i in 0..12 {
-        let message = format!("긴 스트림 {i} [[emulator:chunk-delay=1500]]");
+        let message = format!("긴 스트림 {i} [[emulator:chunk-delay=3000]]");
         let (stream, status, head) = open_chat_stream(&service, &message).expect("an answer");
         if status != 200 {
             assert_eq!(status, 503, "stream {i}: {head}");
@@ -563,11 +563,19 @@ fn streams_beyond_the_cap_get_503_and_health_never_fails() {
     let refused = service.ask("가득 찼을 때");
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_json_error(503, &refused.body, "overloaded");
+    // Streams that have run 2 s and more are not about to end within the second.
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = service.ask("조금 뒤에");
+    assert_eq!(refused.status, 503, "{}", refused.body);
     let retry_after: u64 = refused
         .header("retry-after")
         .and_then(|v| v.parse().ok())
         .expect("a Retry-After in seconds");
-    assert!(retry_after >= 1, "{retry_after}");
+    eprintln!("Retry-After with four streams 2 s old: {retry_after}");
+    assert!(
+        (2..=120).contains(&retry_after),
+        "not understated, never past the deadline: {retry_after}"
+    );
 
     // Once the streams end, their slots are free again.
     drop(streams);
