@@ -468,6 +468,12 @@ impl GuestOutput {
         }
     }
 
+    /// Logs one whole line as if the guest had written it (the host writes the per-chat line
+    /// of a stream it ends itself).
+    pub fn write_line(&self, line: &str) {
+        self.emit(line.as_bytes());
+    }
+
     /// Emits a final unterminated line, if any.
     pub fn flush_pending(&self) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,7 +28,9 @@ use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
 use crate::ratelimit::{ClientLimits, ClientOptions};
 use crate::runtime::{EPOCH_TICK, Limits, Runtime};
-use crate::server::{BodyLimits, ConnectionTimeouts, RequestLimits, Server};
+use crate::server::{
+    BodyLimits, ConnectionTimeouts, CorsPolicy, HEALTH_RESERVE, RequestLimits, Server,
+};
 use crate::variables::{AppVariables, ComponentVariables};
 
 /// Serve a wasi:http component described by a Spin manifest.
@@ -69,21 +71,24 @@ struct ServeOptions {
     #[arg(long, value_name = "PATH")]
     component: Option<PathBuf>,
 
-    /// Requests handled at once; beyond it a request gets an immediate 503 with Retry-After.
-    /// Also sizes the instance pool.
+    /// Requests handled at once, streams until their last byte; beyond it a request gets an
+    /// immediate 503 with Retry-After. Also sizes the instance pool (which has a few more
+    /// instances, for /health only).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_concurrent_requests: u32,
 
-    /// Largest request body accepted; larger ones get 413.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    /// Largest request body accepted; larger ones get 413. The component accepts at most
+    /// 128 KiB, so more only costs memory.
+    #[arg(long, default_value_t = 128 * 1024, value_name = "BYTES")]
     max_body_bytes: u64,
 
     /// Largest linear memory one request's instance may use.
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     max_memory_mib: usize,
 
-    /// Deadline for one request: the response must start within it, and the guest's CPU work
-    /// stops at it (epoch interruption). Cloud Run's own limit is 300 s by default.
+    /// Deadline for one request: the response must start within it and end within it (a stream
+    /// still running then ends with an error event), and the guest's CPU work stops at it
+    /// (epoch interruption). Cloud Run's own limit is 300 s by default.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     request_timeout_ms: u64,
 
@@ -105,6 +110,11 @@ struct ServeOptions {
     /// Time a client has to send a whole request body; past it the request gets 408.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     body_read_timeout_ms: u64,
+
+    /// How long a response write may wait for a client that does not read; past it the
+    /// connection is closed (and a stream on it, with its upstream call, ends).
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    send_timeout_ms: u64,
 
     /// Memory for request bodies being read or held by requests, all clients together; a body
     /// that does not fit gets 503 with Retry-After. At least --max-body-bytes.
@@ -136,6 +146,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         ("--header-read-timeout-ms", options.header_read_timeout_ms),
         ("--idle-timeout-ms", options.idle_timeout_ms),
         ("--body-read-timeout-ms", options.body_read_timeout_ms),
+        ("--send-timeout-ms", options.send_timeout_ms),
     ] {
         if value == 0 {
             bail!("{flag} must be at least 1");
@@ -178,6 +189,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         }
 
         let variables = ComponentVariables::render(&app, &values)?;
+        let cors = CorsPolicy::parse(variables.get("allowed_origins").unwrap_or(""));
         let outbound = Outbound {
             allowed: AllowList::new(&app.allowed_outbound_hosts, &values)?,
             client,
@@ -186,7 +198,10 @@ fn serve(options: ServeOptions) -> Result<()> {
         let component = options.component.clone().unwrap_or(app.source.clone());
         let timeout = Duration::from_millis(options.request_timeout_ms);
         let limits = Limits {
-            max_instances: options.max_concurrent_requests,
+            // Room for every slot, /health's reserve included: the pools never run out first.
+            max_instances: options
+                .max_concurrent_requests
+                .saturating_add(HEALTH_RESERVE as u32),
             max_memory_bytes: options.max_memory_mib.saturating_mul(1024 * 1024),
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
@@ -204,7 +219,7 @@ fn serve(options: ServeOptions) -> Result<()> {
             options.manifest.display()
         ));
         let clients = ClientLimits::new(&options.clients);
-        if let Some(limit) = clients.describe() {
+        for limit in clients.describe() {
             logging::info(&limit);
         }
         // Scripts and tests wait for this exact line.
@@ -224,7 +239,9 @@ fn serve(options: ServeOptions) -> Result<()> {
             ConnectionTimeouts {
                 header_read: Duration::from_millis(options.header_read_timeout_ms),
                 idle: Duration::from_millis(options.idle_timeout_ms),
+                send: Duration::from_millis(options.send_timeout_ms),
             },
+            cors,
             local_addr,
         ));
         let watched = server.clone();

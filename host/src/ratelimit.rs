@@ -1,5 +1,9 @@
-//! Per-client rate limiting: a token bucket per client address, answered with 429 and the
-//! IETF draft's `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers).
+//! Per-client limits: a token bucket per client, answered with 429 and the IETF draft's
+//! `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers), and a cap on
+//! the requests one client has in progress at once (streams until their last byte).
+//!
+//! A client is an IPv4 address, or an IPv6 prefix (a /64 by default: what one subscriber is
+//! usually given, so one holder of a /64 cannot pose as many clients).
 //!
 //! A client may make `N` requests at once and then `N` per minute, refilled continuously.
 //! Buckets live in this process only: the limit is per instance. Memory is bounded: a bucket
@@ -9,12 +13,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::client_ip::ClientIp;
+use crate::client_ip::{ClientIp, client_key};
 
 /// Command-line options for who the client is and how often it may call.
 #[derive(clap::Args, Debug, Clone)]
@@ -34,6 +38,28 @@ pub struct ClientOptions {
         value_name = "N"
     )]
     pub trusted_proxy_hops: usize,
+
+    /// Requests one client may have in progress at once, from its head to the last byte of its
+    /// answer (a stream counts until it ends); beyond it 429 `too_many_in_progress` and the
+    /// connection closes. 0 turns it off. /health is never limited.
+    #[arg(
+        long,
+        env = "ION_MAX_REQUESTS_PER_CLIENT",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_requests_per_client: u32,
+
+    /// IPv6 clients are told apart by this many leading bits of their address (64: one /64,
+    /// the usual allocation to one subscriber, is one client; 128: every address).
+    #[arg(
+        long,
+        env = "ION_IPV6_CLIENT_PREFIX",
+        default_value_t = 64,
+        value_name = "BITS",
+        value_parser = clap::value_parser!(u8).range(1..=128)
+    )]
+    pub ipv6_client_prefix: u8,
 }
 
 /// Clients tracked at once; beyond it idle buckets are dropped.
@@ -45,19 +71,28 @@ const EXEMPT_PATH: &str = "/health";
 /// Names the policy in `RateLimit-Policy` and `RateLimit`.
 const POLICY: &str = "per-client";
 
-/// Identifies callers and limits how often each may call.
+/// Identifies callers and limits how often each may call and how much each may run at once.
 pub struct ClientLimits {
     client_ip: ClientIp,
+    ipv6_prefix: u8,
     limiter: Option<RateLimiter>,
+    in_progress: Option<Arc<InProgress>>,
 }
 
 impl ClientLimits {
     pub fn new(options: &ClientOptions) -> ClientLimits {
         ClientLimits {
             client_ip: ClientIp::new(options.trusted_proxy_hops),
+            ipv6_prefix: options.ipv6_client_prefix.clamp(1, 128),
             limiter: options
                 .rate_limit_per_minute
                 .map(|n| RateLimiter::new(n, MAX_CLIENTS)),
+            in_progress: (options.max_requests_per_client > 0).then(|| {
+                Arc::new(InProgress {
+                    limit: options.max_requests_per_client,
+                    counts: Mutex::default(),
+                })
+            }),
         }
     }
 
@@ -69,18 +104,83 @@ impl ClientLimits {
     /// Takes one request from `client`'s allowance; `Err` when it has none left.
     pub fn check(&self, path: &str, client: IpAddr) -> Result<(), Limited> {
         match &self.limiter {
-            Some(limiter) if path != EXEMPT_PATH => limiter.check(client, Instant::now()),
+            Some(limiter) if path != EXEMPT_PATH => {
+                limiter.check(client_key(client, self.ipv6_prefix), Instant::now())
+            }
             _ => Ok(()),
         }
     }
 
-    /// The limit, for the startup log.
-    pub fn describe(&self) -> Option<String> {
-        let limiter = self.limiter.as_ref()?;
-        Some(format!(
-            "rate limit: {} requests per minute per client (this instance)",
-            limiter.per_minute
-        ))
+    /// Counts a request of `client` as in progress until the ticket drops; `Err(limit)` when
+    /// the client already has that many.
+    pub fn begin(&self, path: &str, client: IpAddr) -> Result<Option<InProgressTicket>, u32> {
+        match &self.in_progress {
+            Some(in_progress) if path != EXEMPT_PATH => in_progress
+                .begin(client_key(client, self.ipv6_prefix))
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The limits, for the startup log.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(limiter) = &self.limiter {
+            lines.push(format!(
+                "rate limit: {} requests per minute per client (this instance)",
+                limiter.per_minute
+            ));
+        }
+        if let Some(in_progress) = &self.in_progress {
+            lines.push(format!(
+                "at most {} requests in progress per client",
+                in_progress.limit
+            ));
+        }
+        lines
+    }
+}
+
+/// Requests in progress, per client.
+struct InProgress {
+    limit: u32,
+    counts: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl InProgress {
+    fn begin(self: &Arc<Self>, client: IpAddr) -> Result<InProgressTicket, u32> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(client).or_insert(0);
+        if *count >= self.limit {
+            return Err(self.limit);
+        }
+        *count += 1;
+        Ok(InProgressTicket {
+            in_progress: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One request in progress for its client; ends when dropped.
+pub struct InProgressTicket {
+    in_progress: Arc<InProgress>,
+    client: IpAddr,
+}
+
+impl Drop for InProgressTicket {
+    fn drop(&mut self) {
+        let mut counts = self
+            .in_progress
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -283,6 +383,8 @@ mod tests {
         let options = ClientOptions {
             rate_limit_per_minute: NonZeroU32::new(1),
             trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 64,
         };
         let limits = ClientLimits::new(&options);
         assert!(limits.check("/chat", ip(1)).is_ok());
@@ -292,10 +394,63 @@ mod tests {
         let off = ClientLimits::new(&ClientOptions {
             rate_limit_per_minute: None,
             trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 64,
         });
         for _ in 0..100 {
             assert!(off.check("/chat", ip(1)).is_ok());
+            assert!(matches!(off.begin("/chat", ip(1)), Ok(None)));
         }
-        assert_eq!(off.describe(), None);
+        assert!(off.describe().is_empty());
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client() {
+        let limits = ClientLimits::new(&ClientOptions {
+            rate_limit_per_minute: NonZeroU32::new(2),
+            trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 64,
+        });
+        assert!(limits.check("/chat", v6("2001:db8:1:2::1")).is_ok());
+        assert!(limits.check("/chat", v6("2001:db8:1:2:ffff::9")).is_ok());
+        assert!(
+            limits.check("/chat", v6("2001:db8:1:2:abcd::7")).is_err(),
+            "a third address of the same /64 shares its bucket"
+        );
+        assert!(
+            limits.check("/chat", v6("2001:db8:1:3::1")).is_ok(),
+            "the next /64 is another client"
+        );
+
+        let per_address = ClientLimits::new(&ClientOptions {
+            rate_limit_per_minute: NonZeroU32::new(1),
+            trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 128,
+        });
+        assert!(per_address.check("/chat", v6("2001:db8::1")).is_ok());
+        assert!(per_address.check("/chat", v6("2001:db8::2")).is_ok());
+    }
+
+    #[test]
+    fn requests_in_progress_are_capped_per_client() {
+        let limits = ClientLimits::new(&ClientOptions {
+            rate_limit_per_minute: None,
+            trusted_proxy_hops: 0,
+            max_requests_per_client: 2,
+            ipv6_client_prefix: 64,
+        });
+        let first = limits.begin("/chat", v6("2001:db8::1")).unwrap();
+        let _second = limits.begin("/chat", v6("2001:db8::2")).unwrap();
+        assert_eq!(limits.begin("/chat", v6("2001:db8::3")).err(), Some(2));
+        assert!(limits.begin("/health", v6("2001:db8::3")).is_ok());
+        assert!(limits.begin("/chat", ip(1)).is_ok(), "another client");
+        drop(first);
+        assert!(limits.begin("/chat", v6("2001:db8::3")).is_ok());
     }
 }

@@ -1,22 +1,44 @@
 //! Who gets served: checks on a request's head, the memory budget for request bodies, and the
-//! instance slots. A slot is only taken once the body has been read, so slow uploaders hold
-//! memory from the budget, never a slot: they cannot starve `/health` or other requests.
+//! instance slots.
+//!
+//! - A slot is only taken once the body has been read, so slow uploaders hold memory from the
+//!   budget, never a slot; and a body holds budget only for the bytes that have arrived, so a
+//!   client that announces a body and sends none holds nothing.
+//! - A slot is held until the instance is gone: for a stream, until its last byte. The
+//!   instance pools have room for every slot, so they are never what runs out.
+//! - `/health` has a few slots of its own for when the others are taken: load cannot fail it.
+//! - A refused request is told honestly when to come back (`Retry-After`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::errors::HostError;
 use crate::ratelimit::ClientLimits;
 
+/// Slots only `/health` may use once the others are taken.
+pub const HEALTH_RESERVE: usize = 4;
+
+/// The path that gets the reserve: Cloud Run's probes call it.
+pub const HEALTH_PATH: &str = "/health";
+
 /// Admission state shared by all connections.
 pub struct Admission {
     /// One permit per request running in a component instance.
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
+    /// Slots only `/health` takes, when `slots` has none left.
+    health_slots: Arc<Semaphore>,
+    /// Who holds the slots, to tell a refused request when one frees.
+    holders: Arc<Holders>,
     /// One permit per byte of request body being read or held by a request.
     body_bytes: Arc<Semaphore>,
-    /// Who the client is (behind Cloud Run's proxy) and its rate limit.
+    /// How long a body being read may hold its share of the budget.
+    body_read_timeout: Duration,
+    /// Who the client is (behind Cloud Run's proxy), its rate limit and its requests in
+    /// progress.
     pub clients: ClientLimits,
 }
 
@@ -24,13 +46,35 @@ pub struct Admission {
 pub struct BodyReservation {
     permits: Option<OwnedSemaphorePermit>,
     budget: Arc<Semaphore>,
+    retry_after: u64,
+}
+
+/// A component instance's place, held until dropped (after the instance's store).
+pub struct InstanceSlot {
+    _permit: OwnedSemaphorePermit,
+    holders: Arc<Holders>,
+    id: u64,
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.holders.release(self.id);
+    }
 }
 
 impl Admission {
-    pub fn new(max_concurrent: usize, body_budget: usize, clients: ClientLimits) -> Admission {
+    pub fn new(
+        max_concurrent: usize,
+        body_budget: usize,
+        body_read_timeout: Duration,
+        clients: ClientLimits,
+    ) -> Admission {
         Admission {
-            slots: Semaphore::new(max_concurrent),
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            health_slots: Arc::new(Semaphore::new(HEALTH_RESERVE)),
+            holders: Arc::default(),
             body_bytes: Arc::new(Semaphore::new(body_budget)),
+            body_read_timeout,
             clients,
         }
     }
@@ -48,17 +92,44 @@ impl Admission {
         BodyReservation {
             permits: None,
             budget: self.body_bytes.clone(),
+            // A body being read gives its share back within the body timeout.
+            retry_after: self.body_read_timeout.as_secs_f64().ceil().max(1.0) as u64,
         }
     }
 
-    /// Instance slots not taken.
-    pub fn free_instance_slots(&self) -> usize {
-        self.slots.available_permits()
+    /// Slots taken, the `/health` reserve included.
+    pub fn instances_in_use(&self, max_concurrent: usize) -> usize {
+        (max_concurrent - self.slots.available_permits())
+            + (HEALTH_RESERVE - self.health_slots.available_permits())
     }
 
-    /// A component instance for one request; beyond `max_concurrent`, 503.
-    pub fn instance_slot(&self) -> Result<SemaphorePermit<'_>, HostError> {
-        self.slots.try_acquire().map_err(|_| HostError::Overloaded)
+    /// A component instance for one request that must end by `deadline`; beyond
+    /// `max_concurrent`, 503 with the time until a slot is expected to free. `/health` falls
+    /// back on its reserve.
+    pub fn instance_slot(&self, path: &str, deadline: Instant) -> Result<InstanceSlot, HostError> {
+        let permit = self.slots.clone().try_acquire_owned().or_else(|_| {
+            if path == HEALTH_PATH {
+                self.health_slots.clone().try_acquire_owned()
+            } else {
+                Err(tokio::sync::TryAcquireError::NoPermits)
+            }
+        });
+        match permit {
+            Ok(permit) => Ok(InstanceSlot {
+                _permit: permit,
+                // /health's quick answers would only drag the usual hold time down.
+                id: self.holders.hold(deadline, path != HEALTH_PATH),
+                holders: self.holders.clone(),
+            }),
+            Err(_) => Err(HostError::Overloaded {
+                retry_after: self.holders.retry_after(Instant::now()),
+            }),
+        }
+    }
+
+    /// The wait to tell a client refused for having too many requests of its own in progress.
+    pub fn retry_after(&self) -> u64 {
+        self.holders.retry_after(Instant::now())
     }
 }
 
@@ -68,12 +139,15 @@ impl BodyReservation {
         if bytes == 0 {
             return Ok(());
         }
-        let n = u32::try_from(bytes).map_err(|_| HostError::Overloaded)?;
+        let overloaded = HostError::Overloaded {
+            retry_after: self.retry_after,
+        };
+        let n = u32::try_from(bytes).map_err(|_| overloaded.clone())?;
         let more = self
             .budget
             .clone()
             .try_acquire_many_owned(n)
-            .map_err(|_| HostError::Overloaded)?;
+            .map_err(|_| overloaded)?;
         match &mut self.permits {
             Some(permits) => permits.merge(more),
             None => self.permits = Some(more),
@@ -86,6 +160,80 @@ impl BodyReservation {
     }
 }
 
+/// The requests holding slots (when each started and must end) and how long slots have been
+/// held lately.
+#[derive(Default)]
+struct Holders {
+    state: Mutex<HolderState>,
+}
+
+#[derive(Default)]
+struct HolderState {
+    next_id: u64,
+    /// Start, deadline, and whether the hold counts towards `typical`.
+    held: HashMap<u64, (Instant, Instant, bool)>,
+    /// Exponentially weighted mean of recent hold times.
+    typical: Duration,
+}
+
+/// Weight of the newest hold time in the mean.
+const TYPICAL_WEIGHT: f64 = 0.1;
+
+impl Holders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HolderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, deadline: Instant, counted: bool) -> u64 {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.held.insert(id, (Instant::now(), deadline, counted));
+        id
+    }
+
+    fn release(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some((start, _, true)) = state.held.remove(&id) {
+            let held = start.elapsed().as_secs_f64();
+            let typical = state.typical.as_secs_f64();
+            state.typical = Duration::from_secs_f64(typical + TYPICAL_WEIGHT * (held - typical));
+        }
+    }
+
+    /// Whole seconds until a slot is expected to free (at least 1): the soonest any holder is
+    /// expected to end, never past the earliest deadline (by which a slot is certain to be
+    /// free). A holder younger than the usual hold time is expected to end when it reaches it;
+    /// one that has outlived it (or when nothing has ended yet) to run about as long again as
+    /// it has so far.
+    fn retry_after(&self, now: Instant) -> u64 {
+        let state = self.lock();
+        let expected = state
+            .held
+            .values()
+            .map(|(start, _, _)| {
+                let age = now.saturating_duration_since(*start);
+                if state.typical > age {
+                    state.typical - age
+                } else {
+                    age
+                }
+            })
+            .min();
+        let certain = state
+            .held
+            .values()
+            .map(|(_, deadline, _)| deadline.saturating_duration_since(now))
+            .min();
+        match (expected, certain) {
+            (Some(expected), Some(certain)) => {
+                expected.min(certain).as_secs_f64().ceil().max(1.0) as u64
+            }
+            _ => 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,28 +242,86 @@ mod tests {
         ClientLimits::new(&crate::ratelimit::ClientOptions {
             rate_limit_per_minute: None,
             trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 64,
         })
+    }
+
+    fn admission(slots: usize, budget: usize) -> Admission {
+        Admission::new(slots, budget, Duration::from_secs(30), no_limits())
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
     }
 
     #[test]
     fn the_body_budget_is_shared_and_given_back() {
-        let admission = Admission::new(1, 100, no_limits());
+        let admission = admission(1, 100);
         let mut first = admission.body_reservation();
         first.grow(60).unwrap();
         first.grow(30).unwrap();
         assert_eq!(first.bytes(), 90);
         let mut second = admission.body_reservation();
-        assert_eq!(second.grow(20), Err(HostError::Overloaded));
+        assert_eq!(
+            second.grow(20),
+            Err(HostError::Overloaded { retry_after: 30 }),
+            "a body being read gives its share back within the body timeout"
+        );
         drop(first);
         second.grow(20).unwrap();
     }
 
     #[test]
-    fn slots_are_limited() {
-        let admission = Admission::new(1, 0, no_limits());
-        let slot = admission.instance_slot().unwrap();
-        assert!(admission.instance_slot().is_err());
+    fn slots_are_limited_and_health_has_a_reserve() {
+        let admission = admission(1, 0);
+        let slot = admission.instance_slot("/chat", later()).unwrap();
+        assert!(matches!(
+            admission.instance_slot("/chat", later()),
+            Err(HostError::Overloaded { .. })
+        ));
+        let health: Vec<_> = (0..HEALTH_RESERVE)
+            .map(|_| admission.instance_slot(HEALTH_PATH, later()).unwrap())
+            .collect();
+        assert!(admission.instance_slot(HEALTH_PATH, later()).is_err());
+        assert_eq!(admission.instances_in_use(1), 1 + HEALTH_RESERVE);
+        drop(health);
         drop(slot);
-        assert!(admission.instance_slot().is_ok());
+        assert!(admission.instance_slot("/chat", later()).is_ok());
+    }
+
+    fn holding_since(holders: &Holders, now: Instant, age_secs: u64, deadline_secs: u64) {
+        let id = holders.hold(now + Duration::from_secs(deadline_secs), true);
+        holders.lock().held.get_mut(&id).unwrap().0 = now - Duration::from_secs(age_secs);
+    }
+
+    #[test]
+    fn retry_after_follows_how_long_slots_are_held() {
+        let holders = Holders::default();
+        let now = Instant::now();
+        assert_eq!(holders.retry_after(now), 1, "nothing held");
+        // Nothing has ended yet: holders 6 and 8 s old are expected to last as long again.
+        holding_since(&holders, now, 8, 100);
+        holding_since(&holders, now, 6, 100);
+        assert_eq!(holders.retry_after(now), 6);
+        // Slots have been held about 20 s lately: the 8 s one has 12 s left, the 6 s one 14.
+        holders.lock().typical = Duration::from_secs(20);
+        assert_eq!(holders.retry_after(now), 12);
+        // Never past the earliest deadline.
+        holding_since(&holders, now, 1, 3);
+        assert_eq!(holders.retry_after(now), 3);
+        // Short requests lately: the soonest is due at once.
+        holders.lock().typical = Duration::from_millis(300);
+        assert_eq!(holders.retry_after(now), 1);
+    }
+
+    #[test]
+    fn health_checks_do_not_count_towards_the_usual_hold_time() {
+        let admission = admission(1, 0);
+        admission.holders.lock().typical = Duration::from_secs(10);
+        drop(admission.instance_slot(HEALTH_PATH, later()).unwrap());
+        assert_eq!(admission.holders.lock().typical, Duration::from_secs(10));
+        drop(admission.instance_slot("/chat", later()).unwrap());
+        assert!(admission.holders.lock().typical < Duration::from_secs(10));
     }
 }

@@ -1,5 +1,6 @@
 //! Request bodies are read whole, within a size limit, a time limit and the shared memory
-//! budget, before the request takes an instance slot; the component then reads them from memory.
+//! budget (taken as the bytes arrive), before the request takes an instance slot; the component
+//! then reads them from memory.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -67,9 +68,8 @@ pub async fn read(
             _reservation: reservation,
         });
     }
-    // An announced length is reserved up front, so a body that cannot fit is refused before
-    // the client sends it.
-    reservation.grow(announced.unwrap_or(0) as usize)?;
+    // Only bytes that have arrived are reserved: a client that announces a body and sends
+    // none (or little) holds none (or little) of the budget while it waits.
     let collect = collect(body, limits.max_bytes, &mut reservation);
     let data = tokio::time::timeout(limits.read_timeout, collect)
         .await

@@ -1,5 +1,6 @@
-//! One client connection below hyper: the socket wrapper that closes idle connections and
-//! unfinished request heads on time, turns hyper's bodiless protocol-error answers into JSON,
+//! One client connection below hyper: the socket wrapper that closes idle connections,
+//! unfinished request heads and clients that stop reading on time, turns hyper's bodiless
+//! protocol-error answers into JSON,
 //! and reads what a client is still sending before the socket closes, so that the client sees
 //! the answer instead of a reset.
 //!
@@ -23,7 +24,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::errors::protocol_error_response;
 
-/// Read-side timeouts of a connection.
+/// Timeouts of a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionTimeouts {
     /// For a whole request head, from the connection's start, or on a reused connection from the
@@ -31,6 +32,9 @@ pub struct ConnectionTimeouts {
     pub header_read: Duration,
     /// Between requests on a keep-alive connection, before the next head's first byte.
     pub idle: Duration,
+    /// Longest a write may wait for the client to take any of it (a client that stops
+    /// reading); past it the connection is closed, its request with it.
+    pub send: Duration,
 }
 
 /// After the host closes a connection, how long and how much it keeps reading (and discarding)
@@ -166,6 +170,9 @@ pub struct ClientIo {
     rewrite: Rewrite,
     /// The client closed its side, or a read timed out: nothing to linger for.
     read_done: bool,
+    /// Set while a write waits for the client to read: fires the send timeout.
+    send_deadline: Pin<Box<Sleep>>,
+    write_stalled: bool,
 }
 
 impl ClientIo {
@@ -183,7 +190,36 @@ impl ClientIo {
             deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
             rewrite: Rewrite::Off,
             read_done: false,
+            send_deadline: Box::pin(tokio::time::sleep(timeouts.send)),
+            write_stalled: false,
         }
+    }
+
+    /// Applies the send timeout to a write's outcome: a write that has made no progress for
+    /// `timeouts.send` fails, and the connection closes without lingering (the client is not
+    /// reading, so it is not waiting for an answer either).
+    fn send_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.write_stalled = false;
+            return result;
+        }
+        if !self.write_stalled {
+            self.write_stalled = true;
+            let deadline = Instant::now() + self.timeouts.send;
+            self.send_deadline.as_mut().reset(deadline);
+        }
+        if self.send_deadline.as_mut().poll(cx).is_ready() {
+            self.read_done = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading: send timed out",
+            )));
+        }
+        Poll::Pending
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {
@@ -254,7 +290,11 @@ impl ClientIo {
                 return Poll::Ready(Ok(()));
             }
             let stream = Pin::new(self.stream.as_mut().expect("the stream lives until drop"));
-            let n = ready!(stream.poll_write(cx, &bytes[*sent..]))?;
+            let written = stream.poll_write(cx, &bytes[*sent..]);
+            let n = ready!(self.send_progress(cx, written))?;
+            let Rewrite::Sending { sent, .. } = &mut self.rewrite else {
+                unreachable!("still sending");
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -325,7 +365,8 @@ impl AsyncWrite for ClientIo {
             let _ = self.poll_send_rewrite(cx)?;
             return Poll::Ready(Ok(buf.len()));
         }
-        self.stream().poll_write(cx, buf)
+        let written = self.stream().poll_write(cx, buf);
+        self.send_progress(cx, written)
     }
 
     fn poll_write_vectored(
@@ -337,7 +378,8 @@ impl AsyncWrite for ClientIo {
             let _ = self.poll_send_rewrite(cx)?;
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
-        self.stream().poll_write_vectored(cx, bufs)
+        let written = self.stream().poll_write_vectored(cx, bufs);
+        self.send_progress(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

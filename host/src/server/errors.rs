@@ -1,13 +1,17 @@
 //! Every error the host answers by itself, in the component's error shape
-//! `{"error","status_code","code"}`: the request errors of the handler, and the protocol errors
-//! hyper answers on its own (their bodiless responses are rewritten by the connection).
+//! `{"error","status_code","code"}` (OpenAI's `{"error": {"message","type","param","code"}}` on
+//! `/v1`, as the component answers there): the request errors of the handler, the error event
+//! that ends a stream the host cuts, and the protocol errors hyper answers on its own (their
+//! bodiless responses are rewritten by the connection).
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::cors::CorsHeaders;
 use crate::ratelimit::Limited;
 
 /// Why the host answered a request without (or instead of) the component.
@@ -23,12 +27,17 @@ pub enum HostError {
     BodyTimeout,
     /// The body could not be read (bad chunked encoding, connection lost).
     BodyUnreadable,
-    /// No instance slot or no body memory left.
-    Overloaded,
+    /// No instance slot or no body memory left; one is expected within `retry_after` seconds.
+    Overloaded { retry_after: u64 },
     /// The client used up its allowance (`--rate-limit-per-minute`).
     RateLimited(Limited),
-    /// The component gave no response head within the request deadline.
+    /// The client already has `limit` requests in progress (`--max-requests-per-client`).
+    ClientBusy { limit: u32, retry_after: u64 },
+    /// The component gave no response (or, for a stream, did not finish it) within the
+    /// request deadline.
     DeadlineExceeded,
+    /// The server is stopping and the grace period is over.
+    ShuttingDown,
     /// The component failed; the detail is logged, not sent.
     Internal,
 }
@@ -40,8 +49,12 @@ impl HostError {
             HostError::BodyUnreadable => StatusCode::BAD_REQUEST,
             HostError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            HostError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            HostError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            HostError::Overloaded { .. } | HostError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            HostError::RateLimited(_) | HostError::ClientBusy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             HostError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             HostError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,9 +67,11 @@ impl HostError {
             HostError::PayloadTooLarge { .. } => "payload_too_large",
             HostError::BodyTimeout => "request_timeout",
             HostError::BodyUnreadable => "invalid_body",
-            HostError::Overloaded => "overloaded",
+            HostError::Overloaded { .. } => "overloaded",
             HostError::RateLimited(_) => "rate_limited",
+            HostError::ClientBusy { .. } => "too_many_in_progress",
             HostError::DeadlineExceeded => "deadline_exceeded",
+            HostError::ShuttingDown => "shutting_down",
             HostError::Internal => "internal_error",
         }
     }
@@ -72,28 +87,72 @@ impl HostError {
             }
             HostError::BodyTimeout => "the request body did not arrive in time".to_owned(),
             HostError::BodyUnreadable => "the request body could not be read".to_owned(),
-            HostError::Overloaded => "too many requests in flight; retry shortly".to_owned(),
+            HostError::Overloaded { retry_after } => {
+                format!("too many requests in flight; retry in {retry_after} s")
+            }
             HostError::RateLimited(limited) => limited.message(),
+            HostError::ClientBusy { limit, retry_after } => format!(
+                "this client already has {limit} requests in progress, the most allowed; \
+                 retry in {retry_after} s, or once one of them has ended"
+            ),
             HostError::DeadlineExceeded => {
                 "the request took longer than the server allows".to_owned()
+            }
+            HostError::ShuttingDown => {
+                "the server is shutting down; retry, another instance will answer".to_owned()
             }
             HostError::Internal => "the request could not be completed".to_owned(),
         }
     }
 
-    /// The body was not read to its end: the connection cannot carry another request.
+    /// The connection cannot (body not read to its end) or should not (a client over its
+    /// share, whose connection is worth more to others) carry another request.
     fn closes_connection(&self) -> bool {
         matches!(
             self,
-            HostError::PayloadTooLarge { .. } | HostError::BodyTimeout | HostError::BodyUnreadable
+            HostError::PayloadTooLarge { .. }
+                | HostError::BodyTimeout
+                | HostError::BodyUnreadable
+                | HostError::ClientBusy { .. }
         )
     }
 
-    pub fn into_response(self) -> hyper::Response<HyperOutgoingBody> {
-        let mut response = json_response(self.status(), self.code(), &self.message());
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            HostError::Overloaded { retry_after } | HostError::ClientBusy { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            HostError::ShuttingDown => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The body in the shape of the route that was asked.
+    fn body(&self, shape: Shape) -> Value {
+        let status = self.status().as_u16();
+        match shape {
+            Shape::Service => {
+                json!({ "error": self.message(), "status_code": status, "code": self.code() })
+            }
+            Shape::OpenAi => json!({ "error": {
+                "message": self.message(),
+                "type": openai_type(status),
+                "param": null,
+                "code": self.code(),
+            }}),
+        }
+    }
+
+    /// The response for a request to `path`, with the CORS headers its origin gets.
+    pub fn into_response(
+        self,
+        path: &str,
+        cors: &CorsHeaders,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let mut response = json_response(self.status(), &self.body(Shape::for_path(path)));
         let headers = response.headers_mut();
-        if self == HostError::Overloaded {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let HostError::RateLimited(limited) = &self {
             headers.extend(limited.headers());
@@ -101,21 +160,56 @@ impl HostError {
         if self.closes_connection() {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
+        cors.apply(headers);
         response
+    }
+
+    /// What ends a stream the host cuts: an `error` event on `/chat`, an error chunk on `/v1`,
+    /// each with the body a whole response would have had.
+    pub fn stream_event(&self, path: &str) -> Bytes {
+        let shape = Shape::for_path(path);
+        let body = self.body(shape);
+        Bytes::from(match shape {
+            Shape::Service => format!("event: error\ndata: {body}\n\n"),
+            Shape::OpenAi => format!("data: {body}\n\n"),
+        })
+    }
+}
+
+/// The error shape of a route: the service's own, or OpenAI's under `/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Service,
+    OpenAi,
+}
+
+impl Shape {
+    fn for_path(path: &str) -> Shape {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Shape::OpenAi
+        } else {
+            Shape::Service
+        }
+    }
+}
+
+/// OpenAI's error `type` for a status, as the component maps its own errors on `/v1`.
+fn openai_type(status: u16) -> &'static str {
+    match status {
+        401 | 403 => "authentication_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
     }
 }
 
 fn error_body(status: StatusCode, code: &str, message: &str) -> String {
-    serde_json::json!({ "error": message, "status_code": status.as_u16(), "code": code })
-        .to_string()
+    json!({ "error": message, "status_code": status.as_u16(), "code": code }).to_string()
 }
 
-fn json_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> hyper::Response<HyperOutgoingBody> {
-    let body = error_body(status, code, message);
+fn json_response(status: StatusCode, body: &Value) -> hyper::Response<HyperOutgoingBody> {
+    let body = body.to_string();
     let mut response = hyper::Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -175,11 +269,60 @@ mod tests {
 
     #[test]
     fn unread_bodies_close_the_connection_and_overload_says_when_to_retry() {
-        let response = HostError::PayloadTooLarge { limit: 10 }.into_response();
+        let none = CorsHeaders::default();
+        let response = HostError::PayloadTooLarge { limit: 10 }.into_response("/chat", &none);
         assert_eq!(response.status(), 413);
         assert_eq!(response.headers()[CONNECTION], "close");
-        let response = HostError::Overloaded.into_response();
-        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let response = HostError::Overloaded { retry_after: 7 }.into_response("/chat", &none);
+        assert_eq!(response.headers()[RETRY_AFTER], "7");
         assert!(!response.headers().contains_key(CONNECTION));
+        let busy = HostError::ClientBusy {
+            limit: 2,
+            retry_after: 3,
+        };
+        let response = busy.into_response("/chat", &none);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+        assert_eq!(response.headers()[CONNECTION], "close");
+    }
+
+    #[test]
+    fn v1_errors_are_in_openais_shape() {
+        let error = HostError::PayloadTooLarge { limit: 10 };
+        let body = error.body(Shape::for_path("/v1/chat/completions"));
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["message"].is_string());
+        assert!(body["error"]["param"].is_null());
+        let body = HostError::Overloaded { retry_after: 1 }.body(Shape::for_path("/chat"));
+        assert_eq!(body["code"], "overloaded");
+        assert_eq!(body["status_code"], 503);
+        assert_eq!(
+            Shape::for_path("/v1x"),
+            Shape::Service,
+            "only the /v1 routes"
+        );
+    }
+
+    #[test]
+    fn cut_streams_end_with_an_error_event_in_the_routes_format() {
+        let chat = HostError::DeadlineExceeded.stream_event("/chat");
+        let text = std::str::from_utf8(&chat).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        let json: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(json["code"], "deadline_exceeded");
+        assert_eq!(json["status_code"], 504);
+        let v1 = HostError::ShuttingDown.stream_event("/v1/chat/completions");
+        let text = std::str::from_utf8(&v1).unwrap();
+        let data = text
+            .strip_prefix("data: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        let json: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(json["error"]["code"], "shutting_down");
+        assert_eq!(json["error"]["type"], "server_error");
     }
 }

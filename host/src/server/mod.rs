@@ -4,10 +4,11 @@
 //! - `connection`: the socket below hyper (idle and head timeouts, JSON protocol errors,
 //!   lingering close);
 //! - `request`: one request, from its head to the component's response;
+//! - `stream`: the response body, which holds the instance until its last byte;
 //! - `body`: reading request bodies within their limits;
 //! - `admission`: head checks, the body memory budget and the instance slots;
 //! - `activity`: connections and requests in progress, to tell when a burst is over;
-//! - `errors`: every error the host answers itself;
+//! - `errors`: every error the host answers itself, `cors`: its CORS headers;
 //! - `shutdown`, `accept`: stopping, and accept failures.
 
 mod accept;
@@ -15,9 +16,11 @@ mod activity;
 mod admission;
 mod body;
 mod connection;
+mod cors;
 mod errors;
 mod request;
 mod shutdown;
+mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::logging::{self, Severity};
 use crate::ratelimit::ClientLimits;
@@ -37,14 +41,20 @@ use crate::runtime::Runtime;
 use accept::AcceptErrors;
 use activity::Activity;
 use admission::Admission;
+pub use admission::HEALTH_RESERVE;
 pub use body::BodyLimits;
 pub use connection::ConnectionTimeouts;
 use connection::{ClientIo, ConnectionState, TrackedBody};
+pub use cors::CorsPolicy;
 use shutdown::{Shutdown, ShutdownWatch};
 
 /// Largest request head (request line and headers) read; beyond it hyper answers 431 (as it
 /// does beyond its default of 100 headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// At the end of shutdown's grace period, the time left for cut streams to send their error
+/// event (taken out of the grace period, at most a quarter of it).
+const CUT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Per-request limits enforced outside the guest.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +63,7 @@ pub struct RequestLimits {
     pub body: BodyLimits,
     /// Memory for request bodies being read or held, all requests together.
     pub body_budget: usize,
-    /// Wall-clock budget for the component to produce a response head.
+    /// Wall-clock budget for the component to produce its response, a stream to its end.
     pub deadline: Duration,
 }
 
@@ -64,6 +74,10 @@ pub struct Server {
     timeouts: ConnectionTimeouts,
     admission: Admission,
     activity: Activity,
+    /// Who may read the host's own answers cross-origin (the component's `allowed_origins`).
+    cors: CorsPolicy,
+    /// Set when shutdown's grace period is over: requests still running are ended.
+    cut_streams: watch::Sender<bool>,
     local_addr: SocketAddr,
     next_request: AtomicU64,
     /// Distinguishes request ids across restarts.
@@ -76,6 +90,7 @@ impl Server {
         limits: RequestLimits,
         clients: ClientLimits,
         timeouts: ConnectionTimeouts,
+        cors: CorsPolicy,
         local_addr: SocketAddr,
     ) -> Server {
         let nanos = std::time::SystemTime::now()
@@ -84,8 +99,15 @@ impl Server {
             .subsec_nanos();
         Server {
             runtime,
-            admission: Admission::new(limits.max_concurrent, limits.body_budget, clients),
+            admission: Admission::new(
+                limits.max_concurrent,
+                limits.body_budget,
+                limits.body.read_timeout,
+                clients,
+            ),
             activity: Activity::default(),
+            cors,
+            cut_streams: watch::Sender::new(false),
             limits,
             timeouts,
             local_addr,
@@ -127,10 +149,18 @@ impl Server {
         logging::info(&format!(
             "shutting down: no new connections; requests in progress have {grace:?} to finish"
         ));
-        if connections.stop(grace).await {
+        let margin = CUT_MARGIN.min(grace / 4);
+        connections.begin();
+        if connections.wait(grace - margin).await {
             logging::info("all requests finished");
-        } else {
-            logging::warn("grace period over; closing the remaining connections");
+            return Ok(());
+        }
+        // Streams still running end with an error event (and their log line) rather than
+        // being cut off silently at exit.
+        logging::warn("grace period over; ending the requests still running");
+        self.cut_streams.send_replace(true);
+        if !connections.wait(margin).await {
+            logging::warn("closing the remaining connections");
         }
         Ok(())
     }
@@ -138,7 +168,7 @@ impl Server {
     /// Whether connections and requests in progress have fallen well below their peak since
     /// the last time this said so: a burst is over. Called now and then, not per request.
     pub fn burst_ended(&self) -> bool {
-        let requests = self.limits.max_concurrent - self.admission.free_instance_slots();
+        let requests = self.admission.instances_in_use(self.limits.max_concurrent);
         let Some(fall) = self.activity.fell_from_peak(requests) else {
             return false;
         };

@@ -1,5 +1,6 @@
 //! One request, from its parsed head to the component's response: header checks, admission,
-//! the body, an instance slot, then the guest under the request deadline.
+//! the body, an instance slot, then the guest under the request deadline. The response body
+//! keeps the guest, its slot and the client's place until its last byte (see `stream`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,16 +10,21 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use http::header::{CONTENT_LENGTH, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
+use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::Server;
+use super::admission::InstanceSlot;
 use super::body::{self, BufferedBody};
 use super::errors::HostError;
+use super::stream::{Cut, GuestBody, GuestTask};
 use crate::logging::{self, GuestOutput, HttpRequestEntry, RequestContext, Severity, Trace};
+use crate::runtime::RequestState;
 
 impl Server {
     pub(super) async fn handle(
@@ -50,6 +56,8 @@ impl Server {
             protocol: format!("{:?}", request.version()),
             latency: Duration::ZERO,
         };
+        let path = request.uri().path().to_owned();
+        let cors = self.cors.headers_for(request.headers());
 
         // If the client goes away first, hyper drops this future: the guard still logs the
         // request, as 499 (client closed request).
@@ -58,9 +66,12 @@ impl Server {
             entry: Some(entry),
             started,
         };
-        let mut response = match self.respond(request, client_ip, context.clone()).await {
+        let mut response = match self
+            .respond(request, &path, client_ip, context.clone(), started)
+            .await
+        {
             Ok(response) => response,
-            Err(e) => e.into_response(),
+            Err(e) => e.into_response(&path, &cors),
         };
         if let Ok(id) = HeaderValue::from_str(&context.request_id) {
             response.headers_mut().insert("x-request-id", id);
@@ -72,17 +83,29 @@ impl Server {
     async fn respond(
         &self,
         request: hyper::Request<Incoming>,
+        path: &str,
         client: IpAddr,
         context: Arc<RequestContext>,
+        started: Instant,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HostError> {
         check_headers(request.headers())?;
         let (mut head, body) = request.into_parts();
+        // Counted from here to the last byte of the answer.
+        let in_progress = self
+            .admission
+            .clients
+            .begin(path, client)
+            .map_err(|limit| HostError::ClientBusy {
+                limit,
+                retry_after: self.admission.retry_after(),
+            })?;
         self.admission.check_head(&head, client)?;
         // The body is read before a slot is taken: a slow upload holds body memory (bounded by
         // the budget and the body timeout), never an instance slot.
         let announced = content_length(&head.headers);
         let body = body::read(body, announced, self.limits.body, &self.admission).await?;
-        let _slot = self.admission.instance_slot()?;
+        let deadline = Instant::now() + self.limits.deadline;
+        let slot = self.admission.instance_slot(path, deadline)?;
 
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host header.
         if head.uri.authority().is_none()
@@ -93,35 +116,68 @@ impl Server {
         }
         let request = hyper::Request::from_parts(head, body);
 
-        match tokio::time::timeout(
-            self.limits.deadline,
-            self.run_guest(request, context.clone()),
-        )
-        .await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                context.write(Severity::Error, &format!("component failed: {e:#}"));
-                Err(HostError::Internal)
+        let mut cut = self.cut(deadline);
+        let (response, guest) = tokio::select! {
+            result = self.run_guest(request, context.clone(), slot) => match result {
+                Ok(answer) => answer,
+                Err(e) => {
+                    context.write(Severity::Error, &format!("component failed: {e:#}"));
+                    return Err(HostError::Internal);
+                }
+            },
+            reason = &mut cut => {
+                if reason == HostError::DeadlineExceeded {
+                    context.write(
+                        Severity::Error,
+                        &format!("component gave no response within {:?}", self.limits.deadline),
+                    );
+                }
+                return Err(reason);
             }
-            Err(_) => {
-                context.write(
-                    Severity::Error,
-                    &format!(
-                        "component gave no response within {:?}",
-                        self.limits.deadline
-                    ),
-                );
-                Err(HostError::DeadlineExceeded)
-            }
-        }
+        };
+        let (parts, body) = response.into_parts();
+        let body = GuestBody::new(
+            &parts,
+            path,
+            body,
+            guest,
+            cut,
+            deadline,
+            started,
+            context,
+            in_progress,
+        );
+        Ok(hyper::Response::from_parts(parts, body.boxed_unsync()))
     }
 
+    /// Resolves with the reason a request must end: its deadline, or the end of shutdown's
+    /// grace period.
+    fn cut(&self, deadline: Instant) -> Cut {
+        let mut stopping = self.cut_streams.subscribe();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        Box::pin(async move {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => HostError::DeadlineExceeded,
+                stopped = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
+                    if !stopped {
+                        // The server is gone; only the deadline is left.
+                        tokio::time::sleep_until(deadline).await;
+                        return HostError::DeadlineExceeded;
+                    }
+                    HostError::ShuttingDown
+                }
+            }
+        })
+    }
+
+    /// Starts the guest on `request`; returns its response head and the task that keeps
+    /// running it (and writing the body) after that.
     async fn run_guest(
         &self,
         request: hyper::Request<BufferedBody>,
         context: Arc<RequestContext>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>> {
+        slot: InstanceSlot,
+    ) -> Result<(hyper::Response<HyperOutgoingBody>, GuestTask)> {
         let stdout = GuestOutput::stdout(context.clone());
         let stderr = GuestOutput::stderr(context);
         let mut store = self.runtime.new_store(stdout.clone(), stderr.clone());
@@ -132,31 +188,34 @@ impl Server {
             .new_incoming_request(Scheme::Http, request)?;
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.runtime.pre_for(&store).clone();
+        let mut instance = Instance { store, _slot: slot };
 
         // The guest runs in its own task so it can keep streaming the body after the
-        // response head has been handed to hyper.
+        // response head has been handed to hyper. The slot is given back only once the
+        // instance is gone.
         let task = tokio::spawn(async move {
             let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = pre.instantiate_async(&mut instance.store).await?;
                 proxy
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, outparam)
+                    .call_handle(&mut instance.store, request, outparam)
                     .await
             }
             .await;
+            drop(instance);
             stdout.flush_pending();
             stderr.flush_pending();
             result
         });
         // Until the response head exists, the request is ours to cancel: if the client goes
         // away (hyper drops this future) or the deadline passes, the guest and its upstream
-        // calls stop too.
+        // calls stop too. After it, the response body owns the task.
         let mut guard = AbortOnDrop(Some(task));
 
         match receiver.await {
             Ok(Ok(response)) => {
-                guard.0.take();
-                Ok(response)
+                let task = guard.0.take().expect("task is still owned");
+                Ok((response, task))
             }
             Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
             Err(_) => {
@@ -170,6 +229,12 @@ impl Server {
             }
         }
     }
+}
+
+/// A running instance: its store, then its slot (fields drop in this order).
+struct Instance {
+    store: Store<RequestState>,
+    _slot: InstanceSlot,
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -226,7 +291,7 @@ impl Drop for PendingLog {
 }
 
 /// Aborts the guest task when dropped while still holding it.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<wasmtime::Result<()>>>);
+struct AbortOnDrop(Option<GuestTask>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -28,10 +28,14 @@ impl Shutdown {
         }
     }
 
-    /// Tells every connection to stop; true if all ended within `grace`.
-    pub async fn stop(self, grace: Duration) -> bool {
+    /// Tells every connection to stop.
+    pub fn begin(&self) {
         self.signal.send_replace(true);
-        tokio::time::timeout(grace, self.signal.closed())
+    }
+
+    /// True once every connection has ended, false if some are still open after `limit`.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.signal.closed())
             .await
             .is_ok()
     }
