@@ -322,7 +322,14 @@ cp "$STUB_DATA/image-id" target/image/image-id
     let test = run.only_call(&["cargo", "test"]);
     assert_eq!(
         test.args[1..],
-        ["test", "--release", "--locked", "--test", "container", "image_"],
+        [
+            "test",
+            "--release",
+            "--locked",
+            "--test",
+            "container",
+            "image_"
+        ],
         "{file}: {test}"
     );
     let archive = run.work.join("target/image/ion-mentoring.oci.tar");
