@@ -26,10 +26,10 @@ install_container_tools() {
     return 1
   fi
   echo "installing ${missing[*]} (apt-get)" >&2
-  "${sudo[@]}" apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" containernetworking-plugins >/dev/null || {
+  if ! "${sudo[@]}" apt-get update -qq ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" containernetworking-plugins >/dev/null; then
     echo "error: could not install ${missing[*]} with apt-get" >&2
     return 1
-  }
+  fi
 }
