@@ -105,7 +105,9 @@ burst_errors=$("$bench" value "$out/burst.json" errors)
 
 ion_size=$(podman image inspect --format '{{.Size}}' "$image")
 busybox_size=$(podman image inspect --format '{{.Size}}' "$baseline")
-p50() { "$bench" value "$1" median_ms; }
+# One decimal, in ms.
+ms() { printf '%.1f' "$("$bench" value "$1" "$2")"; }
+p50() { ms "$1" median_ms; }
 ion_p50=$(p50 "$out/cold-ion.json")
 busybox_p50=$(p50 "$out/cold-busybox.json")
 added=$(python3 -c "print(f'{$ion_p50 - $busybox_p50:+.1f}')")
@@ -116,7 +118,7 @@ added=$(python3 -c "print(f'{$ion_p50 - $busybox_p50:+.1f}')")
   echo "|---|---|---|"
   echo "| image size | $(python3 -c "print(f'{$ion_size/1e6:.1f}')") MB | $(python3 -c "print(f'{$busybox_size/1e6:.1f}')") MB |"
   echo "| cold start median (podman run → first 200 on /health, $runs runs) | $ion_p50 ms | $busybox_p50 ms |"
-  echo "| cold start min / p90 | $("$bench" value "$out/cold-ion.json" min_ms) / $("$bench" value "$out/cold-ion.json" p90_ms) ms | $("$bench" value "$out/cold-busybox.json" min_ms) / $("$bench" value "$out/cold-busybox.json" p90_ms) ms |"
+  echo "| cold start min / p90 | $(ms "$out/cold-ion.json" min_ms) / $(ms "$out/cold-ion.json" p90_ms) ms | $(ms "$out/cold-busybox.json" min_ms) / $(ms "$out/cold-busybox.json" p90_ms) ms |"
   echo
   echo "The service adds $added ms (median) to podman's own start."
   echo "ion-host RSS in the container (limit 512 MiB): $idle MiB idle, $after MiB right after 1000 /chat from 100 connections ($burst_errors errors), $later MiB 10 s later; OOM-killed: $oom."
