@@ -3,10 +3,14 @@
 # them (tests/container.rs sets the same two variables).
 #
 # CONTAINERS_CONF: runc, and the caller's open-file limit (scripts/containers.conf).
-# CONTAINERS_STORAGE_CONF: the vfs driver, the same store for both (scripts/storage.conf).
+# CONTAINERS_STORAGE_CONF (root only): the vfs driver, the same store for both
+# (scripts/storage.conf).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
-export CONTAINERS_STORAGE_CONF="${CONTAINERS_STORAGE_CONF:-$here/storage.conf}"
+# Rootless users keep their own defaults, which buildah and podman share already.
+if [ "$(id -u)" = 0 ]; then
+  export CONTAINERS_STORAGE_CONF="${CONTAINERS_STORAGE_CONF:-$here/storage.conf}"
+fi
 
 # buildah, podman, runc and slirp4netns (the tests' network: the host's loopback is reachable
 # from the container, and nothing else), and musl-gcc for the musl build; installed with

@@ -603,7 +603,7 @@ fn podman_command(args: &[&str]) -> Command {
             workspace_root().join("scripts/containers.conf"),
         );
     }
-    if std::env::var_os("CONTAINERS_STORAGE_CONF").is_none() {
+    if std::env::var_os("CONTAINERS_STORAGE_CONF").is_none() && running_as_root() {
         command.env(
             "CONTAINERS_STORAGE_CONF",
             workspace_root().join("scripts/storage.conf"),
@@ -611,6 +611,20 @@ fn podman_command(args: &[&str]) -> Command {
     }
     command.args(args).stdin(Stdio::null());
     command
+}
+
+/// Whether this process runs as root (rootless podman keeps its own storage defaults).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .to_owned();
+            Some(uids.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 fn podman(args: &[&str]) -> Output {
