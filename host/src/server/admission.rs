@@ -160,8 +160,7 @@ impl BodyReservation {
     }
 }
 
-/// The requests holding slots (when each started and must end) and how long slots have been
-/// held lately.
+/// The requests holding slots (when each started and must end) and when a slot was last freed.
 #[derive(Default)]
 struct Holders {
     state: Mutex<HolderState>,
@@ -170,14 +169,12 @@ struct Holders {
 #[derive(Default)]
 struct HolderState {
     next_id: u64,
-    /// Start, deadline, and whether the hold counts towards `typical`.
+    /// Start, deadline, and whether its release counts as a slot freed for requests.
     held: HashMap<u64, (Instant, Instant, bool)>,
-    /// Exponentially weighted mean of recent hold times.
-    typical: Duration,
+    /// When a request (not a health check, which has a reserve of its own) last gave its slot
+    /// back.
+    last_release: Option<Instant>,
 }
-
-/// Weight of the newest hold time in the mean.
-const TYPICAL_WEIGHT: f64 = 0.1;
 
 impl Holders {
     fn lock(&self) -> std::sync::MutexGuard<'_, HolderState> {
@@ -194,43 +191,30 @@ impl Holders {
 
     fn release(&self, id: u64) {
         let mut state = self.lock();
-        if let Some((start, _, true)) = state.held.remove(&id) {
-            let held = start.elapsed().as_secs_f64();
-            let typical = state.typical.as_secs_f64();
-            state.typical = Duration::from_secs_f64(typical + TYPICAL_WEIGHT * (held - typical));
+        if let Some((_, _, true)) = state.held.remove(&id) {
+            state.last_release = Some(Instant::now());
         }
     }
 
-    /// Whole seconds until a slot is expected to free (at least 1): the soonest any holder is
-    /// expected to end, never past the earliest deadline (by which a slot is certain to be
-    /// free). A holder younger than the usual hold time is expected to end when it reaches it;
-    /// one that has outlived it (or when nothing has ended yet) to run about as long again as
-    /// it has so far.
+    /// Whole seconds until a slot is expected to free (at least 1). The instance is full and
+    /// has been for as long as no slot was freed: since the last release, or since the oldest
+    /// holder started when that is later. Expect about as long again (short requests free
+    /// slots often, so this stays near 1 s; long streams that fill every slot raise it), but
+    /// never past the earliest deadline, by which a slot is certain to be free.
     fn retry_after(&self, now: Instant) -> u64 {
         let state = self.lock();
-        let expected = state
-            .held
-            .values()
-            .map(|(start, _, _)| {
-                let age = now.saturating_duration_since(*start);
-                if state.typical > age {
-                    state.typical - age
-                } else {
-                    age
-                }
-            })
-            .min();
+        let Some(oldest) = state.held.values().map(|(start, _, _)| *start).min() else {
+            return 1;
+        };
+        let full_since = state.last_release.map_or(oldest, |r| r.max(oldest));
+        let expected = now.saturating_duration_since(full_since);
         let certain = state
             .held
             .values()
             .map(|(_, deadline, _)| deadline.saturating_duration_since(now))
-            .min();
-        match (expected, certain) {
-            (Some(expected), Some(certain)) => {
-                expected.min(certain).as_secs_f64().ceil().max(1.0) as u64
-            }
-            _ => 1,
-        }
+            .min()
+            .unwrap_or(expected);
+        expected.min(certain).as_secs_f64().ceil().max(1.0) as u64
     }
 }
 
@@ -296,32 +280,35 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_follows_how_long_slots_are_held() {
+    fn retry_after_follows_how_long_the_instance_has_been_full() {
         let holders = Holders::default();
         let now = Instant::now();
         assert_eq!(holders.retry_after(now), 1, "nothing held");
-        // Nothing has ended yet: holders 6 and 8 s old are expected to last as long again.
+        // Nothing has been freed since the oldest holder started 8 s ago: about 8 s more.
         holding_since(&holders, now, 8, 100);
         holding_since(&holders, now, 6, 100);
-        assert_eq!(holders.retry_after(now), 6);
-        // Slots have been held about 20 s lately: the 8 s one has 12 s left, the 6 s one 14.
-        holders.lock().typical = Duration::from_secs(20);
-        assert_eq!(holders.retry_after(now), 12);
+        assert_eq!(holders.retry_after(now), 8);
+        // A slot freed an hour ago says nothing of holders that started since.
+        holders.lock().last_release = Some(now - Duration::from_secs(3600));
+        assert_eq!(holders.retry_after(now), 8);
+        // A slot freed 2 s ago: slots come free about that often.
+        holders.lock().last_release = Some(now - Duration::from_secs(2));
+        assert_eq!(holders.retry_after(now), 2);
         // Never past the earliest deadline.
+        holders.lock().last_release = None;
         holding_since(&holders, now, 1, 3);
         assert_eq!(holders.retry_after(now), 3);
-        // Short requests lately: the soonest is due at once.
-        holders.lock().typical = Duration::from_millis(300);
+        // Slots freed just now: at once (1 s, the least Retry-After says).
+        holders.lock().last_release = Some(now);
         assert_eq!(holders.retry_after(now), 1);
     }
 
     #[test]
-    fn health_checks_do_not_count_towards_the_usual_hold_time() {
+    fn health_checks_do_not_count_as_freed_slots() {
         let admission = admission(1, 0);
-        admission.holders.lock().typical = Duration::from_secs(10);
         drop(admission.instance_slot(HEALTH_PATH, later()).unwrap());
-        assert_eq!(admission.holders.lock().typical, Duration::from_secs(10));
+        assert_eq!(admission.holders.lock().last_release, None);
         drop(admission.instance_slot("/chat", later()).unwrap());
-        assert!(admission.holders.lock().typical < Duration::from_secs(10));
+        assert!(admission.holders.lock().last_release.is_some());
     }
 }
