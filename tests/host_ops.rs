@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -125,6 +127,45 @@ fn in_flight_limit_sheds_load_with_503_and_retry_after() {
     assert_eq!(service.get("/health").status, 200, "/health at the cap");
     assert_eq!(slow.join().unwrap().status, 200);
     assert_eq!(service.get("/").status, 200, "capacity is back");
+}
+
+/// A client that sends its next request as soon as it has read an answer is never refused for
+/// the slot of its own previous request, which the instance may still be giving back. One
+/// keep-alive connection, each request written the moment the last answer's last byte is read;
+/// answers from the component alone (a 422, `/`) are the quickest to follow.
+#[test]
+fn back_to_back_requests_at_the_limit_are_not_refused() {
+    let emulator = start_emulator();
+    let service = Service::start_host(
+        &["--max-concurrent-requests", "1"],
+        &emulator_env(&emulator),
+    );
+    let mut stream = TcpStream::connect(service.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let requests = [
+        (
+            "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{not json",
+            422,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n",
+            200,
+        ),
+        (
+            "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"message\": \"hi\"}",
+            200,
+        ),
+    ];
+    for i in 0..600 {
+        let (request, expected) = requests[i % requests.len()];
+        stream.write_all(request.as_bytes()).unwrap();
+        let (status, _, body) = read_raw_response(&mut stream)
+            .unwrap_or_else(|| panic!("request {i}: the connection closed"));
+        assert_eq!(status, expected, "request {i}: {body}");
+    }
 }
 
 #[test]

@@ -22,6 +22,9 @@ use crate::ratelimit::ClientLimits;
 /// Slots only `/health` may use once the others are taken.
 pub const HEALTH_RESERVE: usize = 4;
 
+/// How long a request waits for a slot when every one is taken, before its 503.
+pub const SLOT_GRACE: Duration = Duration::from_millis(100);
+
 /// The path that gets the reserve: Cloud Run's probes call it.
 pub const HEALTH_PATH: &str = "/health";
 
@@ -106,22 +109,34 @@ impl Admission {
     /// A component instance for one request that must end by `deadline`; beyond
     /// `max_concurrent`, 503 with the time until a slot is expected to free. `/health` falls
     /// back on its reserve.
-    pub fn instance_slot(&self, path: &str, deadline: Instant) -> Result<InstanceSlot, HostError> {
-        let permit = self.slots.clone().try_acquire_owned().or_else(|_| {
-            if path == HEALTH_PATH {
-                self.health_slots.clone().try_acquire_owned()
-            } else {
-                Err(tokio::sync::TryAcquireError::NoPermits)
-            }
-        });
+    ///
+    /// A full instance waits [`SLOT_GRACE`] for a slot before it refuses: a client that sends
+    /// its next request as soon as it has read the last byte of an answer may arrive while the
+    /// instance that wrote it is still finishing (its log line, its store), and should not be
+    /// refused for a slot that frees a moment later.
+    pub async fn instance_slot(
+        &self,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<InstanceSlot, HostError> {
+        let mut permit = self.slots.clone().try_acquire_owned().ok();
+        if permit.is_none() && path == HEALTH_PATH {
+            permit = self.health_slots.clone().try_acquire_owned().ok();
+        }
+        if permit.is_none() {
+            permit = tokio::time::timeout(SLOT_GRACE, self.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
         match permit {
-            Ok(permit) => Ok(InstanceSlot {
+            Some(permit) => Ok(InstanceSlot {
                 _permit: permit,
-                // /health's quick answers would only drag the usual hold time down.
+                // /health's quick answers say nothing of when the other slots free.
                 id: self.holders.hold(deadline, path != HEALTH_PATH),
                 holders: self.holders.clone(),
             }),
-            Err(_) => Err(HostError::Overloaded {
+            None => Err(HostError::Overloaded {
                 retry_after: self.holders.retry_after(Instant::now()),
             }),
         }
@@ -256,22 +271,47 @@ mod tests {
         second.grow(20).unwrap();
     }
 
-    #[test]
-    fn slots_are_limited_and_health_has_a_reserve() {
+    #[tokio::test]
+    async fn slots_are_limited_and_health_has_a_reserve() {
         let admission = admission(1, 0);
-        let slot = admission.instance_slot("/chat", later()).unwrap();
+        let slot = admission.instance_slot("/chat", later()).await.unwrap();
         assert!(matches!(
-            admission.instance_slot("/chat", later()),
+            admission.instance_slot("/chat", later()).await,
             Err(HostError::Overloaded { .. })
         ));
-        let health: Vec<_> = (0..HEALTH_RESERVE)
-            .map(|_| admission.instance_slot(HEALTH_PATH, later()).unwrap())
-            .collect();
-        assert!(admission.instance_slot(HEALTH_PATH, later()).is_err());
+        let mut health = Vec::new();
+        for _ in 0..HEALTH_RESERVE {
+            health.push(admission.instance_slot(HEALTH_PATH, later()).await.unwrap());
+        }
+        assert!(admission.instance_slot(HEALTH_PATH, later()).await.is_err());
         assert_eq!(admission.instances_in_use(1), 1 + HEALTH_RESERVE);
         drop(health);
         drop(slot);
-        assert!(admission.instance_slot("/chat", later()).is_ok());
+        assert!(admission.instance_slot("/chat", later()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_slot_freed_within_the_grace_is_taken_not_refused() {
+        let admission = Arc::new(admission(1, 0));
+        let slot = admission.instance_slot("/chat", later()).await.unwrap();
+        let waiting = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.instance_slot("/chat", later()).await.is_ok() })
+        };
+        tokio::time::sleep(SLOT_GRACE / 2).await;
+        drop(slot);
+        assert!(
+            waiting.await.unwrap(),
+            "the slot freed within the grace was refused"
+        );
+        // Past the grace, the answer is a 503.
+        let _held = admission.instance_slot("/chat", later()).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(admission.instance_slot("/chat", later()).await.is_err());
+        assert!(
+            started.elapsed() >= SLOT_GRACE,
+            "refused before the grace ran out"
+        );
     }
 
     fn holding_since(holders: &Holders, now: Instant, age_secs: u64, deadline_secs: u64) {
@@ -303,12 +343,12 @@ mod tests {
         assert_eq!(holders.retry_after(now), 1);
     }
 
-    #[test]
-    fn health_checks_do_not_count_as_freed_slots() {
+    #[tokio::test]
+    async fn health_checks_do_not_count_as_freed_slots() {
         let admission = admission(1, 0);
-        drop(admission.instance_slot(HEALTH_PATH, later()).unwrap());
+        drop(admission.instance_slot(HEALTH_PATH, later()).await.unwrap());
         assert_eq!(admission.holders.lock().last_release, None);
-        drop(admission.instance_slot("/chat", later()).unwrap());
+        drop(admission.instance_slot("/chat", later()).await.unwrap());
         assert!(admission.holders.lock().last_release.is_some());
     }
 }

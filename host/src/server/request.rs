@@ -105,7 +105,7 @@ impl Server {
         let announced = content_length(&head.headers);
         let body = body::read(body, announced, self.limits.body, &self.admission).await?;
         let deadline = Instant::now() + self.limits.deadline;
-        let slot = self.admission.instance_slot(path, deadline)?;
+        let slot = self.admission.instance_slot(path, deadline).await?;
 
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host header.
         if head.uri.authority().is_none()
