@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod python;
+pub mod redis;
 pub use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Bearer token the tests configure; the emulator insists on it.

@@ -281,12 +281,15 @@ async fn a_blocked_store_fails_within_the_deadline() {
     let store = stores.get("default").unwrap();
     // A write transaction held elsewhere: the store's writes wait behind it.
     let db = stores.databases[0].database();
+    let (began, holding) = std::sync::mpsc::channel::<()>();
     let (held, release) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
         let tx = db.begin_write().unwrap();
+        began.send(()).unwrap();
         let _ = release.recv();
         drop(tx);
     });
+    holding.recv().unwrap();
     let start = Instant::now();
     let err = store.set("a", b"1".to_vec()).await.unwrap_err();
     let took = start.elapsed();
