@@ -545,3 +545,56 @@ fn corrupt_and_foreign_records_are_answered() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(service.get("/health").status, 200);
 }
+
+/// SIGTERM while a streamed turn is still arriving: ion-host drains it, the turn is stored
+/// before the process exits, and the next process on the same state finds it.
+#[test]
+fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
+    let emulator = common::Emulator::start_in_background(common::EmulatorConfig {
+        chunk_delay: Duration::from_millis(150),
+        ..common::EmulatorConfig::default()
+    })
+    .expect("emulator starts");
+    let state = TempDir::new();
+    let mut service = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let first = ok(post(&service, &json!({"message": "the first turn"}), &[]));
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+
+    let url = service.url("/chat");
+    let body =
+        json!({"message": "answered while shutting down", "conversation_id": id, "stream": true});
+    let streaming = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    });
+    common::wait_for_upstream_requests(&emulator, 2);
+    service.terminate();
+    let streamed = events(&streaming.join().unwrap());
+    assert_eq!(streamed.last().unwrap().0, "done", "{streamed:?}");
+    assert!(
+        service.wait_exit(Duration::from_secs(30)).is_some(),
+        "ion-host exited"
+    );
+
+    let again = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let kept = transcript(&again, &id);
+    let turns = kept["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "{kept}");
+    assert_eq!(turns[1]["question"], "answered while shutting down");
+}
