@@ -43,9 +43,13 @@ fn access_entries_once(service: &Service, ready: impl Fn(&[Value]) -> bool) -> V
 #[test]
 fn each_client_gets_its_allowance_then_429_with_rate_limit_fields() {
     let emulator = start_emulator();
+    // The cache off: every allowed request reaches Vertex AI, so the count below means what
+    // it says.
+    let mut env = emulator_env(&emulator);
+    env.push(("SPIN_VARIABLE_CACHE_TTL_SECONDS".into(), "0".into()));
     let service = Service::start_host(
         &["--rate-limit-per-minute", "2", "--trusted-proxy-hops", "1"],
-        &emulator_env(&emulator),
+        &env,
     );
 
     for _ in 0..2 {

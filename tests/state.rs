@@ -320,6 +320,18 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     );
     assert_eq!(r.status, 404);
 
+    // Ids grant access: the logs show only their first 8 digits.
+    let full_ids = service
+        .stdout_lines()
+        .into_iter()
+        .filter(|line| line.contains(id.as_str()) || line.contains(new_id.as_str()))
+        .collect::<Vec<_>>();
+    assert!(full_ids.is_empty(), "{full_ids:?}");
+    assert!(
+        runtime == Runtime::Spin || service.stdout_lines().iter().any(|l| l.contains(&id[..8])),
+        "the logs name conversations by their first 8 digits"
+    );
+
     // The state outlives the process.
     drop(service);
     let again = start(runtime, &store, state.path(), &emulator, &[]);

@@ -328,6 +328,19 @@ impl RequestContext {
     }
 }
 
+/// A request URL as the access log shows it. A conversation id grants access to the
+/// conversation, so `/conversations/{id}` keeps only the id's first 8 characters.
+pub fn logged_url(url: &str) -> String {
+    const PREFIX: &str = "/conversations/";
+    match url.strip_prefix(PREFIX) {
+        Some(rest) if rest.chars().count() > 8 => {
+            let kept: String = rest.chars().take(8).collect();
+            format!("{PREFIX}{kept}…")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The `httpRequest` of one served request.
 #[derive(Debug, Clone)]
 pub struct HttpRequestEntry {
@@ -513,6 +526,21 @@ impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
 impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::logged_url;
+
+    #[test]
+    fn conversation_ids_are_cut_in_the_access_log() {
+        assert_eq!(
+            logged_url("/conversations/0123456789abcdef0123456789abcdef"),
+            "/conversations/01234567…"
+        );
+        assert_eq!(logged_url("/conversations/abc"), "/conversations/abc");
+        assert_eq!(logged_url("/chat?x=1"), "/chat?x=1");
     }
 }
 

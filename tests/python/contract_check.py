@@ -52,9 +52,11 @@ def code_of(response):
     return body.get("code") if isinstance(body, dict) else None
 
 
-def run(schema, base_url, runtime, name, path, method, status, code=None, body=None, headers=None, expect_header=None, events=None):
+def run(schema, base_url, runtime, name, path, method, status, code=None, body=None, headers=None, expect_header=None, events=None, path_parameters=None):
     operation = schema[path][method]
     kwargs = {}
+    if path_parameters is not None:
+        kwargs["path_parameters"] = path_parameters
     if body is not None:
         kwargs["body"] = body
         kwargs["media_type"] = "application/json"
@@ -179,6 +181,27 @@ def main(base_url, runtime, unconfigured):
     r("chat: retired model", chat, "POST", 502, "upstream_model_not_found", ask("hi [[emulator:404]]"))
     r("chat: empty answer", chat, "POST", 502, "upstream_empty_answer", ask("hi", thinking_level="high", max_output_tokens=10))
     r("chat: upstream too slow", chat, "POST", 504, "upstream_timeout", ask("hi [[emulator:slow]]"))
+
+    # Server-side conversations: one made through /chat, read back, continued and deleted.
+    conv = "/conversations/{conversation_id}"
+    made = requests.post(f"{base_url}{chat}", json=ask("A conversation to read back"), timeout=30)
+    cid = made.json()["conversation_id"]
+    unknown, malformed = "0" * 32, "not-an-id"
+    at = lambda id: {"conversation_id": id}
+    r("chat: a conversation continued", chat, "POST", 200, body=ask("And next?", conversation_id=cid))
+    r("chat: an unknown conversation", chat, "POST", 404, "conversation_not_found", ask("hi", conversation_id=unknown))
+    r("conversation", conv, "GET", 200, path_parameters=at(cid))
+    r("conversation: headers", conv, "HEAD", 200, path_parameters=at(cid))
+    r("conversation: unknown", conv, "GET", 404, "conversation_not_found", path_parameters=at(unknown))
+    r("conversation: unknown, headers", conv, "HEAD", 404, path_parameters=at(unknown))
+    r("conversation: malformed id", conv, "GET", 422, path_parameters=at(malformed))
+    r("conversation: malformed id, headers", conv, "HEAD", 422, path_parameters=at(malformed))
+    r("OPTIONS conversation", conv, "OPTIONS", 204, expect_header="Allow", path_parameters=at(cid))
+    r("OPTIONS conversation preflight, origin not allowed", conv, "OPTIONS", 403, "cors_origin_not_allowed",
+      headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "DELETE"}, path_parameters=at(cid))
+    r("conversation: deleted", conv, "DELETE", 204, path_parameters=at(cid))
+    r("conversation: deleted again", conv, "DELETE", 404, "conversation_not_found", path_parameters=at(cid))
+    r("conversation: delete a malformed id", conv, "DELETE", 422, path_parameters=at(malformed))
 
     chunks = lambda datas: datas == ["[DONE]"]
     r("completion", v1, "POST", 200, body=complete("How do I start?", max_tokens=4096, stop=["END"], temperature=0.5))

@@ -44,7 +44,7 @@ impl Server {
         });
         let entry = HttpRequestEntry {
             method: request.method().to_string(),
-            url: request.uri().to_string(),
+            url: crate::logging::logged_url(&request.uri().to_string()),
             status: 0,
             request_size: content_length(request.headers()),
             user_agent: request
