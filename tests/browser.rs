@@ -167,6 +167,7 @@ fn both_runtimes_serve_the_page_to_browsers_only() {
 
         for (path, content_type) in [
             ("/ui/app.js", "text/javascript; charset=utf-8"),
+            ("/ui/markdown.js", "text/javascript; charset=utf-8"),
             ("/ui/app.css", "text/css; charset=utf-8"),
             ("/ui/icon.svg", "image/svg+xml"),
         ] {

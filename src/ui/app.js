@@ -3,6 +3,8 @@
 // and reads the Server-Sent Events from fetch(), because EventSource cannot send a POST body.
 // Loaded as a module: strict, deferred, and nothing leaks into the global scope.
 
+import { renderMarkdown } from "/ui/markdown.js";
+
 const STORAGE_KEY = "ion-mentoring.conversation.v1";
 const MENTOR_KEY = "ion-mentoring.mentor.v1";
 
@@ -95,11 +97,30 @@ function addAnswer() {
   const article = el("article", "message assistant");
   article.setAttribute("aria-label", "Mentor's answer");
   const who = el("p", "who", "Finding the right mentor…");
-  const text = el("p", "text");
+  const text = el("div", "text markdown");
   article.append(who, text);
   ui.conversation.append(article);
   scrollToEnd();
-  return { article, who, text };
+  return { article, who, text, markdown: [], frame: 0, pending: "" };
+}
+
+/** Shows `answer` (Markdown) in the bubble at the next frame: deltas arriving faster than the
+ *  screen refreshes cost one render, and only the blocks that changed are rebuilt. */
+function paintAnswer(bubble, answer) {
+  bubble.pending = answer;
+  if (bubble.frame) return;
+  bubble.frame = window.requestAnimationFrame(() => {
+    bubble.frame = 0;
+    bubble.markdown = renderMarkdown(bubble.text, bubble.pending, bubble.markdown);
+    scrollToEnd();
+  });
+}
+
+/** Shows `answer` in the bubble now (the end of a stream, or a saved answer). */
+function paintAnswerNow(bubble, answer) {
+  if (bubble.frame) window.cancelAnimationFrame(bubble.frame);
+  bubble.frame = 0;
+  bubble.markdown = renderMarkdown(bubble.text, answer, bubble.markdown);
 }
 
 function describeRouting(meta, chosen) {
@@ -172,7 +193,7 @@ function renderSaved() {
   for (const turn of turns) {
     addUserMessage(turn.question);
     const bubble = addAnswer();
-    bubble.text.textContent = turn.answer;
+    paintAnswerNow(bubble, turn.answer);
     if (turn.meta) showMeta(bubble, turn.meta, turn.chosen);
     if (turn.note) addNote(bubble, turn.note);
     addCopyButton(bubble, turn.answer);
@@ -233,6 +254,7 @@ function describeFailure(status, body, retryAfter) {
 
 /** Shows a problem in the answer bubble, with a retry button where retrying can help. */
 function showProblem(bubble, problem, question) {
+  if (bubble.frame) paintAnswerNow(bubble, bubble.pending); // what arrived is on screen first
   const box = el("div", "problem");
   box.append(el("p", "problem-title", problem.title));
   if (problem.detail) box.append(el("p", "problem-detail", problem.detail));
@@ -378,8 +400,7 @@ async function ask(question, showQuestion = true) {
         showMeta(bubble, meta, chosen);
       } else if (event === "delta") {
         answer += payload.text || "";
-        bubble.text.textContent = answer;
-        scrollToEnd();
+        paintAnswer(bubble, answer);
       } else if (event === "done") {
         finished = true;
         bubble.note = doneNote(payload);
@@ -428,6 +449,7 @@ async function ask(question, showQuestion = true) {
       }, question);
     }
   } finally {
+    paintAnswerNow(bubble, answer);
     bubble.article.classList.remove("streaming");
     active = null;
     setBusy(false);

@@ -171,6 +171,272 @@ def scenario_mentor_by_hand(page: Page) -> None:
     log("ok: a mentor picked by hand answers")
 
 
+BENIGN_MARKDOWN = (
+    "Markdown, please:\n"
+    "## Plan\n"
+    "Some **bold**, *italic*, ~~old~~ and `inline <code>`, see [the docs](https://example.com/docs).\n"
+    "\n"
+    "- first\n"
+    "- second\n"
+    "  - nested\n"
+    "\n"
+    "1. one\n"
+    "2. two\n"
+    "\n"
+    "> a quote\n"
+    "\n"
+    "| tool | use |\n"
+    "|------|----:|\n"
+    "| cargo | build |\n"
+    "\n"
+    "```rust\n"
+    'fn main() { println!("<b>hi</b>"); }\n'
+    "```\n"
+    "The end."
+)
+
+# Each is echoed back by the emulator inside the answer, so it reaches the page as Gemini's
+# Markdown would. `window.__pwned` is set by any of them that manages to run.
+HOSTILE_HTML = (
+    "Hostile HTML:\n"
+    '<img src=x onerror="window.__pwned=1">\n'
+    "<script>window.__pwned=2</script>\n"
+    '<svg onload="window.__pwned=3"><circle r="9"/></svg>\n'
+    '<iframe src="javascript:window.__pwned=4"></iframe>\n'
+    '<a href="javascript:window.__pwned=5" onclick="window.__pwned=6">html link</a>\n'
+    "<style>body{display:none}</style>\n"
+    '**<b onmouseover="window.__pwned=7">bold html</b>**\n'
+    "&lt;img src=z onerror=alert(1)&gt;\n"
+    "```\n"
+    '<img src=y onerror="window.__pwned=8">\n'
+    "```"
+)
+HOSTILE_LINKS = (
+    "Hostile links:\n"
+    "[a](javascript:window.__pwned=11)\n"
+    "[b](JaVaScRiPt:window.__pwned=12)\n"
+    "[c]( javascript:window.__pwned=13)\n"
+    "[d](&#106;avascript:window.__pwned=14)\n"
+    "[e](&#x6A;&#x61;vascript:window.__pwned=15)\n"
+    "[f](java\tscript:window.__pwned=16)\n"
+    "[g](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)\n"
+    "[h](vbscript:msgbox(1))\n"
+    "[i](javascript&colon;window.__pwned=17)\n"
+    "![j](javascript:window.__pwned=18)\n"
+    "<javascript:window.__pwned=19>\n"
+    "[k](//evil.example/x)\n"
+    '[l](  JAVASCRIPT:window.__pwned=20 "title")\n'
+    "[m](<javascript:window.__pwned=21>)\n"
+    "[safe](https://example.com/ok) and <mailto:mentor@example.com>"
+)
+HOSTILE_SHAPES = (
+    "Nested: ***a **b *c* d** e*** ~~**x** _y_~~ "
+    + "*" * 200
+    + "_" * 100
+    + "[" * 100
+    + "`" * 50
+    + " &#0; &#xD800; &#99999999;\n"
+    + "> " * 40
+    + "deep\n"
+    + "```\n"
+    + "unterminated <b>fence</b>"
+)
+
+
+def assert_inert(page: Page, dialogs: list[str]) -> None:
+    """No hostile script ran, and nothing in the conversation can run one or leave the page
+    for a scheme other than http(s) or mailto."""
+    assert page.evaluate("window.__pwned") is None, "a hostile script ran"
+    assert not dialogs, f"a dialog opened: {dialogs}"
+    bad = page.evaluate(
+        r"""() => {
+            const out = [];
+            const banned = ['SCRIPT', 'IMG', 'SVG', 'IFRAME', 'STYLE', 'OBJECT', 'EMBED',
+                            'FORM', 'INPUT', 'LINK', 'META', 'BASE', 'MATH'];
+            for (const e of document.querySelectorAll('.conversation *')) {
+                for (const a of e.attributes) {
+                    const name = a.name.toLowerCase();
+                    if (name.startsWith('on') || name === 'style' || name === 'src'
+                        || name === 'srcdoc' || name === 'formaction') {
+                        out.push(`${e.tagName} ${a.name}`);
+                    }
+                }
+                if (banned.includes(e.tagName.toUpperCase())) out.push(e.tagName);
+            }
+            for (const a of document.querySelectorAll('.conversation a')) {
+                const href = a.getAttribute('href') || '';
+                if (!/^(https?:\/\/[^/]|mailto:)/i.test(href) || a.protocol === 'javascript:') {
+                    out.push(`href ${href}`);
+                }
+                if (a.rel !== 'noopener noreferrer nofollow' || a.target !== '_blank') {
+                    out.push(`rel/target of ${href}: ${a.rel} ${a.target}`);
+                }
+            }
+            return out;
+        }"""
+    )
+    assert not bad, f"unsafe nodes in the conversation: {bad}"
+
+
+def scenario_markdown(page: Page) -> None:
+    page.get_by_role("button", name="New conversation").click()
+    box = page.get_by_label("Your question")
+    box.fill(BENIGN_MARKDOWN)
+    box.press("Enter")
+    answer = wait_complete(page)
+    text = answer.locator(".text")
+    expect(text.locator("h3")).to_have_text("Plan")  # "##" is one level below the page's h1
+    expect(text.locator("strong")).to_have_text("bold")
+    expect(text.locator("em")).to_have_text("italic")
+    expect(text.locator("del")).to_have_text("old")
+    expect(text.locator("p code")).to_have_text("inline <code>")
+    link = text.get_by_role("link", name="the docs")
+    expect(link).to_have_attribute("href", "https://example.com/docs")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(text.locator(":scope > ul > li")).to_have_count(2)
+    expect(text.locator(":scope > ul > li ul > li")).to_have_text(["nested"])
+    expect(text.locator(":scope > ol > li")).to_have_text(["one", "two"])
+    expect(text.locator("blockquote")).to_have_text("a quote")
+    expect(text.locator("table th")).to_have_text(["tool", "use"])
+    expect(text.locator("table td")).to_have_text(["cargo", "build"])
+    expect(text.locator("pre code.language-rust")).to_have_text(
+        'fn main() { println!("<b>hi</b>"); }'
+    )
+    expect(text.locator("b")).to_have_count(0)
+    expect(text.locator("p").last).to_have_text("The end.")
+    # The question is shown as typed, not rendered.
+    expect(page.locator(".message.user").last).to_contain_text("Some **bold**, *italic*")
+    # Copy gives the Markdown as the mentor wrote it.
+    answer.get_by_role("button", name="Copy answer").click()
+    expect(answer.locator(".copied")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("[Vertex AI emulator") and copied.endswith(BENIGN_MARKDOWN), copied
+    log("ok: Markdown answers render as headings, emphasis, code, links, lists, quotes, tables")
+
+
+def scenario_markdown_streaming(page: Page) -> None:
+    lines = " ".join(f"line{i}" for i in range(60))
+    ask(page, f"Stream a fence [[emulator:chunk-delay=250]]\n```text\n{lines}\n```\nAfter the fence.")
+    # While it streams, the open fence is already code, and what follows has not come yet.
+    seen = page.wait_for_function(
+        """() => {
+            const text = document.querySelector('.message.assistant.streaming .text');
+            const code = text && text.querySelector('pre code');
+            return code && code.textContent.includes('line') ? text.textContent : null;
+        }""",
+        timeout=WAIT_MS,
+    ).json_value()
+    assert "After the fence." not in seen, seen
+    answer = wait_complete(page)
+    expect(answer.locator("pre code.language-text")).to_have_text(lines)
+    expect(answer.locator(".text > p").last).to_have_text("After the fence.")
+    log("ok: a streamed answer renders as it arrives, an unterminated fence as code")
+
+
+def scenario_hostile_markdown(page: Page, dialogs: list[str]) -> None:
+    for question in [HOSTILE_HTML, HOSTILE_LINKS, HOSTILE_SHAPES]:
+        box = page.get_by_label("Your question")
+        box.fill(question)
+        box.press("Enter")
+        wait_complete(page)
+        assert_inert(page, dialogs)
+    answers = page.locator(ANSWER)
+    html = answers.nth(-3).locator(".text")
+    for shown in [
+        '<img src=x onerror="window.__pwned=1">',
+        "<script>window.__pwned=2</script>",
+        '<svg onload="window.__pwned=3">',
+        '<iframe src="javascript:window.__pwned=4"></iframe>',
+        "<style>body{display:none}</style>",
+        "<img src=z onerror=alert(1)>",
+    ]:
+        expect(html).to_contain_text(shown)
+    expect(html.locator("strong")).to_have_text('<b onmouseover="window.__pwned=7">bold html</b>')
+    expect(html.locator("pre code")).to_have_text('<img src=y onerror="window.__pwned=8">')
+
+    links = answers.nth(-2).locator(".text")
+    for shown in [
+        "[a](javascript:window.__pwned=11)",
+        "[b](JaVaScRiPt:window.__pwned=12)",
+        "[c]( javascript:window.__pwned=13)",
+        "[d](&#106;avascript:window.__pwned=14)",
+        "[g](data:text/html;base64,",
+        "[h](vbscript:msgbox(1))",
+        "![j](javascript:window.__pwned=18)",
+        "<javascript:window.__pwned=19>",
+        "[k](//evil.example/x)",
+        '[l](  JAVASCRIPT:window.__pwned=20 "title")',
+    ]:
+        expect(links).to_contain_text(shown)
+    expect(links.locator("a")).to_have_count(2)
+    expect(links.get_by_role("link", name="safe")).to_have_attribute(
+        "href", "https://example.com/ok"
+    )
+    expect(links.get_by_role("link", name="mentor@example.com")).to_have_attribute(
+        "href", "mailto:mentor@example.com"
+    )
+
+    shapes = answers.nth(-1).locator(".text")
+    expect(shapes.locator("strong em").first).to_contain_text("a")
+    expect(shapes).to_contain_text("*" * 200)
+    expect(shapes).to_contain_text("deep")
+    expect(shapes.locator("pre code").last).to_have_text("unterminated <b>fence</b>")
+    # Clicking every link there is opens nothing that runs script.
+    assert_inert(page, dialogs)
+    log("ok: HTML, script, handlers and javascript:/data:/vbscript: links render as inert text")
+
+
+def scenario_markdown_huge(page: Page) -> None:
+    """The page's renderer on inputs far past any answer: linear time, inert output."""
+    result = page.evaluate(
+        r"""async () => {
+            const { renderMarkdown } = await import('/ui/markdown.js');
+            const n = 200000;
+            const inputs = {
+                stars: '*a '.repeat(n / 3), underscores: '_a '.repeat(n / 3),
+                brackets: '['.repeat(n), links: '[x]('.repeat(n / 4),
+                backticks: '` `` ``` '.repeat(n / 10), quotes: '>'.repeat(n) + ' deep',
+                lists: '- '.repeat(n / 2) + 'x', nested: '  - a\n'.repeat(n / 7),
+                html: '<img src=x onerror=alert(1)>'.repeat(n / 28),
+                urls: 'https://[/'.repeat(n / 10), entities: '&#'.repeat(n / 2),
+                emphasis: '**a *b '.repeat(n / 7), fence: '```\n' + 'x\n'.repeat(n / 2),
+            };
+            const out = {};
+            for (const [name, text] of Object.entries(inputs)) {
+                const box = document.createElement('div');
+                const started = performance.now();
+                renderMarkdown(box, text);
+                const ms = performance.now() - started;
+                const unsafe = [...box.querySelectorAll('*')].filter((e) =>
+                    [...e.attributes].some((a) => a.name.startsWith('on'))
+                    || ['IMG', 'SCRIPT'].includes(e.tagName)).length;
+                out[name] = { ms, shown: box.textContent.length, unsafe };
+            }
+            // A long answer streamed in 400 deltas, re-rendered after each one.
+            const answer = Array.from({ length: 400 }, (_, i) =>
+                i % 40 === 0 ? `\n## Part ${i}\n\n` : `- item **${i}** with \`code\` and words\n`
+            ).join('');
+            const box = document.createElement('div');
+            let state = [];
+            const started = performance.now();
+            for (let end = 80; end <= answer.length + 80; end += 80) {
+                state = renderMarkdown(box, answer.slice(0, end), state);
+            }
+            out.streamed = { ms: performance.now() - started, shown: box.textContent.length,
+                             unsafe: 0 };
+            return out;
+        }"""
+    )
+    for name, facts in result.items():
+        assert facts["unsafe"] == 0, (name, facts)
+        assert facts["shown"] > 0, (name, facts)
+        assert facts["ms"] < 3000, f"{name} took {facts['ms']:.0f} ms"
+    slowest = max(result, key=lambda k: result[k]["ms"])
+    log(f"ok: 200 KB of hostile Markdown renders in linear time (slowest: {slowest}, "
+        f"{result[slowest]['ms']:.0f} ms)")
+
+
 def scenario_rate_limited(page: Page) -> None:
     with page.expect_response("**/chat") as replied:
         ask(page, "Quick question [[emulator:429]]")
@@ -289,7 +555,7 @@ def scenario_copy(page: Page) -> None:
     answer.get_by_role("button", name="Copy answer").click()
     expect(answer.locator(".copied")).to_have_text("Copied")
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied == answer.locator(".text").text_content(), copied
+    assert copied.startswith("[Vertex AI emulator") and copied.endswith("[[emulator:503x1]]"), copied
     log("ok: an answer can be copied")
 
 
@@ -350,6 +616,8 @@ def main() -> int:
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
         watch = Watch(page, base_url)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
         response = page.goto(base_url + "/")
         assert response is not None and response.status == 200
@@ -364,6 +632,14 @@ def main() -> int:
         scenario_mentor_by_hand(page)
         scenario_retried_upstream(page)
         scenario_copy(page)
+        scenario_markdown(page)
+        scenario_markdown_streaming(page)
+        scenario_hostile_markdown(page, dialogs)
+        scenario_markdown_huge(page)
+        accessibility(page, axe, "Markdown answers")
+        page.reload()  # the saved answers render again, as inert
+        expect(page.locator(ANSWER)).to_have_count(5)
+        assert_inert(page, dialogs)
         scenario_rate_limited(page)
         scenario_upstream_failure(page)
         scenario_stream_error(page)
