@@ -3,17 +3,21 @@
 
 use serde_json::{Value, json};
 
-use crate::chat::{self, Chat, OpenStream, StreamFormat};
+use crate::cache::CacheStatus;
+use crate::chat::{self, Chat, EventSink, OpenStream, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
+use crate::chat_state::{self, State};
 use crate::config::Variables;
+use crate::conversation::{self, ConversationId, Lookup};
 use crate::error::ApiError;
-use crate::gemini::{self, Answer};
+use crate::gemini::{self, Answer, Usage};
 use crate::persona;
 use crate::response::ApiResponse;
 use crate::sse::ChatEvents;
+use crate::store::StateSettings;
 use crate::ui;
 use crate::validation;
-use crate::vertex::{CallStats, Clock, Transport};
+use crate::vertex::{CallStats, Clock, Transport, TransportError};
 
 pub const SERVICE_NAME: &str = "Ion Mentoring API";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,7 +49,13 @@ pub enum Route {
     },
     /// A file of the chat page.
     Ui(ui::Asset),
+    /// `/conversations/{id}` (the handler reads the id from the path).
+    Conversation,
 }
+
+/// Methods of `/conversations/{id}`.
+const CONVERSATION_METHODS: &str = "GET, HEAD, DELETE";
+const CONVERSATIONS_PREFIX: &str = "/conversations/";
 
 /// Every path and the methods it takes.
 pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
@@ -70,6 +80,20 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
         return match method {
             "GET" | "HEAD" => Ok(Route::Ui(asset)),
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
+    if let Some(id) = path.strip_prefix(CONVERSATIONS_PREFIX)
+        && !id.is_empty()
+        && !id.contains('/')
+    {
+        return match method {
+            "OPTIONS" => Ok(Route::Options {
+                allow: CONVERSATION_METHODS,
+            }),
+            "GET" | "HEAD" | "DELETE" => Ok(Route::Conversation),
+            _ => Err(ApiError::MethodNotAllowed {
+                allow: CONVERSATION_METHODS,
+            }),
         };
     }
     let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
@@ -172,15 +196,37 @@ pub fn accepts_event_stream(accept: Option<&str>) -> bool {
     lists("text/event-stream") && !lists("application/json")
 }
 
-/// What a chat route answers: a whole response, or an opened stream to relay after a 200 head.
+/// Whether a `Cache-Control` request header says `no-cache` (the response cache is skipped).
+pub fn asks_no_cache(cache_control: Option<&str>) -> bool {
+    cache_control.is_some_and(|value| {
+        value
+            .split(',')
+            .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+    })
+}
+
+/// What a chat route answers: a whole response, or a stream to send after a 200 head.
 pub enum Reply<B> {
     Whole(ApiResponse),
-    Stream {
-        chat: Box<Chat>,
+    Stream(Box<StreamReply<B>>),
+}
+
+/// A streamed answer whose first event can be sent.
+pub struct StreamReply<B> {
+    pub chat: Chat,
+    pub source: StreamSource<B>,
+    pub format: Box<dyn StreamFormat>,
+}
+
+/// Where a streamed answer's text comes from.
+pub enum StreamSource<B> {
+    /// Vertex AI, already answering.
+    Upstream {
         opened: Box<OpenStream<B>>,
         stats: CallStats,
-        format: Box<dyn StreamFormat>,
     },
+    /// The response cache.
+    Cached { answer: String, model: String },
 }
 
 impl<B> Reply<B> {
@@ -190,59 +236,253 @@ impl<B> Reply<B> {
         record.set_failure(&response);
         Reply::Whole(response)
     }
+
+    pub fn stream(chat: Chat, source: StreamSource<B>, format: Box<dyn StreamFormat>) -> Self {
+        Reply::Stream(Box::new(StreamReply {
+            chat,
+            source,
+            format,
+        }))
+    }
 }
 
-/// `POST /chat` with a body already read (at most [`MAX_BODY_BYTES`]). Streams when the body
-/// says `"stream": true` or the caller accepts only `text/event-stream`.
+/// A `/chat` request as the runtime received it.
+pub struct ChatInput<'a> {
+    /// The body, already read (at most [`MAX_BODY_BYTES`]).
+    pub body: &'a [u8],
+    /// The caller accepts only `text/event-stream`.
+    pub wants_events: bool,
+    /// The caller sent `Cache-Control: no-cache`.
+    pub no_cache: bool,
+}
+
+/// `POST /chat`. Streams when the body says `"stream": true` or the caller accepts only
+/// `text/event-stream`. Continues or starts a server-side conversation, and answers a repeated
+/// first question from the cache (see [`chat_state`]).
 pub async fn chat<T: Transport>(
-    body: &[u8],
-    wants_events: bool,
+    input: ChatInput<'_>,
     vars: &impl Variables,
     transport: &T,
     clock: &impl Clock,
+    state: &State<'_>,
     record: &mut ChatRecord,
 ) -> Reply<T::Body> {
-    let mut request = match validation::parse_chat_request(body) {
+    let mut request = match validation::parse_chat_request(input.body) {
         Ok(request) => request,
         Err(issue) => return Reply::failed(issue.into(), record),
     };
-    request.stream |= wants_events;
-    let chat = match Chat::prepare(request, vars, None, &gemini::Options::default()) {
+    request.stream |= input.wants_events;
+    let settings = match StateSettings::load(vars) {
+        Ok(settings) => settings,
+        Err(e) => return Reply::failed(e.into(), record),
+    };
+    let now = clock.unix_seconds();
+    let turn = match chat_state::begin(state, settings, &mut request, now) {
+        Ok(turn) => turn,
+        Err(e) => {
+            if let Some(id) = &request.conversation_id {
+                record.conversation = Some(id.short().to_owned());
+            }
+            return Reply::failed(e, record);
+        }
+    };
+    let mut chat = match Chat::prepare(request, vars, None, &gemini::Options::default()) {
         Ok(chat) => chat,
         Err(e) => return Reply::failed(e, record),
     };
+    chat.state = turn;
     *record = ChatRecord {
         total_latency_ms: record.total_latency_ms,
         ..chat.record("/chat")
     };
 
+    if let Some(hit) = chat_state::cached_answer(state, &mut chat, input.no_cache, now) {
+        chat.state.note(record);
+        if chat.request.stream {
+            chat_state::open_stream(state, &mut chat);
+            let source = StreamSource::Cached {
+                answer: hit.answer,
+                model: hit.model,
+            };
+            return Reply::stream(chat, source, Box::new(ChatEvents));
+        }
+        let answer = Answer {
+            text: hit.answer,
+            finish_reason: gemini::STOP.into(),
+            usage: Usage::default(),
+            model_version: Some(hit.model),
+        };
+        return whole_answer(chat, answer, &CallStats::default(), state, clock, record);
+    }
+
     if chat.request.stream {
         let (opened, stats) = chat::open(&chat, transport, clock).await;
         note_call(record, &stats);
         return match opened {
-            Ok(opened) => Reply::Stream {
-                chat: Box::new(chat),
-                opened: Box::new(opened),
-                stats,
-                format: Box::new(ChatEvents),
-            },
-            Err(e) => Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record),
+            Ok(opened) => {
+                chat_state::open_stream(state, &mut chat);
+                chat.state.note(record);
+                Reply::stream(
+                    chat,
+                    StreamSource::Upstream {
+                        opened: Box::new(opened),
+                        stats,
+                    },
+                    Box::new(ChatEvents),
+                )
+            }
+            Err(e) => {
+                chat.state.note(record);
+                Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
+            }
         };
     }
 
     let (answer, stats) = chat::answer(&chat, transport, clock).await;
     note_call(record, &stats);
     match answer {
-        Ok(answer) => {
-            record.finish_reason = Some(answer.finish_reason.clone());
-            record.set_usage(Some(answer.usage));
-            if let Some(model) = &answer.model_version {
-                record.model = Some(model.clone());
-            }
-            Reply::Whole(ApiResponse::json(200, &chat_body(&chat, &answer, &stats)))
+        Ok(answer) => whole_answer(chat, answer, &stats, state, clock, record),
+        Err(e) => {
+            chat.state.note(record);
+            Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
         }
-        Err(e) => Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record),
     }
+}
+
+/// A whole answer (from Vertex AI or the cache): the turn is stored, then the 200 is made.
+fn whole_answer<B>(
+    mut chat: Chat,
+    answer: Answer,
+    stats: &CallStats,
+    state: &State<'_>,
+    clock: &impl Clock,
+    record: &mut ChatRecord,
+) -> Reply<B> {
+    record.finish_reason = Some(answer.finish_reason.clone());
+    record.set_usage(Some(answer.usage));
+    if let Some(model) = &answer.model_version {
+        record.model = Some(model.clone());
+    }
+    let model = chat.model(answer.model_version.as_deref()).to_owned();
+    let done = chat_state::Finished {
+        answer: &answer.text,
+        finish_reason: &answer.finish_reason,
+        model: &model,
+    };
+    let stored = chat_state::finish(state, &mut chat, &done, clock.unix_seconds());
+    chat.state.note(record);
+    match stored {
+        Ok(()) => Reply::Whole(ApiResponse::json(200, &chat_body(&chat, &answer, stats))),
+        Err(e) => Reply::failed(e, record),
+    }
+}
+
+/// Sends a streamed reply to its end: the events, then (once the answer is complete) the
+/// stored turn, then the last event; the log record is completed on the way.
+pub async fn send_stream<B>(
+    reply: StreamReply<B>,
+    clock: &impl Clock,
+    state: &State<'_>,
+    sink: &mut impl EventSink,
+    record: &mut ChatRecord,
+) -> StreamEnd
+where
+    B: futures::Stream<Item = Result<Vec<u8>, TransportError>> + Unpin,
+{
+    let StreamReply {
+        mut chat,
+        source,
+        format,
+    } = reply;
+    let mut end = match source {
+        StreamSource::Upstream { opened, stats } => {
+            chat::relay(&chat, *opened, stats, clock, format.as_ref(), sink).await
+        }
+        StreamSource::Cached { answer, model } => {
+            chat::replay(&chat, &answer, &model, format.as_ref(), sink).await
+        }
+    };
+    if end.error.is_none() && !end.client_gone {
+        let model = chat.model(end.model_version.as_deref()).to_owned();
+        let done = chat_state::Finished {
+            answer: &end.text,
+            finish_reason: end.finish_reason.as_deref().unwrap_or_default(),
+            model: &model,
+        };
+        if let Err(e) = chat_state::finish(state, &mut chat, &done, clock.unix_seconds()) {
+            end.error = Some(e);
+        }
+    }
+    chat::close(&chat, &mut end, format.as_ref(), sink).await;
+
+    record.set_usage(end.usage);
+    record.finish_reason = end.finish_reason.clone();
+    if let Some(model) = &end.model_version {
+        record.model = Some(model.clone());
+    }
+    if let Some(error) = &end.error {
+        record.outcome = crate::chat_log::error_code(&error.to_response());
+    } else if end.client_gone {
+        record.outcome = "client_closed".into();
+        record.status = 499;
+    }
+    chat.state.note(record);
+    end
+}
+
+/// `GET` (or `HEAD`) and `DELETE /conversations/{id}`.
+pub fn conversation(
+    method: &str,
+    path_and_query: &str,
+    vars: &impl Variables,
+    state: &State<'_>,
+    clock: &impl Clock,
+) -> ApiResponse {
+    match conversation_inner(method, path_and_query, vars, state, clock) {
+        Ok(response) => response,
+        Err(e) => e.to_response(),
+    }
+}
+
+fn conversation_inner(
+    method: &str,
+    path_and_query: &str,
+    vars: &impl Variables,
+    state: &State<'_>,
+    clock: &impl Clock,
+) -> Result<ApiResponse, ApiError> {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    let raw = path.strip_prefix(CONVERSATIONS_PREFIX).unwrap_or_default();
+    let id = ConversationId::parse(raw).ok_or_else(|| {
+        ApiError::Validation(Box::new(validation::ValidationIssue {
+            kind: "string_pattern_mismatch",
+            loc: vec![json!("path"), json!("conversation_id")],
+            msg: "String should match pattern '^[0-9a-f]{32}$'".into(),
+            input: json!(printable(raw)),
+            ctx: Some(json!({"pattern": "^[0-9a-f]{32}$"})),
+        }))
+    })?;
+    let settings = StateSettings::load(vars)?;
+    let now = clock.unix_seconds();
+    if method == "DELETE" {
+        return if conversation::delete(state.kv, &id, now)? {
+            Ok(ApiResponse {
+                status: 204,
+                headers: Vec::new(),
+                body: Vec::new(),
+            })
+        } else {
+            Err(ApiError::ConversationNotFound)
+        };
+    }
+    let Lookup::Found(found) = conversation::find(state.kv, &id, now)? else {
+        return Err(ApiError::ConversationNotFound);
+    };
+    let turns = conversation::transcript(state.kv, &found)?;
+    Ok(ApiResponse::json(
+        200,
+        &conversation::transcript_body(&found, &turns, &settings),
+    ))
 }
 
 /// Attempts and upstream time of a call, for the log record.
@@ -276,14 +516,21 @@ fn chat_body(chat: &Chat, answer: &Answer, stats: &CallStats) -> Value {
         m.insert("truncated".into(), json!(answer.truncated()));
         m.insert("usage".into(), json!(answer.usage));
         m.insert("attempts".into(), json!(stats.attempts));
+        m.insert("cache".into(), json!(cache_status(chat)));
     }
     json!({
         "content": answer.text,
         "persona_used": chat.persona().name(),
         "resonance_key": chat.resonance.key(),
         "confidence": chat.routing.confidence,
+        "conversation_id": chat.state.conversation_id(),
         "metadata": metadata,
     })
+}
+
+/// `metadata.cache`: `hit` when the answer came from the cache, else `miss`.
+pub fn cache_status(chat: &Chat) -> &'static str {
+    chat.state.cache.unwrap_or(CacheStatus::Miss).as_str()
 }
 
 /// Caller-supplied text echoed in an error: bounded and free of control characters.
@@ -300,7 +547,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::chat::{ClientGone, EventSink};
     use crate::config::tests::vars;
-    use crate::vertex::TransportError;
+    use crate::store::tests::MemoryStore;
     use crate::vertex::tests::{FakeClock, FakeVertex, Scripted};
     use futures::executor::block_on;
 
@@ -312,6 +559,28 @@ pub(crate) mod tests {
         serde_json::from_slice(&r.body).unwrap()
     }
 
+    /// `chat` with a store of its own.
+    pub(crate) async fn call<T: Transport>(
+        body: &[u8],
+        wants_events: bool,
+        vars: &impl Variables,
+        transport: &T,
+        clock: &impl Clock,
+        record: &mut ChatRecord,
+    ) -> Reply<T::Body> {
+        let store = MemoryStore::default();
+        let state = State {
+            kv: &store,
+            random_id: &|| [9; 16],
+        };
+        let input = ChatInput {
+            body,
+            wants_events,
+            no_cache: false,
+        };
+        chat(input, vars, transport, clock, &state, record).await
+    }
+
     fn whole<B>(reply: Reply<B>) -> ApiResponse {
         match reply {
             Reply::Whole(r) => r,
@@ -321,7 +590,7 @@ pub(crate) mod tests {
 
     fn run_chat(body: &[u8], vertex: &FakeVertex) -> (ApiResponse, ChatRecord) {
         let mut record = ChatRecord::new("/chat");
-        let reply = block_on(chat(
+        let reply = block_on(call(
             body,
             false,
             &configured(),
@@ -510,7 +779,7 @@ pub(crate) mod tests {
     fn validation_happens_before_configuration() {
         let vertex = FakeVertex::new([]);
         let mut record = ChatRecord::new("/chat");
-        let reply = block_on(chat(
+        let reply = block_on(call(
             br#"{"message": ""}"#,
             false,
             &vars(&[]),
@@ -527,7 +796,7 @@ pub(crate) mod tests {
     fn missing_configuration_is_503_without_an_upstream_call() {
         let vertex = FakeVertex::new([]);
         let mut record = ChatRecord::new("/chat");
-        let r = whole(block_on(chat(
+        let r = whole(block_on(call(
             br#"{"message": "hi"}"#,
             false,
             &vars(&[]),
@@ -605,24 +874,17 @@ pub(crate) mod tests {
     where
         B: futures::Stream<Item = Result<Vec<u8>, crate::vertex::TransportError>> + Unpin,
     {
-        let Reply::Stream {
-            chat,
-            opened,
-            stats,
-            format,
-        } = reply
-        else {
+        let Reply::Stream(reply) = reply else {
             panic!("expected a stream");
         };
+        let store = MemoryStore::default();
+        let state = State {
+            kv: &store,
+            random_id: &|| [9; 16],
+        };
         let mut sink = Collected::default();
-        let end = block_on(chat::relay(
-            &chat,
-            *opened,
-            stats,
-            clock,
-            format.as_ref(),
-            &mut sink,
-        ));
+        let mut record = ChatRecord::new("/chat");
+        let end = block_on(send_stream(*reply, clock, &state, &mut sink, &mut record));
         (sink.0, end)
     }
 
@@ -635,7 +897,7 @@ pub(crate) mod tests {
         ])]);
         let clock = FakeClock::default();
         let mut record = ChatRecord::new("/chat");
-        let reply = block_on(chat(
+        let reply = block_on(call(
             br#"{"message": "hi", "stream": true}"#,
             false,
             &configured(),
@@ -664,7 +926,7 @@ pub(crate) mod tests {
                    "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "120s"}]}}),
         )]);
         let mut record = ChatRecord::new("/chat");
-        let r = whole(block_on(chat(
+        let r = whole(block_on(call(
             br#"{"message": "hi"}"#,
             true,
             &configured(),
@@ -675,5 +937,236 @@ pub(crate) mod tests {
         assert_eq!(r.status, 429);
         assert_eq!(r.header("retry-after"), Some("120"));
         assert!(record.stream);
+    }
+
+    /// A chat against `store`, with the caller's headers.
+    fn call_with(
+        store: &MemoryStore,
+        body: &str,
+        no_cache: bool,
+        vertex: &FakeVertex,
+        clock: &FakeClock,
+    ) -> Reply<<FakeVertex as Transport>::Body> {
+        let state = State {
+            kv: store,
+            random_id: &|| [0x5a; 16],
+        };
+        let input = ChatInput {
+            body: body.as_bytes(),
+            wants_events: false,
+            no_cache,
+        };
+        let mut record = ChatRecord::new("/chat");
+        block_on(chat(
+            input,
+            &configured(),
+            vertex,
+            clock,
+            &state,
+            &mut record,
+        ))
+    }
+
+    fn events_of(store: &MemoryStore, reply: Reply<<FakeVertex as Transport>::Body>) -> Vec<Value> {
+        let Reply::Stream(reply) = reply else {
+            panic!("expected a stream");
+        };
+        let state = State {
+            kv: store,
+            random_id: &|| [0x5a; 16],
+        };
+        let mut sink = Collected::default();
+        let mut record = ChatRecord::new("/chat");
+        block_on(send_stream(
+            *reply,
+            &FakeClock::default(),
+            &state,
+            &mut sink,
+            &mut record,
+        ));
+        sink.0
+            .iter()
+            .map(|e| {
+                let (name, data) = e.split_once("\ndata: ").unwrap();
+                json!({"event": name.trim_start_matches("event: "), "data": serde_json::from_str::<Value>(data.trim()).unwrap()})
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_conversation_is_kept_read_back_and_deleted() {
+        let store = MemoryStore::default();
+        let clock = FakeClock::default();
+        let vertex = FakeVertex::new([answer("first answer"), answer("second answer")]);
+        let first = body_of(&whole(call_with(
+            &store,
+            r#"{"message": "hi"}"#,
+            false,
+            &vertex,
+            &clock,
+        )));
+        let id = first["conversation_id"].as_str().unwrap().to_owned();
+        assert_eq!(id, "5a".repeat(16));
+        assert_eq!(first["metadata"]["cache"], "miss");
+        let body = format!(r#"{{"message": "and?", "conversation_id": "{id}"}}"#);
+        let second = body_of(&whole(call_with(&store, &body, false, &vertex, &clock)));
+        assert_eq!(second["conversation_id"], id.as_str());
+        // The second call carried the first turn as history.
+        let sent = &vertex.requests()[1];
+        assert_eq!(sent["contents"].as_array().unwrap().len(), 3, "{sent}");
+
+        let state = State {
+            kv: &store,
+            random_id: &|| [0; 16],
+        };
+        let path = format!("/conversations/{id}");
+        let got = conversation("GET", &path, &configured(), &state, &clock);
+        assert_eq!(got.status, 200);
+        let transcript = body_of(&got);
+        assert_eq!(transcript["turns"][0]["question"], "hi");
+        assert_eq!(transcript["turns"][1]["answer"], "second answer");
+        assert_eq!(
+            conversation("DELETE", &path, &configured(), &state, &clock).status,
+            204
+        );
+        assert_eq!(
+            conversation("GET", &path, &configured(), &state, &clock).status,
+            404
+        );
+        assert_eq!(
+            conversation("DELETE", &path, &configured(), &state, &clock).status,
+            404
+        );
+        let bad = conversation("GET", "/conversations/XYZ", &configured(), &state, &clock);
+        assert_eq!(bad.status, 422);
+        assert_eq!(
+            body_of(&bad)["detail"][0]["loc"],
+            json!(["path", "conversation_id"])
+        );
+        assert_eq!(
+            route("PUT", &path),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, HEAD, DELETE"
+            })
+        );
+    }
+
+    #[test]
+    fn history_and_a_conversation_id_together_are_refused() {
+        let store = MemoryStore::default();
+        let vertex = FakeVertex::new([]);
+        let body = format!(
+            r#"{{"message": "q", "conversation_id": "{}", "history": [{{"role": "user", "content": "x"}}]}}"#,
+            "ab".repeat(16)
+        );
+        let r = whole(call_with(
+            &store,
+            &body,
+            false,
+            &vertex,
+            &FakeClock::default(),
+        ));
+        assert_eq!(r.status, 422);
+        assert_eq!(
+            body_of(&r)["detail"][0]["loc"],
+            json!(["body", "conversation_id"])
+        );
+        let unknown = format!(
+            r#"{{"message": "q", "conversation_id": "{}"}}"#,
+            "ab".repeat(16)
+        );
+        let r = whole(call_with(
+            &store,
+            &unknown,
+            false,
+            &vertex,
+            &FakeClock::default(),
+        ));
+        assert_eq!(r.status, 404);
+        assert_eq!(body_of(&r)["code"], "conversation_not_found");
+        assert!(vertex.requests().is_empty());
+    }
+
+    #[test]
+    fn a_cached_answer_is_replayed_as_a_stream_and_no_cache_skips_it() {
+        let store = MemoryStore::default();
+        let clock = FakeClock::default();
+        let long = "word ".repeat(200);
+        let vertex = FakeVertex::new([answer(&long), answer("fresh")]);
+        let first = whole(call_with(
+            &store,
+            r#"{"message": "Same question"}"#,
+            false,
+            &vertex,
+            &clock,
+        ));
+        assert_eq!(body_of(&first)["metadata"]["cache"], "miss");
+
+        let events = events_of(
+            &store,
+            call_with(
+                &store,
+                r#"{"message": "same  question", "stream": true}"#,
+                false,
+                &vertex,
+                &clock,
+            ),
+        );
+        assert_eq!(vertex.requests().len(), 1, "a hit makes no upstream call");
+        assert_eq!(events[0]["event"], "meta");
+        let text: String = events
+            .iter()
+            .filter(|e| e["event"] == "delta")
+            .map(|e| e["data"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, long);
+        assert!(events.len() > 4, "replayed in pieces");
+        let done = events.last().unwrap();
+        assert_eq!(done["event"], "done");
+        assert_eq!(done["data"]["metadata"]["cache"], "hit");
+        assert_eq!(done["data"]["metadata"]["attempts"], 0);
+        // The replayed turn was stored in its own new conversation before `done`.
+        let id = done["data"]["conversation_id"].as_str().unwrap();
+        assert_eq!(events[0]["data"]["conversation_id"], id);
+        assert!(store.map.borrow().contains_key(&format!("conv/{id}/t/1")));
+
+        let fresh = whole(call_with(
+            &store,
+            r#"{"message": "Same question"}"#,
+            true,
+            &vertex,
+            &clock,
+        ));
+        assert_eq!(body_of(&fresh)["content"], "fresh");
+        assert_eq!(body_of(&fresh)["metadata"]["cache"], "miss");
+    }
+
+    #[test]
+    fn a_failing_store_leaves_a_plain_chat_answered_and_a_named_one_refused() {
+        let store = MemoryStore::default();
+        store.down.set(true);
+        let vertex = FakeVertex::new([answer("still here")]);
+        let r = whole(call_with(
+            &store,
+            r#"{"message": "q"}"#,
+            false,
+            &vertex,
+            &FakeClock::default(),
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(body_of(&r)["conversation_id"], Value::Null);
+        let named = format!(
+            r#"{{"message": "q", "conversation_id": "{}"}}"#,
+            "ab".repeat(16)
+        );
+        let r = whole(call_with(
+            &store,
+            &named,
+            false,
+            &vertex,
+            &FakeClock::default(),
+        ));
+        assert_eq!(r.status, 503);
+        assert_eq!(body_of(&r)["code"], "store_unavailable");
     }
 }

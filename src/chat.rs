@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::chat_log::ChatRecord;
+use crate::chat_state::TurnState;
 use crate::config::{Settings, Variables};
 use crate::error::{ApiError, UpstreamError};
 use crate::gemini::{self, Answer, Chunk, GenerateContentRequest, Usage};
@@ -22,6 +23,8 @@ pub struct Chat {
     pub routing: Routing,
     pub settings: Settings,
     pub gemini: GenerateContentRequest,
+    /// The turn's conversation and cache (`/chat` only).
+    pub state: TurnState,
 }
 
 impl Chat {
@@ -48,6 +51,7 @@ impl Chat {
             routing,
             settings,
             gemini,
+            state: TurnState::default(),
         })
     }
 
@@ -139,6 +143,8 @@ pub struct StreamEnd {
     /// The failure that ended the stream early, as the client was told.
     pub error: Option<ApiError>,
     pub client_gone: bool,
+    /// The answer as relayed, kept so the turn can be stored.
+    pub text: String,
 }
 
 impl StreamEnd {
@@ -147,9 +153,10 @@ impl StreamEnd {
     }
 }
 
-/// Relays an opened stream to the client, delta by delta as Vertex AI sends them; nothing is
-/// buffered. Returns when the answer is complete, the upstream fails, or the client goes away
-/// (dropping the upstream stream then cancels the call).
+/// Relays an opened stream to the client, delta by delta as Vertex AI sends them (the text is
+/// also kept, for the conversation). Returns when the answer is complete, the upstream fails,
+/// or the client goes away (dropping the upstream stream then cancels the call); the last
+/// event is [`close`]'s to send, once the turn is stored.
 pub async fn relay<B>(
     chat: &Chat,
     opened: OpenStream<B>,
@@ -183,6 +190,7 @@ where
                         end.client_gone = true;
                         return end;
                     }
+                    end.text.push_str(&chunk.text);
                     said_text = true;
                 }
                 if chunk.usage.is_some() {
@@ -212,14 +220,76 @@ where
         }
         next = rest.next(clock, &chat.settings).await;
     }
+    end
+}
+
+/// Replays a cached answer as a stream: the opening event and the text in a few deltas. The
+/// last event is [`close`]'s to send.
+pub async fn replay(
+    chat: &Chat,
+    answer: &str,
+    model: &str,
+    format: &dyn StreamFormat,
+    sink: &mut impl EventSink,
+) -> StreamEnd {
+    let mut end = StreamEnd {
+        finish_reason: Some(gemini::STOP.into()),
+        usage: Some(Usage::default()),
+        model_version: Some(model.to_owned()),
+        text: answer.to_owned(),
+        ..StreamEnd::default()
+    };
+    if sink.send(format.opening(chat)).await.is_err() {
+        end.client_gone = true;
+        return end;
+    }
+    for piece in pieces(answer, REPLAY_PIECE_BYTES) {
+        if sink.send(format.delta(chat, piece)).await.is_err() {
+            end.client_gone = true;
+            break;
+        }
+    }
+    end
+}
+
+/// About the size of one of Gemini's own stream chunks.
+const REPLAY_PIECE_BYTES: usize = 256;
+
+/// `text` cut into pieces of about `size` bytes, on character boundaries.
+fn pieces(text: &str, size: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = size.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Sends a stream's last event: `done`, or the error that ended it. Nothing when the client
+/// has gone.
+pub async fn close(
+    chat: &Chat,
+    end: &mut StreamEnd,
+    format: &dyn StreamFormat,
+    sink: &mut impl EventSink,
+) {
+    if end.client_gone {
+        return;
+    }
     let last = match &end.error {
         Some(error) => format.failed(chat, &error.to_response()),
-        None => format.done(chat, &end),
+        None => format.done(chat, end),
     };
     if sink.send(last).await.is_err() {
         end.client_gone = true;
     }
-    end
 }
 
 /// Milliseconds, for logs and metadata.

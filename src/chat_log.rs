@@ -31,8 +31,16 @@ pub struct ChatRecord {
     pub completion_tokens: Option<u32>,
     pub thoughts_tokens: Option<u32>,
     pub total_tokens: Option<u32>,
+    /// Prompt tokens Gemini read from its implicit cache.
+    pub cached_tokens: Option<u32>,
     pub upstream_latency_ms: Option<u64>,
     pub total_latency_ms: u64,
+    /// The conversation's first 8 id digits (never the whole id: it grants access).
+    pub conversation: Option<String>,
+    /// `hit` or `miss` when the response cache applied.
+    pub cache: Option<&'static str>,
+    /// `unavailable` when a store call failed or timed out.
+    pub store: Option<&'static str>,
 }
 
 impl ChatRecord {
@@ -51,8 +59,12 @@ impl ChatRecord {
             completion_tokens: None,
             thoughts_tokens: None,
             total_tokens: None,
+            cached_tokens: None,
             upstream_latency_ms: None,
             total_latency_ms: 0,
+            conversation: None,
+            cache: None,
+            store: None,
         }
     }
 
@@ -62,6 +74,7 @@ impl ChatRecord {
             self.completion_tokens = Some(u.completion_tokens);
             self.thoughts_tokens = Some(u.thoughts_tokens);
             self.total_tokens = Some(u.total_tokens);
+            self.cached_tokens = Some(u.cached_tokens);
         }
     }
 
@@ -110,6 +123,7 @@ mod tests {
             completion_tokens: 2,
             thoughts_tokens: 3,
             total_tokens: 6,
+            cached_tokens: 0,
         }));
         let line: Value = serde_json::from_str(&record.to_line()).unwrap();
         assert_eq!(line["severity"], "INFO");

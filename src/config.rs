@@ -257,7 +257,7 @@ fn is_path_segment(value: &str) -> bool {
         && value != ".."
 }
 
-fn parse_number<T>(
+pub(crate) fn parse_number<T>(
     vars: &impl Variables,
     name: &'static str,
     default: T,

@@ -52,6 +52,16 @@ pub enum ApiError {
     CorsRejected {
         origin: String,
     },
+    /// The key-value store failed or timed out; `detail` is for the log only.
+    StoreUnavailable {
+        detail: String,
+    },
+    /// No such conversation: never created, deleted, or expired.
+    ConversationNotFound,
+    /// The conversation holds its most turns.
+    ConversationFull {
+        limit: u64,
+    },
 }
 
 /// A failed call to Vertex AI.
@@ -189,7 +199,39 @@ impl ApiError {
                 ),
                 json!({}),
             ),
+            ApiError::StoreUnavailable { .. } => error_body(
+                503,
+                "store_unavailable",
+                "the conversation store is unavailable right now; retry shortly, or send the \
+                 history yourself (the `history` field) to chat without it"
+                    .into(),
+                json!({}),
+            )
+            .with_header("retry-after", "5"),
+            ApiError::ConversationNotFound => error_body(
+                404,
+                "conversation_not_found",
+                "no such conversation: it was deleted, has expired, or never existed; start a new \
+                 one by sending no conversation_id"
+                    .into(),
+                json!({}),
+            ),
+            ApiError::ConversationFull { limit } => error_body(
+                422,
+                "conversation_full",
+                format!(
+                    "this conversation holds its most turns ({limit}); start a new one by sending \
+                     no conversation_id"
+                ),
+                json!({ "turn_limit": limit }),
+            ),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::StoreUnavailable { detail: e.detail }
     }
 }
 

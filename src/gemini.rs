@@ -153,6 +153,9 @@ pub struct UsageMetadata {
     pub total_token_count: u32,
     #[serde(default)]
     pub thoughts_token_count: u32,
+    /// Prompt tokens served from Gemini's implicit context cache (billed at a discount).
+    #[serde(default)]
+    pub cached_content_token_count: u32,
 }
 
 /// Token counts as this service reports them: `total = prompt + completion + thoughts`.
@@ -162,6 +165,8 @@ pub struct Usage {
     pub completion_tokens: u32,
     pub thoughts_tokens: u32,
     pub total_tokens: u32,
+    /// The part of `prompt_tokens` Gemini read from its implicit cache.
+    pub cached_tokens: u32,
 }
 
 impl From<UsageMetadata> for Usage {
@@ -174,6 +179,7 @@ impl From<UsageMetadata> for Usage {
                 .prompt_token_count
                 .saturating_add(u.candidates_token_count)
                 .saturating_add(u.thoughts_token_count),
+            cached_tokens: u.cached_content_token_count,
         }
     }
 }
@@ -189,6 +195,8 @@ pub struct Answer {
 
 /// The finish reason of an answer cut at `maxOutputTokens`.
 pub const MAX_TOKENS: &str = "MAX_TOKENS";
+/// The finish reason of a complete answer.
+pub const STOP: &str = "STOP";
 
 impl Answer {
     /// The answer stopped at the output-token limit, not where the model meant to end it.
@@ -405,7 +413,8 @@ mod tests {
                 prompt_tokens: 5,
                 completion_tokens: 2,
                 thoughts_tokens: 30,
-                total_tokens: 37
+                total_tokens: 37,
+                cached_tokens: 0,
             })
         );
         assert!(matches!(

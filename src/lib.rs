@@ -7,9 +7,12 @@
 //! the `wasm32` build (its generated export names do not link into a native cdylib).
 
 pub mod api;
+pub mod cache;
 pub mod chat;
 pub mod chat_log;
+pub mod chat_state;
 pub mod config;
+pub mod conversation;
 pub mod cors;
 pub mod error;
 pub mod gemini;
@@ -19,6 +22,7 @@ pub mod resonance;
 pub mod response;
 pub mod retry;
 pub mod sse;
+pub mod store;
 pub mod ui;
 pub mod validation;
 pub mod vertex;
@@ -28,3 +32,5 @@ mod spec_contract;
 
 #[cfg(target_arch = "wasm32")]
 mod spin_adapter;
+#[cfg(target_arch = "wasm32")]
+mod spin_store;

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::Reply;
+use crate::api::{Reply, StreamSource};
 use crate::chat::{self, Chat, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
@@ -79,17 +79,19 @@ pub async fn completions<T: Transport>(
         let (opened, stats) = chat::open(&chat, transport, clock).await;
         crate::api::note_call(record, &stats);
         return match opened {
-            Ok(opened) => Reply::Stream {
-                chat: Box::new(chat),
-                opened: Box::new(opened),
-                stats,
-                format: Box::new(CompletionChunks {
+            Ok(opened) => Reply::stream(
+                chat,
+                StreamSource::Upstream {
+                    opened: Box::new(opened),
+                    stats,
+                },
+                Box::new(CompletionChunks {
                     id,
                     created,
                     model: completion.model,
                     include_usage: completion.include_usage,
                 }),
-            },
+            ),
             Err(e) => failed(ApiError::Upstream(e).with_attempts(stats.attempts), record),
         };
     }
@@ -157,6 +159,7 @@ fn usage(u: Usage) -> Value {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens + u.thoughts_tokens,
         "total_tokens": u.total_tokens,
+        "prompt_tokens_details": { "cached_tokens": u.cached_tokens },
         "completion_tokens_details": { "reasoning_tokens": u.thoughts_tokens },
     })
 }

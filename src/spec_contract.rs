@@ -54,6 +54,9 @@ fn samples() -> Vec<ApiError> {
             error: upstream(503),
             attempts: 3,
         },
+        ApiError::StoreUnavailable { detail: "x".into() },
+        ApiError::ConversationNotFound,
+        ApiError::ConversationFull { limit: 1 },
     ];
     let upstream_errors = [
         upstream(429),
@@ -110,7 +113,10 @@ fn samples() -> Vec<ApiError> {
             | ApiError::UpstreamAfter { .. }
             | ApiError::Redirect { .. }
             | ApiError::ModelNotFound { .. }
-            | ApiError::CorsRejected { .. } => {}
+            | ApiError::CorsRejected { .. }
+            | ApiError::StoreUnavailable { .. }
+            | ApiError::ConversationNotFound
+            | ApiError::ConversationFull { .. } => {}
         }
     }
     errors
@@ -181,8 +187,24 @@ fn every_route_and_method_is_documented() {
             assert!(slash[&method]["responses"]["307"].is_object(), "{path}/");
         }
     }
+    // The one path with a parameter, which the router matches by prefix.
+    let conversation = &paths["/conversations/{conversation_id}"];
+    for method in ["get", "head", "delete", "options"] {
+        assert!(
+            conversation[method].is_object(),
+            "{method} /conversations/{{id}}"
+        );
+        let routed = crate::api::route(
+            &method.to_ascii_uppercase(),
+            "/conversations/0123456789abcdef0123456789abcdef",
+        );
+        assert!(routed.is_ok(), "{method}: {routed:?}");
+    }
     // Nothing documented that the router does not serve.
-    for (path, item) in paths {
+    for (path, item) in paths
+        .iter()
+        .filter(|(p, _)| !p.starts_with("/conversations/"))
+    {
         let route = path
             .strip_suffix('/')
             .filter(|p| !p.is_empty())

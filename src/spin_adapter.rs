@@ -15,14 +15,16 @@ use spin_sdk::http::{
 };
 use wasi::clocks::monotonic_clock;
 
-use crate::api::{self, MAX_BODY_BYTES, Reply, Route};
+use crate::api::{self, ChatInput, MAX_BODY_BYTES, Reply, Route};
 use crate::chat::{self, ClientGone, EventSink};
 use crate::chat_log::ChatRecord;
+use crate::chat_state::State;
 use crate::config::Variables;
 use crate::cors::CorsPolicy;
 use crate::error::ApiError;
 use crate::openai;
 use crate::response::ApiResponse;
+use crate::spin_store::{self, SpinStore};
 use crate::sse;
 use crate::ui;
 use crate::vertex::{Clock, Reply as VertexReply, Transport, TransportError, VertexCall};
@@ -48,6 +50,10 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             header(&request, "access-control-request-headers").as_deref(),
             allow,
         ),
+        Ok(Route::Conversation) => {
+            let store = SpinStore::default();
+            api::conversation(&method, &path, &SpinVariables, &state(&store), &WasiClock)
+        }
         Ok(route @ (Route::Chat | Route::ChatCompletions)) => {
             let name = if route == Route::Chat {
                 "/chat"
@@ -55,37 +61,15 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
                 "/v1/chat/completions"
             };
             let mut record = ChatRecord::new(name);
-            let reply = chat_route(route, request, &mut record).await;
+            let store = SpinStore::default();
+            let state = state(&store);
+            let reply = chat_route(route, request, &state, &mut record).await;
             let response = match reply {
                 Reply::Whole(response) => response,
-                Reply::Stream {
-                    chat,
-                    opened,
-                    stats,
-                    format,
-                } => {
+                Reply::Stream(reply) => {
                     let head = cors.apply(origin.as_deref(), stream_head());
                     let mut sink = OutgoingSink::start(out, &head);
-                    let end = chat::relay(
-                        &chat,
-                        *opened,
-                        stats,
-                        &WasiClock,
-                        format.as_ref(),
-                        &mut sink,
-                    )
-                    .await;
-                    record.set_usage(end.usage);
-                    record.finish_reason = end.finish_reason.clone();
-                    if let Some(model) = &end.model_version {
-                        record.model = Some(model.clone());
-                    }
-                    if let Some(error) = &end.error {
-                        record.outcome = crate::chat_log::error_code(&error.to_response());
-                    } else if end.client_gone {
-                        record.outcome = "client_closed".into();
-                        record.status = 499;
-                    }
+                    api::send_stream(*reply, &WasiClock, &state, &mut sink, &mut record).await;
                     finish(&mut record, started);
                     return;
                 }
@@ -102,9 +86,11 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
 async fn chat_route(
     route: Route,
     request: IncomingRequest,
+    state: &State<'_>,
     record: &mut ChatRecord,
 ) -> Reply<UpstreamBody> {
     let wants_events = api::accepts_event_stream(header(&request, "accept").as_deref());
+    let no_cache = api::asks_no_cache(header(&request, "cache-control").as_deref());
     let body = match read_request_body(request).await {
         Ok(body) => body,
         Err(e) if route == Route::ChatCompletions => return openai::failed(e, record),
@@ -122,16 +108,29 @@ async fn chat_route(
             .await
         }
         _ => {
-            api::chat(
-                &body,
+            let input = ChatInput {
+                body: &body,
                 wants_events,
+                no_cache,
+            };
+            api::chat(
+                input,
                 &SpinVariables,
                 &WasiHttpTransport,
                 &WasiClock,
+                state,
                 record,
             )
             .await
         }
+    }
+}
+
+/// The state layer on the runtime's key-value store.
+fn state(store: &SpinStore) -> State<'_> {
+    State {
+        kv: store,
+        random_id: &spin_store::random_id,
     }
 }
 

@@ -34,6 +34,7 @@ impl StreamFormat for ChatEvents {
                 "persona_used": chat.persona().name(),
                 "resonance_key": chat.resonance.key(),
                 "confidence": chat.routing.confidence,
+                "conversation_id": chat.state.conversation_id(),
                 "metadata": crate::api::analysis_metadata(chat),
             }),
         )
@@ -50,9 +51,11 @@ impl StreamFormat for ChatEvents {
                 "finish_reason": end.finish_reason,
                 "truncated": end.truncated(),
                 "usage": end.usage.unwrap_or_default(),
+                "conversation_id": chat.state.conversation_id(),
                 "metadata": {
                     "attempts": end.attempts,
                     "model": chat.model(end.model_version.as_deref()),
+                    "cache": crate::api::cache_status(chat),
                 },
             }),
         )

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::{MAX_OUTPUT_TOKENS_LIMIT, ThinkingLevel};
+use crate::conversation::ConversationId;
 use crate::persona::Persona;
 
 /// Longest accepted message, in characters (Unicode scalar values), after trimming.
@@ -29,6 +30,8 @@ pub struct ChatRequest {
     pub max_output_tokens: Option<u32>,
     /// Answer as Server-Sent Events.
     pub stream: bool,
+    /// A server-side conversation to continue (never together with `history`).
+    pub conversation_id: Option<ConversationId>,
 }
 
 /// Who said a turn of the conversation.
@@ -156,9 +159,23 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Box<ValidationIssu
         .with_ctx(json!({"error": "control characters are not allowed"})));
     }
 
+    let history = parse_history(fields)?;
+    let conversation_id = parse_conversation_id(fields)?;
+    if conversation_id.is_some() && !history.is_empty() {
+        return Err(issue(
+            &["conversation_id"],
+            "value_error",
+            "Value error, send either conversation_id (the server keeps the history) or \
+             history (you keep it), not both",
+            fields["conversation_id"].clone(),
+        )
+        .with_ctx(json!({"error": "conversation_id and history are exclusive"})));
+    }
+
     Ok(ChatRequest {
         message: message.to_owned(),
-        history: parse_history(fields)?,
+        history,
+        conversation_id,
         // `auto` (or no persona) routes by resonance.
         persona: parse_choice(fields, "persona", |v| {
             if v.trim().eq_ignore_ascii_case("auto") {
@@ -274,6 +291,29 @@ fn parse_max_output_tokens(
         .with_ctx(json!({"le": MAX_OUTPUT_TOKENS_LIMIT})));
     }
     Ok(Some(n as u32))
+}
+
+fn parse_conversation_id(
+    fields: &Map<String, Value>,
+) -> Result<Option<ConversationId>, Box<ValidationIssue>> {
+    match fields.get("conversation_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => ConversationId::parse(s).map(Some).ok_or_else(|| {
+            issue(
+                &["conversation_id"],
+                "string_pattern_mismatch",
+                "String should match pattern '^[0-9a-f]{32}$'",
+                json!(printable(s)),
+            )
+            .with_ctx(json!({"pattern": "^[0-9a-f]{32}$"}))
+        }),
+        Some(other) => Err(issue(
+            &["conversation_id"],
+            "string_type",
+            "Input should be a valid string",
+            other.clone(),
+        )),
+    }
 }
 
 fn parse_history(fields: &Map<String, Value>) -> Result<Vec<Turn>, Box<ValidationIssue>> {

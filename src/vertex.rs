@@ -378,6 +378,15 @@ pub(crate) mod tests {
                 calls: RefCell::default(),
             }
         }
+
+        /// The JSON bodies sent so far.
+        pub fn requests(&self) -> Vec<Value> {
+            self.calls
+                .borrow()
+                .iter()
+                .map(|c| serde_json::from_slice(&c.body).unwrap())
+                .collect()
+        }
     }
 
     impl Transport for FakeVertex {

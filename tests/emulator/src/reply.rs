@@ -42,6 +42,8 @@ pub enum Answer {
 pub struct Reply {
     pub model: String,
     pub prompt_tokens: u64,
+    /// The part of the prompt implicit caching served ([`cached_tokens`]).
+    pub cached_tokens: u64,
     pub answer: Answer,
     /// The (possibly cut, possibly empty) answer text and its finish reason, for `Answer::Text`.
     pub text: String,
@@ -84,6 +86,19 @@ fn first_line(text: &str) -> Option<String> {
         .map(|line| line.chars().take(SYSTEM_EXCERPT_CHARS).collect())
 }
 
+/// Prompt tokens Vertex AI's implicit caching would have served: a request that continues a
+/// conversation repeats its previous request's prompt (the system instruction and the turns
+/// before the last answer), which counts as cached. Without history, none.
+pub fn cached_tokens(request: &GenerateContentRequest) -> u64 {
+    let n = request.contents.len();
+    if n < 3 {
+        return 0;
+    }
+    let system = request.system_instruction.as_ref().map_or(0, |c| c.chars());
+    let earlier: usize = request.contents[..n - 2].iter().map(|c| c.chars()).sum();
+    tokens(system + earlier)
+}
+
 /// Prompt tokens: every text of the system instruction and the contents, at least 1.
 pub fn prompt_tokens(request: &GenerateContentRequest) -> u64 {
     let system = request.system_instruction.as_ref().map_or(0, |c| c.chars());
@@ -92,13 +107,17 @@ pub fn prompt_tokens(request: &GenerateContentRequest) -> u64 {
 }
 
 /// `usageMetadata`; like Google's proto3 JSON, zero counts other than the prompt's are left out.
-fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
+fn usage(prompt: u64, cached: u64, candidates: u64, thoughts: u64) -> Value {
     let mut usage = json!({
         "promptTokenCount": prompt,
         "totalTokenCount": prompt + candidates + thoughts,
         "trafficType": "ON_DEMAND",
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
     });
+    if cached > 0 {
+        usage["cachedContentTokenCount"] = json!(cached);
+        usage["cacheTokensDetails"] = json!([{"modality": "TEXT", "tokenCount": cached}]);
+    }
     if candidates > 0 {
         usage["candidatesTokenCount"] = json!(candidates);
         usage["candidatesTokensDetails"] = json!([{"modality": "TEXT", "tokenCount": candidates}]);
@@ -144,6 +163,7 @@ impl Reply {
         Reply {
             model: model.to_string(),
             prompt_tokens: prompt_tokens(request),
+            cached_tokens: cached_tokens(request),
             answer,
             text,
             finish_reason,
@@ -166,15 +186,24 @@ impl Reply {
     }
 
     fn full_usage(&self) -> Value {
-        usage(self.prompt_tokens, self.candidate_tokens(), self.thoughts)
+        usage(
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.candidate_tokens(),
+            self.thoughts,
+        )
     }
 
     fn prompt_only_usage(&self) -> Value {
-        json!({
+        let mut usage = json!({
             "promptTokenCount": self.prompt_tokens,
             "totalTokenCount": self.prompt_tokens,
             "trafficType": "ON_DEMAND",
-        })
+        });
+        if self.cached_tokens > 0 {
+            usage["cachedContentTokenCount"] = json!(self.cached_tokens);
+        }
+        usage
     }
 
     fn thought_part(&self) -> Option<Value> {
@@ -271,7 +300,7 @@ impl Reply {
                 if i < last {
                     self.envelope(json!({
                         "candidates": [{"content": {"role": "model", "parts": [part]}}],
-                        "usageMetadata": usage(self.prompt_tokens, tokens(chars_sent), self.thoughts),
+                        "usageMetadata": usage(self.prompt_tokens, self.cached_tokens, tokens(chars_sent), self.thoughts),
                     }))
                 } else {
                     self.envelope(json!({
