@@ -7,8 +7,9 @@
 # itself (loopback only, every run bounded in time), and prints a markdown report, also written
 # to target/bench/results.md (raw JSON, RSS samples and server logs in target/bench/run/).
 #
-#   scripts/bench.sh            # full run: about 8 minutes once built
-#   scripts/bench.sh --quick    # smoke run: about 2 minutes
+#   scripts/bench.sh                # full run: about 9 minutes once built
+#   scripts/bench.sh --quick        # smoke run: about 2 minutes
+#   scripts/bench.sh --state-only   # only the state section (conversations and the cache)
 #
 # Options:
 #   --quick           short runs, one round
@@ -16,6 +17,9 @@
 #   --no-pin          do not pin the /health servers to CPU 1 and the load generator to CPU 0
 #   --no-build        use what target/ already holds
 #   --quiet-wait S    wait up to S s for the 1-minute load average to fall below 1 (default 60)
+#   --state-only      only section 4: a conversation turn with Redis on loopback and with the
+#                     embedded store, against the same chat with the history sent along; a cache
+#                     hit against a miss (needs redis-server)
 #
 # Peers: Wasmtime CLI 48.0.8 via $WASMTIME_BIN, PATH or ../shared/bin/wasmtime; Spin via
 # $SPIN_BIN, PATH or ../shared/bin/spin; Python 3 with venv for the FastAPI reference (pinned
@@ -30,6 +34,7 @@ LATENCY_MS=150
 PIN=1
 BUILD=1
 QUIET_WAIT=60
+STATE_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -37,7 +42,8 @@ while [ $# -gt 0 ]; do
     --no-pin) PIN=0 ;;
     --no-build) BUILD=0 ;;
     --quiet-wait) QUIET_WAIT=${2:?--quiet-wait needs a value}; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --state-only) STATE_ONLY=1 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -170,6 +176,8 @@ if [ "$BUILD" = 1 ]; then
   CC_x86_64_unknown_linux_musl=musl-gcc \
     cargo build --locked --profile dist --target "$MUSL" -p ion-host
   cargo build --locked --release -p vertex-emulator -p ion-bench
+fi
+if [ "$BUILD" = 1 ] && [ "$STATE_ONLY" = 0 ]; then
   cargo build --locked --release --target wasm32-wasip2 \
     --manifest-path bench/stub-variables/Cargo.toml --target-dir target/bench-stub
   if [ ! -x "$WAC" ]; then
@@ -186,15 +194,19 @@ if [ "$BUILD" = 1 ]; then
   fi
 fi
 PY=$VENV/bin/python
+[ -x "$PY" ] || [ "$STATE_ONLY" = 0 ] || PY=python3
 ION_HOST=$ROOT/target/$MUSL/dist/ion-host
 EMULATOR=$ROOT/target/release/vertex-emulator
 BENCH=$ROOT/target/release/ion-bench
 COMPONENT=$ROOT/target/wasm32-wasip2/dist/ion_mentoring.wasm
 STUB=$ROOT/target/bench-stub/wasm32-wasip2/release/spin_variables_stub.wasm
-for f in "$ION_HOST" "$EMULATOR" "$BENCH" "$COMPONENT" "$STUB" "$WAC" "$PY"; do
+needed=("$ION_HOST" "$EMULATOR" "$BENCH" "$COMPONENT")
+[ "$STATE_ONLY" = 1 ] || needed+=("$STUB" "$WAC" "$PY")
+for f in "${needed[@]}"; do
   [ -e "$f" ] || die "$f is missing (run without --no-build)"
 done
 value() { "$BENCH" value "$@"; }
+fmt() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
 
 rm -rf "$RUN"
 mkdir -p "$RUN"
@@ -203,11 +215,13 @@ mkdir -p "$RUN"
 # a stub that defines no variable, so that the composed component imports wasi:* only. /health
 # reads no variable, so every host runs the same code for it.
 COMPOSED=$OUT/composed.wasm
-"$WAC" plug "$COMPONENT" --plug "$STUB" -o "$COMPOSED"
 CWASM=$OUT/ion_mentoring.cwasm
 "$ION_HOST" compile "$COMPONENT" -o "$CWASM"
-"$ION_HOST" compile "$COMPOSED" -o "$OUT/composed.ion-host.cwasm"
-"$WASMTIME" compile "$COMPOSED" -o "$OUT/composed.wasmtime.cwasm"
+if [ "$STATE_ONLY" = 0 ]; then
+  "$WAC" plug "$COMPONENT" --plug "$STUB" -o "$COMPOSED"
+  "$ION_HOST" compile "$COMPOSED" -o "$OUT/composed.ion-host.cwasm"
+  "$WASMTIME" compile "$COMPOSED" -o "$OUT/composed.wasmtime.cwasm"
+fi
 # spin up reads the same manifest, pointed at the same (dist) component.
 MANIFEST=$RUN/spin.toml
 sed "s|^source = .*|source = \"$COMPONENT\"|" spin.toml >"$MANIFEST"
@@ -235,6 +249,10 @@ load_before=$(loadavg)
 log "measuring (load average $load_before)"
 
 export SPIN_VARIABLE_PROJECT_ID=bench SPIN_VARIABLE_ACCESS_TOKEN=bench
+# Every /chat below sends the same first question: with the response cache on, all but the
+# first would be cache hits. Sections 1-3 measure the call through to Vertex AI (each answer
+# still starts a conversation in the server's store); section 4 measures the cache itself.
+export SPIN_VARIABLE_CACHE_TTL_SECONDS=0
 MESSAGE='{"message": "어떻게 해야 하나요?"}'
 VERTEX_PATH=/v1/projects/bench/locations/global/publishers/google/models/$MODEL:generateContent
 
@@ -246,8 +264,8 @@ server_cmd() { # server_cmd PEER PORT ENDPOINT COMPONENT_KIND ; sets CMD
       local component=$CWASM
       [ "$kind" = composed ] && component=$OUT/composed.ion-host.cwasm
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$ION_HOST" --manifest "$ROOT/spin.toml"
-        --component "$component" --listen "127.0.0.1:$port"
-        --max-concurrent-requests "$MAX_CONCURRENT") ;;
+        --component "$component" --listen "127.0.0.1:$port" --state-dir "$RUN/state-$port"
+        --max-concurrent-requests "$MAX_CONCURRENT" ${ION_HOST_ARGS[@]+"${ION_HOST_ARGS[@]}"}) ;;
     spin)
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$SPIN" up --from "$MANIFEST"
         --listen "127.0.0.1:$port") ;;
@@ -290,7 +308,9 @@ launch() {
 # /chat at 1000 concurrent requests, the emulator answering after a fixed delay: once straight
 # to the emulator (the upstream alone: client, loopback and emulator costs), then through each
 # peer that can serve /chat (wasmtime serve cannot: it has no variables). RSS sampled throughout.
-log "1/3 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
+ION_HOST_ARGS=()
+if [ "$STATE_ONLY" = 0 ]; then
+log "1/4 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
 start emulator "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 EMULATOR_PID=$PID
 EMULATOR_URL=$(wait_url emulator "$EMULATOR_PID")
@@ -330,7 +350,7 @@ load_after_chat=$(loadavg)
 
 # /health: each server pinned to one CPU, the load generator on the other, one at a time,
 # alternating, ${HEALTH_ROUNDS} rounds; the median round counts.
-log "2/3 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
+log "2/4 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
 health_files=()
 health_run() { # health_run NAME LABEL PEER KIND [ENV...]
   local name=$1 label=$2 peer=$3 kind=$4 pid
@@ -367,7 +387,7 @@ done
 load_after_health=$(loadavg)
 
 # Cold start: process start → first 200 on /health, interleaved run by run.
-log "3/3 cold start (${COLD_RUNS} runs each)"
+log "3/4 cold start (${COLD_RUNS} runs each)"
 "$BENCH" cold-start --runs "$COLD_RUNS" --format json \
   --label "ion-host, ion_mentoring.cwasm (as shipped)" --json-out "$RUN/cold-ion-host.json" \
   --label "wasmtime serve --allow-precompiled, composed .cwasm" --json-out "$RUN/cold-wasmtime.json" \
@@ -381,7 +401,6 @@ load_end=$(loadavg)
 
 # ---------------------------------------------------------------------------------------------
 log "report"
-fmt() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {
   ok = (op == "le") ? (v <= t) : (v >= t); print ok ? "met" : "**missed**" }'; }
@@ -480,5 +499,122 @@ pinning="unpinned"
   echo
   "$BENCH" table "${cold_files[@]}"
 } >"$REPORT"
+fi # sections 1-3
+
+# ---------------------------------------------------------------------------------------------
+# 4/4 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
+# STATE_CONCURRENCY connections, the emulator answering after LATENCY_MS. The baseline is the
+# same chat with a ${STATE_TURNS}-turn history sent along (no store involved); the conversation
+# runs send its id instead, over a conversation that already holds ${STATE_TURNS} turns, so both
+# send Gemini the same amount of context. Each request then reads the conversation's record and
+# counter and writes the new turn, its record and the counter. The cache runs send one first
+# question: `Cache-Control: no-cache` (every request goes to the emulator and refreshes the
+# entry) against plain requests, all hits.
+log "4/4 state: conversation turns (Redis on loopback, embedded store) and cache hits"
+STATE_CONCURRENCY=64
+STATE_TURNS=8
+command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
+start emulator-state "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
+STATE_EMULATOR_PID=$PID
+STATE_EMULATOR_URL=$(wait_url emulator-state "$STATE_EMULATOR_PID")
+REDIS_PORT=$(free_port)
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$RUN"
+REDIS_PID=$PID
+for _ in $(seq 100); do
+  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+  sleep 0.1
+done
+printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" \
+  >"$RUN/redis-runtime-config.toml"
+# Conversations here take thousands of turns.
+export SPIN_VARIABLE_CONVERSATION_TURN_LIMIT=10000
+HISTORY=$("$PY" -c 'import json, sys
+turns = []
+for i in range(int(sys.argv[1])):
+    turns.append({"role": "user", "content": "Question %d about learning Rust, in a few words?" % i})
+    turns.append({"role": "assistant", "content": "An answer of a typical length. " * 8})
+print(json.dumps(turns))' "$STATE_TURNS")
+state_load() { # state_load NAME LABEL BODY [ARGS...]
+  local name=$1 label=$2 body=$3
+  shift 3
+  "$BENCH" load --url "$URL/chat" --method POST -H 'content-type: application/json' \
+    --body "$body" -c "$STATE_CONCURRENCY" -d "$CHAT_SECS" --warmup "$WARMUP" --ramp-up "$RAMP" \
+    --upstream-ms "$LATENCY_MS" --server-pid "$SERVING_PID" --label "$label" --format json \
+    --json-out "$RUN/$name.json" "$@" >/dev/null
+}
+# A conversation of STATE_TURNS turns, made through the API; prints its id.
+seed_conversation() {
+  local id="" i reply
+  for i in $(seq "$STATE_TURNS"); do
+    if [ -z "$id" ]; then
+      reply=$(curl -sf "$URL/chat" -H 'content-type: application/json' \
+        -d "{\"message\": \"Seed question $i\"}")
+      id=$("$PY" -c 'import json, sys; print(json.load(sys.stdin)["conversation_id"])' <<<"$reply")
+    else
+      curl -sf -o /dev/null "$URL/chat" -H 'content-type: application/json' \
+        -d "{\"message\": \"Seed question $i\", \"conversation_id\": \"$id\"}"
+    fi
+  done
+  echo "$id"
+}
+state_files=()
+for store in redis embedded; do
+  ION_HOST_ARGS=()
+  [ "$store" = redis ] && ION_HOST_ARGS=(--runtime-config-file "$RUN/redis-runtime-config.toml")
+  launch "state-$store" ion-host "$STATE_EMULATOR_URL" shipped
+  pid=$PID
+  state_load "state-history-$store" "ion-host ($store store), ${STATE_TURNS}-turn history sent along" \
+    "{\"message\": \"What next?\", \"history\": $HISTORY}"
+  id=$(seed_conversation)
+  state_load "state-conversation-$store" "ion-host ($store store), conversation of ${STATE_TURNS}+ turns" \
+    "{\"message\": \"What next?\", \"conversation_id\": \"$id\"}" \
+    --baseline "$RUN/state-history-$store.json"
+  state_files+=("$RUN/state-history-$store.json" "$RUN/state-conversation-$store.json")
+  stop "$pid"
+done
+ION_HOST_ARGS=(--runtime-config-file "$RUN/redis-runtime-config.toml")
+SPIN_VARIABLE_CACHE_TTL_SECONDS=3600 launch state-cache ion-host "$STATE_EMULATOR_URL" shipped
+pid=$PID
+FIRST='{"message": "How do I start learning Rust?"}'
+state_load state-cache-refresh "ion-host (Redis), cache bypassed (Cache-Control: no-cache)" \
+  "$FIRST" -H 'cache-control: no-cache'
+state_load state-cache-hit "ion-host (Redis), cache hits" "$FIRST"
+state_files+=("$RUN/state-cache-refresh.json" "$RUN/state-cache-hit.json")
+stop "$pid"
+stop "$REDIS_PID"
+stop "$STATE_EMULATOR_PID"
+ION_HOST_ARGS=()
+
+state() { value "$RUN/state-$1.json" "$2"; }
+STATE_REPORT=$OUT/state.md
+{
+  echo "### State: conversation turns and cache hits"
+  echo
+  echo "\`scripts/bench.sh$([ "$STATE_ONLY" = 1 ] && echo ' --state-only')$([ "$QUICK" = 1 ] && echo ' --quick')\`," \
+    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores: ion-host as shipped, ${STATE_CONCURRENCY}" \
+    "connections, emulator latency ${LATENCY_MS} ms, redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)" \
+    "on loopback. \"adds\" is the conversation run's percentile minus the same chat with its" \
+    "history sent along, on the same ion-host."
+  echo
+  echo "| measure | goal | Redis on loopback | embedded store |"
+  echo "|---|---|---|---|"
+  echo "| p50 a conversation turn adds | | $(fmt "$(state conversation-redis overhead_vs_baseline_ms.p50)") ms | $(fmt "$(state conversation-embedded overhead_vs_baseline_ms.p50)") ms |"
+  echo "| p99 a conversation turn adds | ≤ 1 ms (Redis) | $(fmt "$(state conversation-redis overhead_vs_baseline_ms.p99)") ms | $(fmt "$(state conversation-embedded overhead_vs_baseline_ms.p99)") ms |"
+  echo "| host CPU per turn, conversation vs history | | $(fmt "$(state conversation-redis server_cpu.us_per_response)") vs $(fmt "$(state history-redis server_cpu.us_per_response)") µs | $(fmt "$(state conversation-embedded server_cpu.us_per_response)") vs $(fmt "$(state history-embedded server_cpu.us_per_response)") µs |"
+  echo
+  echo "| cache | p50 | p99 | host CPU per request | req/s |"
+  echo "|---|---:|---:|---:|---:|"
+  for run in cache-hit cache-refresh; do
+    echo "| $([ "$run" = cache-hit ] && echo "hit" || echo "bypassed (to Vertex AI, entry refreshed)") | $(fmt "$(state "$run" latency_ms.p50)") ms | $(fmt "$(state "$run" latency_ms.p99)") ms | $(fmt "$(state "$run" server_cpu.us_per_response)") µs | $(fmt "$(state "$run" throughput_rps)") |"
+  done
+  echo
+  "$BENCH" table "${state_files[@]}"
+} >"$STATE_REPORT"
+if [ "$STATE_ONLY" = 1 ]; then
+  cp "$STATE_REPORT" "$REPORT"
+else
+  { echo; cat "$STATE_REPORT"; } >>"$REPORT"
+fi
 cat "$REPORT"
 log "report written to ${REPORT#"$ROOT"/}; raw results, RSS samples and logs in ${RUN#"$ROOT"/}/"

@@ -11,7 +11,7 @@
 use crate::cache::{self, CacheStatus, Entry};
 use crate::chat::Chat;
 use crate::chat_log::ChatRecord;
-use crate::conversation::{self, ConversationId, Lookup, TurnRecord};
+use crate::conversation::{self, ConversationId, Lookup, NumberedTurn, TurnRecord};
 use crate::error::ApiError;
 use crate::gemini;
 use crate::store::{KeyValue, StateSettings};
@@ -32,6 +32,8 @@ pub struct TurnState {
     pub conversation_created_at: u64,
     /// The caller named the conversation, so losing the turn is an error, not a shrug.
     pub named: bool,
+    /// The turns sent as context, kept in the conversation's record with the new one.
+    pub window: Vec<NumberedTurn>,
     /// Set when the answer may be cached (a first turn, with the cache on).
     pub cache_key: Option<String>,
     pub cache: Option<CacheStatus>,
@@ -97,11 +99,13 @@ pub fn begin(
             limit: settings.turn_limit,
         });
     }
-    request.history = conversation::window(state.kv, &found, &settings)?;
+    let window = conversation::window(state.kv, &found, &settings)?;
+    request.history = conversation::as_history(&window);
     Ok(TurnState {
         conversation: Some(id),
         conversation_created_at: found.meta.created_at,
         named: true,
+        window,
         settings,
         ..TurnState::default()
     })
@@ -185,6 +189,7 @@ pub fn finish(
             state.kv,
             id,
             turn.conversation_created_at,
+            &turn.window,
             &record,
             &turn.settings,
         ) {

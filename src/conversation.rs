@@ -1,14 +1,17 @@
 //! Server-side conversations on the key-value store.
 //!
 //! Layout (store "default"):
-//! - `conv/{id}`: the conversation's dates ([`Meta`]);
 //! - `conv/{id}/n`: a counter, incremented atomically to number each new turn;
-//! - `conv/{id}/t/{n}`: turn `n`, its question *and* answer in one record.
+//! - `conv/{id}/t/{n}`: turn `n`, its question *and* answer in one record;
+//! - `conv/{id}`: the conversation's dates and a copy of its recent turns ([`Meta`]), so that a
+//!   new question needs one read for its context, not one per turn.
 //!
 //! Keeping a question with its own answer, under a number no other writer can take, is what lets
 //! many turns land on one conversation at once without losing one or pairing a question with
-//! another turn's answer: there is no read-modify-write of a shared transcript. A turn numbered
-//! but not (yet) written is simply skipped by readers.
+//! another turn's answer: there is no read-modify-write of a shared transcript. The copy in
+//! `conv/{id}` is last-writer-wins, so concurrent turns may each leave the other out of it; a
+//! reader fills such gaps from the turn records, which are the truth. A turn numbered but not
+//! (yet) written is simply skipped by readers.
 //!
 //! The key-value API has no expiry, so expiry is kept in the records: an expired conversation
 //! reads as absent and is removed when next touched.
@@ -59,12 +62,22 @@ impl ConversationId {
     }
 }
 
-/// A conversation's dates, in Unix seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A conversation's dates, in Unix seconds, and its recent turns as last written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub created_at: u64,
     pub updated_at: u64,
     pub expires_at: u64,
+    #[serde(default)]
+    pub recent: Vec<NumberedTurn>,
+}
+
+/// A turn with its number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberedTurn {
+    pub n: i64,
+    #[serde(flatten)]
+    pub turn: TurnRecord,
 }
 
 /// One exchange: the question and the answer that was given to it.
@@ -118,51 +131,66 @@ pub fn create(
     now: u64,
     settings: &StateSettings,
 ) -> Result<(), StoreError> {
-    set_json(kv, &id.meta_key(), &meta(now, now, settings))
+    set_json(kv, &id.meta_key(), &meta(now, now, Vec::new(), settings))
 }
 
-fn meta(created_at: u64, now: u64, settings: &StateSettings) -> Meta {
+fn meta(created_at: u64, now: u64, recent: Vec<NumberedTurn>, settings: &StateSettings) -> Meta {
     Meta {
         created_at,
         updated_at: now,
         expires_at: now.saturating_add(settings.conversation_ttl.as_secs()),
+        recent,
     }
 }
 
-/// Appends one turn under a number of its own, then moves the expiry on.
+/// Appends one turn under a number of its own, then rewrites the conversation's dates and
+/// recent turns: `window` (what this turn was asked with) and the turn itself.
 pub fn append(
     kv: &dyn KeyValue,
     id: &ConversationId,
     created_at: u64,
+    window: &[NumberedTurn],
     turn: &TurnRecord,
     settings: &StateSettings,
 ) -> Result<i64, StoreError> {
     let n = kv.increment(&id.counter_key(), 1)?;
     set_json(kv, &id.turn_key(n), turn)?;
+    let mut recent = window.to_vec();
+    recent.push(NumberedTurn {
+        n,
+        turn: turn.clone(),
+    });
+    recent.sort_by_key(|t| t.n);
+    let recent = within_budget(recent, settings);
     // Concurrent turns each write nearly the same dates; whichever lands last is right enough.
     set_json(
         kv,
         &id.meta_key(),
-        &meta(created_at, turn.created_at, settings),
+        &meta(created_at, turn.created_at, recent, settings),
     )?;
     Ok(n)
 }
 
 /// The turns numbered `from..=to`, oldest first; numbers never written (a turn in flight, or
 /// one whose write failed) and records that are not ours are skipped.
-fn turns_between(
+fn turns_numbered(
     kv: &dyn KeyValue,
     id: &ConversationId,
-    from: i64,
-    to: i64,
-) -> Result<Vec<TurnRecord>, StoreError> {
-    let mut turns = Vec::new();
-    for n in from.max(1)..=to {
-        if let Some(turn) = get_json::<TurnRecord>(kv, &id.turn_key(n))? {
-            turns.push(turn);
-        }
+    numbers: impl Iterator<Item = i64>,
+) -> Result<Vec<NumberedTurn>, StoreError> {
+    let numbers: Vec<i64> = numbers.collect();
+    if numbers.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(turns)
+    let keys: Vec<String> = numbers.iter().map(|&n| id.turn_key(n)).collect();
+    Ok(numbers
+        .into_iter()
+        .zip(kv.get_many(&keys)?)
+        .filter_map(|(n, bytes)| {
+            let turn = serde_json::from_slice(&bytes?).ok()?;
+            Some(NumberedTurn { n, turn })
+        })
+        .collect())
 }
 
 /// Every turn, oldest first (at most the turn limit and a little, see [`append`]).
@@ -170,45 +198,73 @@ pub fn transcript(
     kv: &dyn KeyValue,
     conversation: &Conversation,
 ) -> Result<Vec<TurnRecord>, StoreError> {
-    turns_between(kv, &conversation.id, 1, conversation.numbered)
+    Ok(
+        turns_numbered(kv, &conversation.id, 1..=conversation.numbered)?
+            .into_iter()
+            .map(|t| t.turn)
+            .collect(),
+    )
 }
 
-/// The recent turns sent with a new question, as history: at most `window_turns` turns and
-/// about `window_tokens` tokens, always whole turns and newest first to be kept.
+/// The recent turns sent with a new question: at most `window_turns` turns and about
+/// `window_tokens` tokens, always whole turns, the newest kept first. They come from the copy in
+/// the conversation's record; only turns missing from it are read one by one.
 pub fn window(
     kv: &dyn KeyValue,
     conversation: &Conversation,
     settings: &StateSettings,
-) -> Result<Vec<Turn>, StoreError> {
+) -> Result<Vec<NumberedTurn>, StoreError> {
     let wanted = i64::try_from(settings.window_turns).unwrap_or(i64::MAX);
-    let from = conversation.numbered.saturating_sub(wanted) + 1;
-    let recent = turns_between(kv, &conversation.id, from, conversation.numbered)?;
+    let from = conversation.numbered.saturating_sub(wanted).max(0) + 1;
+    let range = from..=conversation.numbered;
+    let mut turns: Vec<NumberedTurn> = conversation
+        .meta
+        .recent
+        .iter()
+        .filter(|t| range.contains(&t.n))
+        .cloned()
+        .collect();
+    turns.sort_by_key(|t| t.n);
+    turns.dedup_by_key(|t| t.n);
+    let missing = range.filter(|n| turns.binary_search_by_key(n, |t| t.n).is_err());
+    turns.extend(turns_numbered(kv, &conversation.id, missing)?);
+    turns.sort_by_key(|t| t.n);
+    Ok(within_budget(turns, settings))
+}
+
+/// The newest of `turns` (sorted by number) that fit the window's turns and tokens.
+fn within_budget(turns: Vec<NumberedTurn>, settings: &StateSettings) -> Vec<NumberedTurn> {
     let mut budget = settings.window_tokens;
     let mut kept = Vec::new();
-    for turn in recent.iter().rev() {
-        let cost = estimated_tokens(&turn.question) + estimated_tokens(&turn.answer);
+    for t in turns.into_iter().rev().take(settings.window_turns) {
+        let cost = estimated_tokens(&t.turn.question) + estimated_tokens(&t.turn.answer);
         if cost > budget {
             break;
         }
         budget -= cost;
-        kept.push(turn);
+        kept.push(t);
     }
-    Ok(kept
-        .into_iter()
-        .rev()
+    kept.reverse();
+    kept
+}
+
+/// The window as the history Gemini is sent.
+pub fn as_history(window: &[NumberedTurn]) -> Vec<Turn> {
+    window
+        .iter()
         .flat_map(|t| {
             [
                 Turn {
                     role: Role::User,
-                    content: t.question.clone(),
+                    content: t.turn.question.clone(),
                 },
                 Turn {
                     role: Role::Assistant,
-                    content: t.answer.clone(),
+                    content: t.turn.answer.clone(),
                 },
             ]
         })
-        .collect())
+        .collect()
 }
 
 /// About four characters a token, the usual rule of thumb for Gemini's tokenizer.
@@ -315,7 +371,8 @@ mod tests {
         let c = id(1);
         create(&kv, &c, 10, &s).unwrap();
         for (i, q) in ["a", "b", "c", "d"].iter().enumerate() {
-            append(&kv, &c, 10, &turn(q, 11 + i as u64), &s).unwrap();
+            let window = window(&kv, &found(&kv, &c, 11), &s).unwrap();
+            append(&kv, &c, 10, &window, &turn(q, 11 + i as u64), &s).unwrap();
         }
         let conv = found(&kv, &c, 20);
         assert_eq!(conv.numbered, 4);
@@ -325,18 +382,27 @@ mod tests {
             all.iter().map(|t| t.question.as_str()).collect::<Vec<_>>(),
             ["a", "b", "c", "d"]
         );
-        let window = window(&kv, &conv, &s).unwrap();
-        assert_eq!(window.len(), 6);
-        assert_eq!(window[0].content, "b");
-        assert_eq!(window[1].content, "answer to b");
-        assert_eq!(window[5].role, Role::Assistant);
+        assert_eq!(conv.meta.recent.len(), 3, "the record keeps the window");
+        let calls = kv.calls.get();
+        let history = as_history(&window(&kv, &conv, &s).unwrap());
+        assert_eq!(kv.calls.get(), calls, "read from the record alone");
+        assert_eq!(history.len(), 6);
+        assert_eq!(history[0].content, "b");
+        assert_eq!(history[1].content, "answer to b");
+        assert_eq!(history[5].role, Role::Assistant);
 
         let tight = StateSettings {
-            window_tokens: 8,
-            ..s
+            window_tokens: 7,
+            ..s.clone()
         };
         // "answer to d" is 11 characters: 3 tokens, plus 1 for "d"; two turns would need 8.
-        assert_eq!(super::window(&kv, &conv, &tight).unwrap().len(), 4);
+        assert_eq!(super::window(&kv, &conv, &tight).unwrap().len(), 1);
+
+        // A turn the record left out (a concurrent writer's) is read from its own record.
+        let mut stale = conv.clone();
+        stale.meta.recent.remove(1);
+        let filled = window(&kv, &stale, &s).unwrap();
+        assert_eq!(filled.iter().map(|t| t.n).collect::<Vec<_>>(), [2, 3, 4]);
     }
 
     #[test]
@@ -345,7 +411,7 @@ mod tests {
         let s = settings();
         let c = id(2);
         create(&kv, &c, 10, &s).unwrap();
-        append(&kv, &c, 10, &turn("q", 10), &s).unwrap();
+        append(&kv, &c, 10, &[], &turn("q", 10), &s).unwrap();
         assert_eq!(find(&kv, &c, 110).unwrap(), Lookup::Missing);
         assert!(kv.map.borrow().is_empty(), "{:?}", kv.map.borrow().keys());
     }
@@ -356,7 +422,7 @@ mod tests {
         let s = settings();
         let c = id(3);
         create(&kv, &c, 10, &s).unwrap();
-        append(&kv, &c, 10, &turn("q", 10), &s).unwrap();
+        append(&kv, &c, 10, &[], &turn("q", 10), &s).unwrap();
         assert!(delete(&kv, &c, 11).unwrap());
         assert!(!delete(&kv, &c, 11).unwrap());
         assert!(kv.map.borrow().is_empty());
@@ -368,9 +434,9 @@ mod tests {
         let s = settings();
         let c = id(4);
         create(&kv, &c, 10, &s).unwrap();
-        append(&kv, &c, 10, &turn("a", 10), &s).unwrap();
+        append(&kv, &c, 10, &[], &turn("a", 10), &s).unwrap();
         kv.increment(&c.counter_key(), 1).unwrap(); // numbered, never written
-        append(&kv, &c, 10, &turn("c", 10), &s).unwrap();
+        append(&kv, &c, 10, &[], &turn("c", 10), &s).unwrap();
         kv.set(&c.turn_key(1), b"{\"question\": 1}").unwrap();
         let conv = found(&kv, &c, 11);
         assert_eq!(conv.numbered, 3);

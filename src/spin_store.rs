@@ -1,6 +1,6 @@
 //! The runtime's key-value store "default" as a [`KeyValue`]: Spin's `key_value` API for
 //! values and `wasi:keyvalue/atomics` for counters (the one atomic operation conversations
-//! need). Both runtimes provide both; they name the same store. Opened on first use, so a
+//! need). Not `wasi:keyvalue/batch`: Spin 4's Redis store panics in `get-many`. Both runtimes provide both; they name the same store. Opened on first use, so a
 //! request that never touches state never opens it. Only compiled for `wasm32`.
 
 use std::cell::OnceCell;

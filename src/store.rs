@@ -19,6 +19,10 @@ pub trait KeyValue {
     /// Adds `delta` to the counter at `key` atomically (a missing counter is 0) and returns the
     /// new value. `increment(key, 0)` reads a counter.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+    /// Several values in one round trip (a store that cannot batch reads them one by one).
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
 }
 
 /// The store failed, refused or timed out. `detail` is for the log, never for the client.

@@ -241,6 +241,11 @@ fn image_fits_the_size_budget_and_runs_as_nonroot() {
          Cloud Run), so that no token is baked in: Env {env:?}"
     );
     assert!(
+        env.contains(&"ION_STATE_DIR=/tmp/ion-state"),
+        "the embedded key-value store must live under /tmp, the one writable place of a \
+         read-only root: Env {env:?}"
+    );
+    assert!(
         config["ExposedPorts"].get("8080/tcp").is_some(),
         "EXPOSE 8080 (Cloud Run's --port): {}",
         config["ExposedPorts"]

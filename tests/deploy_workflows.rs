@@ -173,6 +173,44 @@ fn deploy_updates_only_the_variables_it_owns() {
 }
 
 #[test]
+fn deploy_with_memorystore_sets_the_runtime_config_and_direct_vpc_egress() {
+    let wf = Workflow::load("deploy.yml");
+    let image = format!("{}@{DIGEST}", image_repository("us-central1"));
+    let mut vars = required_vars();
+    vars.set("REDIS_URL", "redis://10.0.0.3:6379");
+    vars.set("VPC_NETWORK", "default");
+    vars.set("VPC_SUBNET", "run-egress");
+    let mut run = deploy_run(vars, "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+    assert_eq!(
+        deploy.value("--update-env-vars"),
+        Some(
+            "^|^SPIN_VARIABLE_PROJECT_ID=ion-prod|SPIN_VARIABLE_LOCATION=global|\
+             SPIN_VARIABLE_MODEL=gemini-3.5-flash|ION_RUNTIME_CONFIG=key_value_store.default = \
+             { type = \"redis\", url = \"redis://10.0.0.3:6379\" }"
+        ),
+        "{deploy}"
+    );
+    assert_eq!(deploy.value("--network"), Some("default"), "{deploy}");
+    assert_eq!(deploy.value("--subnet"), Some("run-egress"), "{deploy}");
+    assert_eq!(
+        deploy.value("--vpc-egress"),
+        Some("private-ranges-only"),
+        "{deploy}"
+    );
+
+    // Without them: no VPC flags, and the store stays each instance's own.
+    let mut run = deploy_run(required_vars(), "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+    assert!(
+        !deploy.has("--network") && !deploy.has("--vpc-egress"),
+        "{deploy}"
+    );
+}
+
+#[test]
 fn deploy_defaults_are_the_original_service_name_region_and_timeout() {
     let wf = Workflow::load("deploy.yml");
     let image = format!("{}@{DIGEST}", image_repository("us-central1"));

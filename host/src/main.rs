@@ -5,6 +5,7 @@ mod allocator;
 mod client_ip;
 mod credentials;
 mod http_client;
+mod kv;
 mod logging;
 mod manifest;
 mod outbound;
@@ -23,6 +24,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::http_client::{HttpClient, Timeouts};
+use crate::kv::Stores;
+use crate::kv::config::{KvOptions, StoreSetup};
 use crate::manifest::App;
 use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
@@ -123,6 +126,9 @@ struct ServeOptions {
 
     #[command(flatten)]
     clients: ClientOptions,
+
+    #[command(flatten)]
+    kv: KvOptions,
 }
 
 fn main() {
@@ -178,6 +184,9 @@ fn serve(options: ServeOptions) -> Result<()> {
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
         let app = App::load(&options.manifest)?;
+        // Before anything slow: a store that cannot open is a startup error.
+        let store_setup = StoreSetup::from_options(&options.kv, &options.manifest)?;
+        let stores = Arc::new(Stores::open(&app.key_value_stores, &store_setup)?);
         let mut values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
         for notice in values.notices() {
             logging::warn(notice);
@@ -205,7 +214,7 @@ fn serve(options: ServeOptions) -> Result<()> {
             max_memory_bytes: options.max_memory_mib.saturating_mul(1024 * 1024),
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
-        let runtime = Runtime::new(&component, limits, variables, outbound)?;
+        let runtime = Runtime::new(&component, limits, variables, outbound, stores.clone())?;
         let engines = runtime.engines().map(Clone::clone);
 
         let listener = tokio::net::TcpListener::bind(listen)
@@ -253,9 +262,13 @@ fn serve(options: ServeOptions) -> Result<()> {
         // The accept loop runs on a worker, not on this thread, so that what it allocates is
         // in a heap that collects after a burst (see `allocator`).
         let grace = Duration::from_millis(options.shutdown_grace_ms);
-        tokio::spawn(async move { server.run(listener, shutdown_signal(), grace).await })
-            .await
-            .context("the server task failed")?
+        let served =
+            tokio::spawn(async move { server.run(listener, shutdown_signal(), grace).await })
+                .await
+                .context("the server task failed")?;
+        // After the drain: no request is left to write, and every commit is already on disk.
+        stores.close();
+        served
     })
 }
 

@@ -1,5 +1,6 @@
 //! The part of a Spin manifest (`spin.toml`, version 2) that ion-host honours: the HTTP trigger's
-//! component, its `source`, its variables and its `allowed_outbound_hosts`.
+//! component, its `source`, its variables, its `allowed_outbound_hosts` and its
+//! `key_value_stores`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ struct RawComponent {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    key_value_stores: Vec<String>,
 }
 
 /// An application variable declaration (`[variables]`).
@@ -64,6 +67,8 @@ pub struct App {
     pub component_variables: BTreeMap<String, Template>,
     /// Allow-list entries, templates not yet rendered.
     pub allowed_outbound_hosts: Vec<Template>,
+    /// Key-value store labels the component may open (`key_value_stores`).
+    pub key_value_stores: Vec<String>,
 }
 
 impl App {
@@ -133,12 +138,23 @@ impl App {
             })
             .collect::<Result<_>>()?;
 
+        let mut key_value_stores = Vec::new();
+        for label in &component.key_value_stores {
+            if label.is_empty() {
+                bail!("key_value_stores has an empty label");
+            }
+            if !key_value_stores.contains(label) {
+                key_value_stores.push(label.clone());
+            }
+        }
+
         Ok(App {
             component_id: trigger.component.clone(),
             source: base.join(&component.source),
             variables: raw.variables,
             component_variables,
             allowed_outbound_hosts,
+            key_value_stores,
         })
     }
 }
@@ -174,6 +190,7 @@ component = "api"
 [component.api]
 source = "target/api.wasm"
 allowed_outbound_hosts = ["https://*.googleapis.com", "{{ project_id }}"]
+key_value_stores = ["default", "cache", "default"]
 [component.api.variables]
 project_id = "{{ project_id }}"
 token = "Bearer {{access_token}}"
@@ -193,6 +210,7 @@ command = "cargo build"
             Template::parse("Bearer {{access_token}}").unwrap()
         );
         assert_eq!(app.allowed_outbound_hosts.len(), 2);
+        assert_eq!(app.key_value_stores, ["default", "cache"]);
     }
 
     #[test]
@@ -220,6 +238,14 @@ command = "cargo build"
                 "invalid variable",
             ),
             (MANIFEST.replace("source = ", "sauce = "), "source"),
+            (
+                MANIFEST.replace("[\"default\", \"cache\"", "[\"\", \"cache\""),
+                "empty label",
+            ),
+            (
+                MANIFEST.replace("key_value_stores = [", "key_value_stores = [3, "),
+                "key_value_stores",
+            ),
         ];
         for (text, expected) in cases {
             let err = format!("{:#}", App::parse(&text, Path::new(".")).unwrap_err());

@@ -18,13 +18,25 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::kv::Stores;
+use crate::kv::host::{KvCtx, KvView};
 use crate::outbound::{Outbound, OutboundHooks};
 use crate::variables::ComponentVariables;
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "ion:mentoring/host-extensions",
+        // Store calls wait on disk or network: async, so a slow store never blocks a worker.
+        imports: {
+            "fermyon:spin/key-value": async,
+            "wasi:keyvalue": async,
+        },
+        with: {
+            "fermyon:spin/key-value.store": crate::kv::host::SpinStore,
+            "wasi:keyvalue/store.bucket": crate::kv::host::Bucket,
+            "wasi:keyvalue/atomics.cas": crate::kv::host::Cas,
+        },
     });
 }
 
@@ -37,6 +49,7 @@ pub struct RequestState {
     http: WasiHttpCtx,
     outbound: OutboundHooks,
     variables: Arc<ComponentVariables>,
+    kv: KvCtx,
     limits: StoreLimits,
     /// Set when the instance runs in the warm pool; gives the place back when the store drops.
     warm: Option<WarmLease>,
@@ -161,19 +174,21 @@ pub struct Runtime {
     burst: ProxyPre<RequestState>,
     variables: Arc<ComponentVariables>,
     outbound: Arc<Outbound>,
+    stores: Arc<Stores>,
     limits: Limits,
 }
 
 impl Runtime {
     /// Builds the two engines (a warm pool of `WARM_INSTANCES` and a burst pool sized for
     /// `limits.max_instances`), loads the component into both (compiling a `.wasm` once, or
-    /// loading a `.cwasm` without compiling) and links it against WASI, wasi:http and Spin
-    /// variables.
+    /// loading a `.cwasm` without compiling) and links it against WASI, wasi:http, Spin
+    /// variables and the key-value stores.
     pub fn new(
         component_path: &Path,
         limits: Limits,
         variables: ComponentVariables,
         outbound: Outbound,
+        stores: Arc<Stores>,
     ) -> Result<Runtime> {
         let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
         let warm_config = serving_config(warm_pool(warm_capacity, &limits), false);
@@ -208,6 +223,7 @@ impl Runtime {
             burst,
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
+            stores,
             limits,
         })
     }
@@ -245,6 +261,7 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks(self.outbound.clone()),
             variables: self.variables.clone(),
+            kv: KvCtx::new(self.stores.clone()),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory_bytes)
                 .instances(64)
@@ -336,7 +353,8 @@ fn load_again(engine: &Engine, loaded: &Component, path: &Path) -> Result<Compon
     }
 }
 
-/// Links the component against WASI, wasi:http and Spin variables and pre-instantiates it.
+/// Links the component against WASI, wasi:http, Spin variables and the key-value interfaces,
+/// and pre-instantiates it.
 fn link(
     engine: &Engine,
     component: &Component,
@@ -346,6 +364,10 @@ fn link(
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     variables::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |state| state)?;
+    crate::kv::host::add_to_linker(&mut linker, |state| KvView {
+        table: &mut state.table,
+        ctx: &mut state.kv,
+    })?;
     Ok(
         ProxyPre::new(linker.instantiate_pre(component).with_context(|| {
             format!(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod python;
+pub mod redis;
 pub use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Bearer token the tests configure; the emulator insists on it.
@@ -146,8 +147,14 @@ impl Service {
 
     /// Starts ion-host with extra command-line arguments.
     pub fn start_host(args: &[&str], env: &[(String, String)]) -> Service {
+        Service::start_with_args(Runtime::IonHost, args, env)
+    }
+
+    /// Starts `runtime` with extra command-line arguments (`--state-dir`,
+    /// `--runtime-config-file`: both runtimes take them).
+    pub fn start_with_args(runtime: Runtime, args: &[&str], env: &[(String, String)]) -> Service {
         let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
-        Service::start_full(Runtime::IonHost, &manifest, args, env)
+        Service::start_full(runtime, &manifest, args, env)
     }
 
     fn start_full(
@@ -178,7 +185,8 @@ impl Service {
                     .arg(&manifest_path)
                     .args(["--listen", &format!("127.0.0.1:{port}")])
                     .arg("--log-dir")
-                    .arg(workdir.path().join("logs"));
+                    .arg(workdir.path().join("logs"))
+                    .args(extra_args);
                 (c, Some(port))
             }
         };

@@ -1,0 +1,377 @@
+//! The stores with the embedded backend: every operation, atomicity, durability, limits,
+//! access control and deadlines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::config::{KvOptions, StoreSetup};
+use super::*;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub(super) struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub(super) fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ion-kv-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) fn setup(state_dir: Option<&Path>, inline: Option<&str>, timeout_ms: u64) -> StoreSetup {
+    let options = KvOptions {
+        runtime_config_file: None,
+        runtime_config: inline.map(str::to_owned),
+        state_dir: state_dir.map(Path::to_path_buf),
+        kv_timeout_ms: timeout_ms,
+    };
+    StoreSetup::from_options(&options, Path::new("spin.toml")).unwrap()
+}
+
+fn labels(labels: &[&str]) -> Vec<String> {
+    labels.iter().map(|l| l.to_string()).collect()
+}
+
+fn default_store(dir: &TempDir) -> (Stores, Arc<Store>) {
+    let stores = Stores::open(&labels(&["default"]), &setup(Some(&dir.0), None, 5_000)).unwrap();
+    let store = stores.get("default").unwrap();
+    (stores, store)
+}
+
+fn in_memory() -> (Stores, Arc<Store>) {
+    let stores = Stores::open(
+        &labels(&["default"]),
+        &setup(
+            None,
+            Some(r#"key_value_store.default = { type = "spin" }"#),
+            5_000,
+        ),
+    )
+    .unwrap();
+    let store = stores.get("default").unwrap();
+    (stores, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_set_delete_exists_keys() {
+    let dir = TempDir::new();
+    let (_stores, store) = default_store(&dir);
+    assert!(dir.0.join(config::DEFAULT_FILE).is_file());
+    assert_eq!(store.get("a").await, Ok(None));
+    assert_eq!(store.exists("a").await, Ok(false));
+    store.set("a", b"1".to_vec()).await.unwrap();
+    store.set("b", b"2".to_vec()).await.unwrap();
+    store.set("a", b"one".to_vec()).await.unwrap();
+    assert_eq!(store.get("a").await, Ok(Some(b"one".to_vec())));
+    assert_eq!(store.exists("a").await, Ok(true));
+    assert_eq!(store.all_keys().await, Ok(labels(&["a", "b"])));
+    store.delete("a").await.unwrap();
+    store.delete("never-there").await.unwrap();
+    assert_eq!(store.get("a").await, Ok(None));
+    assert_eq!(store.all_keys().await, Ok(labels(&["b"])));
+    // Empty keys and values are values like any other.
+    store.set("", Vec::new()).await.unwrap();
+    assert_eq!(store.get("").await, Ok(Some(Vec::new())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increment_and_compare_and_swap() {
+    let (_stores, store) = in_memory();
+    assert_eq!(store.increment("n", 0).await, Ok(0));
+    assert_eq!(store.increment("n", 5).await, Ok(5));
+    assert_eq!(store.increment("n", -7).await, Ok(-2));
+    assert_eq!(store.get("n").await, Ok(Some(b"-2".to_vec())));
+    store.set("text", b"abc".to_vec()).await.unwrap();
+    let err = store.increment("text", 1).await.unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+    store
+        .set("big", i64::MAX.to_string().into_bytes())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .increment("big", 1)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("overflows")
+    );
+
+    // Absent -> set; stale expectation -> the value now; right expectation -> swapped.
+    assert_eq!(
+        store.compare_and_swap("c", None, b"v1".to_vec()).await,
+        Ok(CasOutcome::Swapped)
+    );
+    assert_eq!(
+        store.compare_and_swap("c", None, b"v2".to_vec()).await,
+        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
+    );
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v0".to_vec()), b"v2".to_vec())
+            .await,
+        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
+    );
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v1".to_vec()), b"v2".to_vec())
+            .await,
+        Ok(CasOutcome::Swapped)
+    );
+    assert_eq!(store.get("c").await, Ok(Some(b"v2".to_vec())));
+    store.delete("c").await.unwrap();
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v2".to_vec()), b"v3".to_vec())
+            .await,
+        Ok(CasOutcome::Changed(None))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_from_many_tasks_are_atomic() {
+    let dir = TempDir::new();
+    let (_stores, store) = default_store(&dir);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..4 {
+                    seen.push(store.increment("turns", 1).await.unwrap());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    // Every increment got its own number: none read the same value as another.
+    assert_eq!(all, (1..=200).collect::<Vec<i64>>());
+    assert_eq!(store.increment("turns", 0).await, Ok(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = TempDir::new();
+    {
+        let (stores, store) = default_store(&dir);
+        store.set("conv/1", b"{}".to_vec()).await.unwrap();
+        store.increment("conv/1/n", 3).await.unwrap();
+        drop(store);
+        stores.close();
+    }
+    let (_stores, store) = default_store(&dir);
+    assert_eq!(store.get("conv/1").await, Ok(Some(b"{}".to_vec())));
+    assert_eq!(store.increment("conv/1/n", 0).await, Ok(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_answers_an_error() {
+    let (stores, store) = in_memory();
+    stores.close();
+    let err = store.get("a").await.unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_values_are_bounded() {
+    let (_stores, store) = in_memory();
+    let longest = "k".repeat(MAX_KEY_BYTES);
+    store.set(&longest, b"x".to_vec()).await.unwrap();
+    let too_long = "k".repeat(MAX_KEY_BYTES + 1);
+    for err in [
+        store.set(&too_long, b"x".to_vec()).await.unwrap_err(),
+        store.get(&too_long).await.unwrap_err(),
+        store.increment(&too_long, 1).await.unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("at most 256 bytes"), "{err}");
+    }
+    store.set("big", vec![7; MAX_VALUE_BYTES]).await.unwrap();
+    assert_eq!(
+        store.get("big").await.unwrap().unwrap().len(),
+        MAX_VALUE_BYTES
+    );
+    let err = store
+        .set("big", vec![7; MAX_VALUE_BYTES + 1])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    let err = store
+        .compare_and_swap("big", None, vec![7; MAX_VALUE_BYTES + 1])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    let many: Vec<String> = (0..=PAGE_KEYS).map(|i| i.to_string()).collect();
+    assert!(Store::check_batch(many.iter()).is_err());
+    assert!(Store::check_batch(many[..PAGE_KEYS].iter()).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_page_by_page_and_bounded() {
+    let (stores, store) = in_memory();
+    let db = stores.databases[0].database();
+    // Written in one transaction: thousands of single writes would only slow the test.
+    let write = |range: std::ops::Range<usize>| {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("default"))
+                .unwrap();
+            for i in range {
+                table
+                    .insert(format!("k{i:05}").as_str(), b"v".as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    };
+    write(0..2_500);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store.list_keys(cursor).await.unwrap();
+        assert!(page.keys.len() <= PAGE_KEYS);
+        pages += 1;
+        seen.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 2_500);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.all_keys().await.unwrap().len(), 2_500);
+
+    write(2_500..MAX_KEYS + 1);
+    let err = store.all_keys().await.unwrap_err();
+    assert!(err.to_string().contains("list-keys"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_store_fails_within_the_deadline() {
+    let stores = Stores::open(
+        &labels(&["default"]),
+        &setup(
+            None,
+            Some(r#"key_value_store.default = { type = "spin" }"#),
+            100,
+        ),
+    )
+    .unwrap();
+    let store = stores.get("default").unwrap();
+    // A write transaction held elsewhere: the store's writes wait behind it.
+    let db = stores.databases[0].database();
+    let (began, holding) = std::sync::mpsc::channel::<()>();
+    let (held, release) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let tx = db.begin_write().unwrap();
+        began.send(()).unwrap();
+        let _ = release.recv();
+        drop(tx);
+    });
+    holding.recv().unwrap();
+    let start = Instant::now();
+    let err = store.set("a", b"1".to_vec()).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(400), "took {took:?}");
+    assert_eq!(
+        err,
+        KvError::Other("key-value store 'default' unavailable: no answer within 100 ms".into())
+    );
+    // Reads do not wait for writers.
+    assert_eq!(store.get("a").await, Ok(None));
+    held.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_follows_the_manifest_and_the_runtime_config() {
+    let dir = TempDir::new();
+    let stores = Stores::open(
+        &labels(&["default", "cache"]),
+        &setup(Some(&dir.0), None, 500),
+    )
+    .unwrap();
+    assert!(stores.get("default").is_ok());
+    assert_eq!(stores.get("cache").err(), Some(KvError::NoSuchStore));
+    assert_eq!(stores.get("secret").err(), Some(KvError::AccessDenied));
+
+    // Undeclared: no file is created.
+    let empty = TempDir::new();
+    let stores = Stores::open(&[], &setup(Some(&empty.0), None, 500)).unwrap();
+    assert_eq!(stores.get("default").err(), Some(KvError::AccessDenied));
+    assert!(!empty.0.join(config::DEFAULT_FILE).exists());
+
+    // Two labels in one file are two tables.
+    let file = dir.0.join("shared.redb");
+    let inline = format!(
+        "key_value_store.a = {{ type = \"spin\", path = {0:?} }}\n\
+         key_value_store.b = {{ type = \"spin\", path = {0:?} }}",
+        file.display().to_string()
+    );
+    let stores = Stores::open(
+        &labels(&["a", "b"]),
+        &setup(Some(&dir.0), Some(&inline), 500),
+    )
+    .unwrap();
+    let (a, b) = (stores.get("a").unwrap(), stores.get("b").unwrap());
+    a.set("k", b"from a".to_vec()).await.unwrap();
+    assert_eq!(b.get("k").await, Ok(None));
+    assert_eq!(a.get("k").await, Ok(Some(b"from a".to_vec())));
+}
+
+#[test]
+fn a_file_in_use_or_an_unusable_directory_is_a_clear_error() {
+    let dir = TempDir::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let _first = Stores::open(&labels(&["default"]), &setup(Some(&dir.0), None, 500)).unwrap();
+    let err = Stores::open(&labels(&["default"]), &setup(Some(&dir.0), None, 500))
+        .err()
+        .unwrap();
+    let text = format!("{err:#}");
+    assert!(text.contains("already open in another process"), "{text}");
+    assert!(
+        text.contains(&dir.0.join(config::DEFAULT_FILE).display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("--state-dir"), "{text}");
+
+    // A state directory that cannot be created: its parent is a file.
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let err = Stores::open(
+        &labels(&["default"]),
+        &setup(Some(&file.join("state")), None, 500),
+    )
+    .err()
+    .unwrap();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cannot create the key-value store directory"),
+        "{text}"
+    );
+    assert!(text.contains("--state-dir"), "{text}");
+}

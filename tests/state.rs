@@ -1,0 +1,600 @@
+//! Conversations and the response cache, end to end, on every store both runtimes offer:
+//! ion-host with its embedded store and with Redis, `spin up` with its default (SQLite) store
+//! and with Redis through a runtime-config file. The same suite runs on each; Redis is a real
+//! `redis-server` started on a free port (see `common::redis`).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer as Redis;
+use common::{
+    Emulator, Reply, Runtime, Service, TempDir, emulator_env, request, runtimes, start_emulator,
+};
+use serde_json::{Value, json};
+
+/// Where a service keeps its state.
+enum Store<'a> {
+    /// The runtime's own default: ion-host's embedded file, Spin's SQLite file.
+    Default,
+    Redis(&'a Redis),
+}
+
+/// Starts `runtime` on `store`, with its state (the default store's file) under `state_dir`.
+fn start(
+    runtime: Runtime,
+    store: &Store<'_>,
+    state_dir: &Path,
+    emulator: &Emulator,
+    extra_env: &[(&str, &str)],
+) -> Service {
+    let state_dir = state_dir.to_str().unwrap();
+    let config = state_dir.to_owned() + "/runtime-config.toml";
+    let mut args = vec!["--state-dir", state_dir];
+    if let Store::Redis(redis) = store {
+        std::fs::write(
+            &config,
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        args.extend(["--runtime-config-file", config.as_str()]);
+    }
+    let mut env = emulator_env(emulator);
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Service::start_with_args(runtime, &args, &env)
+}
+
+fn post(service: &Service, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request(
+        "POST",
+        &service.url("/chat"),
+        &all,
+        body.to_string().as_bytes(),
+    )
+}
+
+fn ok(reply: Reply) -> Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+/// The events of a streamed `/chat` answer, as (name, data).
+fn events(reply: &Reply) -> Vec<(String, Value)> {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply
+        .body
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once("\ndata: ").expect("event and data");
+            (
+                name.trim_start_matches("event: ").to_owned(),
+                serde_json::from_str(data).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn transcript(service: &Service, id: &str) -> Value {
+    ok(service.get(&format!("/conversations/{id}")))
+}
+
+fn upstream_calls(emulator: &Emulator) -> usize {
+    emulator.wait_until_settled(Duration::from_secs(5)).len()
+}
+
+/// The suite every store passes.
+fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
+    let emulator = start_emulator();
+    let state = TempDir::new();
+    let service = start(runtime, &store, state.path(), &emulator, &[]);
+    let label = format!("{runtime:?}");
+
+    // A first turn starts a conversation; the second continues it with its history.
+    let first = ok(post(
+        &service,
+        &json!({"message": format!("How do I begin, {label}?")}),
+        &[],
+    ));
+    let id = first["conversation_id"]
+        .as_str()
+        .expect("a new conversation id")
+        .to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_eq!(first["metadata"]["cache"], "miss");
+    let second = ok(post(
+        &service,
+        &json!({"message": "And after that?", "conversation_id": id}),
+        &[],
+    ));
+    assert_eq!(second["conversation_id"], id.as_str());
+    assert!(
+        second["content"].as_str().unwrap().contains("turn 3]"),
+        "{second}"
+    );
+    assert!(
+        second["metadata"]["usage"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{second}"
+    );
+    let sent = emulator.requests().last().unwrap().body.clone();
+    assert_eq!(
+        sent["contents"][0]["parts"][0]["text"],
+        format!("How do I begin, {label}?")
+    );
+
+    // Streamed: the id comes in the first event, and the turn is stored before `done`.
+    let streamed = events(&post(
+        &service,
+        &json!({"message": "Stream the next step", "conversation_id": id, "stream": true}),
+        &[],
+    ));
+    assert_eq!(streamed[0].0, "meta");
+    assert_eq!(streamed[0].1["conversation_id"], id.as_str());
+    let (last, done) = streamed.last().unwrap();
+    assert_eq!(last, "done", "{streamed:?}");
+    assert_eq!(done["conversation_id"], id.as_str());
+    let text: String = streamed
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    let kept = transcript(&service, &id);
+    let turns = kept["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 3, "{kept}");
+    assert_eq!(turns[2]["question"], "Stream the next step");
+    assert_eq!(turns[2]["answer"], text.as_str());
+    assert_eq!(kept["conversation_id"], id.as_str());
+
+    // A streamed first turn starts a conversation that can be read at once.
+    let fresh = events(&post(
+        &service,
+        &json!({"message": format!("A new topic for {label}"), "stream": true}),
+        &[],
+    ));
+    let new_id = fresh[0].1["conversation_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_eq!(
+        transcript(&service, &new_id)["turns"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Callers that keep their own history still can; the server then stores nothing.
+    let own = ok(post(
+        &service,
+        &json!({"message": "Mine", "history": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+        &[],
+    ));
+    assert_eq!(own["conversation_id"], Value::Null);
+
+    // Bad ids and bad combinations.
+    let both = post(
+        &service,
+        &json!({"message": "x", "conversation_id": id, "history": [{"role": "user", "content": "a"}]}),
+        &[],
+    );
+    assert_eq!(both.status, 422, "{}", both.body);
+    for bad in ["nope", "../../etc/passwd", &"A".repeat(32), &"0".repeat(33)] {
+        let r = post(
+            &service,
+            &json!({"message": "x", "conversation_id": bad}),
+            &[],
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    let r = post(
+        &service,
+        &json!({"message": "x", "conversation_id": 12}),
+        &[],
+    );
+    assert_eq!(r.status, 422);
+    let unknown = "0123456789abcdef".repeat(2);
+    let r = post(
+        &service,
+        &json!({"message": "x", "conversation_id": unknown}),
+        &[],
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["code"], "conversation_not_found");
+    assert_eq!(
+        service.get(&format!("/conversations/{unknown}")).status,
+        404
+    );
+    let r = service.get("/conversations/not-an-id");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.json()["detail"][0]["loc"],
+        json!(["path", "conversation_id"])
+    );
+    let r = request(
+        "PUT",
+        &service.url(&format!("/conversations/{id}")),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, DELETE"));
+
+    // The response cache: a repeated first question is answered without Gemini.
+    let question = json!({"message": format!("What is a good first project, {label}?")});
+    let miss = ok(post(&service, &question, &[]));
+    let calls = upstream_calls(&emulator);
+    let hit = ok(post(
+        &service,
+        &json!({"message": format!("  what is a good FIRST project, {label}? ")}),
+        &[],
+    ));
+    assert_eq!(hit["metadata"]["cache"], "hit", "{hit}");
+    assert_eq!(hit["content"], miss["content"]);
+    assert_eq!(hit["metadata"]["attempts"], 0);
+    assert_ne!(hit["conversation_id"], miss["conversation_id"]);
+    let replay = events(&post(
+        &service,
+        &json!({"message": question["message"], "stream": true}),
+        &[],
+    ));
+    assert_eq!(replay.last().unwrap().1["metadata"]["cache"], "hit");
+    let replayed: String = replay
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(replayed, miss["content"].as_str().unwrap());
+    assert_eq!(
+        upstream_calls(&emulator),
+        calls,
+        "hits make no upstream call"
+    );
+    let bypass = ok(post(&service, &question, &[("cache-control", "no-cache")]));
+    assert_eq!(bypass["metadata"]["cache"], "miss");
+    assert_eq!(upstream_calls(&emulator), calls + 1);
+
+    // 50 turns at once on one conversation: none lost, none paired with another's answer.
+    let base = Arc::new(service.base_url.clone());
+    let id = Arc::new(id);
+    let workers: Vec<_> = (0..50)
+        .map(|i| {
+            let (base, id) = (base.clone(), id.clone());
+            std::thread::spawn(move || {
+                let body =
+                    json!({"message": format!("parallel question {i}"), "conversation_id": *id});
+                request(
+                    "POST",
+                    &format!("{base}/chat"),
+                    &[("content-type", "application/json")],
+                    body.to_string().as_bytes(),
+                )
+                .status
+            })
+        })
+        .collect();
+    for worker in workers {
+        assert_eq!(worker.join().unwrap(), 200);
+    }
+    let kept = transcript(&service, &id);
+    let turns = kept["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 3 + 50, "no turn lost");
+    let mut seen: Vec<u32> = Vec::new();
+    for turn in &turns[3..] {
+        let question = turn["question"].as_str().unwrap();
+        assert!(
+            turn["answer"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("you said: {question}")),
+            "a question paired with another turn's answer: {turn}"
+        );
+        seen.push(question.rsplit(' ').next().unwrap().parse().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+
+    // Deleted means gone, for reading and for chatting.
+    let path = format!("/conversations/{id}");
+    assert_eq!(request("DELETE", &service.url(&path), &[], b"").status, 204);
+    assert_eq!(service.get(&path).status, 404);
+    assert_eq!(request("DELETE", &service.url(&path), &[], b"").status, 404);
+    let r = post(
+        &service,
+        &json!({"message": "x", "conversation_id": *id}),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+
+    // The state outlives the process.
+    drop(service);
+    let again = start(runtime, &store, state.path(), &emulator, &[]);
+    assert_eq!(
+        transcript(&again, &new_id)["turns"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn ion_host_with_its_embedded_store() {
+    conversations_and_cache(Runtime::IonHost, Store::Default);
+}
+
+#[test]
+fn ion_host_with_redis() {
+    let Some(redis) = Redis::start() else { return };
+    conversations_and_cache(Runtime::IonHost, Store::Redis(&redis));
+}
+
+#[test]
+fn spin_with_its_default_store() {
+    if runtimes().contains(&Runtime::Spin) {
+        conversations_and_cache(Runtime::Spin, Store::Default);
+    }
+}
+
+#[test]
+fn spin_with_redis() {
+    if runtimes().contains(&Runtime::Spin) {
+        let Some(redis) = Redis::start() else { return };
+        conversations_and_cache(Runtime::Spin, Store::Redis(&redis));
+    }
+}
+
+/// Expiry, the turn limit and the cache switch, which are variables.
+#[test]
+fn conversations_expire_fill_up_and_the_cache_turns_off() {
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        let state = TempDir::new();
+        let service = start(
+            runtime,
+            &Store::Default,
+            state.path(),
+            &emulator,
+            &[
+                ("SPIN_VARIABLE_CONVERSATION_TTL_SECONDS", "2"),
+                ("SPIN_VARIABLE_CONVERSATION_TURN_LIMIT", "2"),
+                ("SPIN_VARIABLE_CACHE_TTL_SECONDS", "0"),
+            ],
+        );
+        let first = ok(post(&service, &json!({"message": "one"}), &[]));
+        let id = first["conversation_id"].as_str().unwrap().to_owned();
+        ok(post(
+            &service,
+            &json!({"message": "two", "conversation_id": id}),
+            &[],
+        ));
+        let full = post(
+            &service,
+            &json!({"message": "three", "conversation_id": id}),
+            &[],
+        );
+        assert_eq!(full.status, 422, "{runtime:?}: {}", full.body);
+        assert_eq!(full.json()["code"], "conversation_full");
+
+        let again = ok(post(&service, &json!({"message": "one"}), &[]));
+        assert_eq!(again["metadata"]["cache"], "miss", "the cache is off");
+
+        std::thread::sleep(Duration::from_millis(3100));
+        let r = service.get(&format!("/conversations/{id}"));
+        assert_eq!(r.status, 404, "{runtime:?}: expired: {}", r.body);
+    }
+}
+
+/// Gemini's implicit caching is reported on the OpenAI route too.
+#[test]
+fn implicit_caching_is_reported_on_v1() {
+    let emulator = start_emulator();
+    let state = TempDir::new();
+    let service = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let body = json!({"model": "ion-auto", "messages": [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": "second"},
+    ]});
+    let r = request(
+        "POST",
+        &service.url("/v1/chat/completions"),
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    let v = ok(r);
+    assert!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{v}"
+    );
+}
+
+/// Redis goes away and comes back: plain chats keep answering, a named conversation gets a
+/// prompt 503, and the service recovers by itself.
+#[test]
+fn a_redis_outage_is_survived() {
+    let emulator = start_emulator();
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let state = TempDir::new();
+    let service = start(
+        Runtime::IonHost,
+        &Store::Redis(&redis),
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let first = ok(post(
+        &service,
+        &json!({"message": "before the outage"}),
+        &[],
+    ));
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+
+    redis.stop();
+    let plain = ok(post(
+        &service,
+        &json!({"message": "during the outage"}),
+        &[],
+    ));
+    assert_eq!(plain["conversation_id"], Value::Null);
+    assert_eq!(plain["metadata"]["cache"], "miss");
+    let started = Instant::now();
+    let named = post(
+        &service,
+        &json!({"message": "x", "conversation_id": id}),
+        &[],
+    );
+    assert_eq!(named.status, 503, "{}", named.body);
+    assert_eq!(named.json()["code"], "store_unavailable");
+    assert!(named.header("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(service.get(&format!("/conversations/{id}")).status, 503);
+    assert!(
+        service
+            .stdout_lines()
+            .iter()
+            .any(|l| l.contains("\"store\":\"unavailable\"")),
+        "the chat's log line says the store was unavailable"
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = ok(post(&service, &json!({"message": "after the outage"}), &[]));
+        if r["conversation_id"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not recover: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Records that are not ours (corrupt, foreign) are answered, never a crash.
+#[test]
+fn corrupt_and_foreign_records_are_answered() {
+    let emulator = start_emulator();
+    let Some(redis) = Redis::start() else { return };
+    let state = TempDir::new();
+    let service = start(
+        Runtime::IonHost,
+        &Store::Redis(&redis),
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let first = ok(post(&service, &json!({"message": "a real one"}), &[]));
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    ok(post(
+        &service,
+        &json!({"message": "and another", "conversation_id": id}),
+        &[],
+    ));
+
+    // A garbled turn is skipped; garbled dates make the conversation unknown.
+    redis.cli(&["SET", &format!("conv/{id}/t/1"), "\u{1}garbage"]);
+    let kept = transcript(&service, &id);
+    assert_eq!(kept["turns"].as_array().unwrap().len(), 1, "{kept}");
+    redis.cli(&["SET", &format!("conv/{id}"), "[1,2,3]"]);
+    assert_eq!(service.get(&format!("/conversations/{id}")).status, 404);
+    let r = post(
+        &service,
+        &json!({"message": "x", "conversation_id": id}),
+        &[],
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // A counter that is not a number is a store error for that conversation, not a crash.
+    let other = ok(post(&service, &json!({"message": "a third"}), &[]))["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    redis.cli(&["SET", &format!("conv/{other}/n"), "not a number"]);
+    let r = service.get(&format!("/conversations/{other}"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(service.get("/health").status, 200);
+}
+
+/// SIGTERM while a streamed turn is still arriving: ion-host drains it, the turn is stored
+/// before the process exits, and the next process on the same state finds it.
+#[test]
+fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
+    let emulator = common::Emulator::start_in_background(common::EmulatorConfig {
+        chunk_delay: Duration::from_millis(150),
+        ..common::EmulatorConfig::default()
+    })
+    .expect("emulator starts");
+    let state = TempDir::new();
+    let mut service = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let first = ok(post(&service, &json!({"message": "the first turn"}), &[]));
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+
+    let url = service.url("/chat");
+    let body =
+        json!({"message": "answered while shutting down", "conversation_id": id, "stream": true});
+    let streaming = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    });
+    common::wait_for_upstream_requests(&emulator, 2);
+    service.terminate();
+    let streamed = events(&streaming.join().unwrap());
+    assert_eq!(streamed.last().unwrap().0, "done", "{streamed:?}");
+    assert!(
+        service.wait_exit(Duration::from_secs(30)).is_some(),
+        "ion-host exited"
+    );
+
+    let again = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[],
+    );
+    let kept = transcript(&again, &id);
+    let turns = kept["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "{kept}");
+    assert_eq!(turns[1]["question"], "answered while shutting down");
+}
