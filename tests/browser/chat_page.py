@@ -797,6 +797,58 @@ def scenario_store_unavailable(page: Page, base_url: str, conv: str) -> None:
     log("ok: with the history service down, the page says so and answers go on with its copy")
 
 
+def scenario_store_down(browser: Browser, down_url: str, transcript: list[dict]) -> None:
+    """Against a service whose store is down: its real 503 and null conversation ids."""
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    watch = Watch(page, down_url)
+    conv = "fedcba9876543210" * 2
+    # This browser kept a copy of a conversation the service cannot read now.
+    page.goto(f"{down_url}/")
+    page.evaluate(
+        "([key, list, copy]) => { localStorage.setItem(key, copy);"
+        f" localStorage.setItem('{LIST_KEY}', list); }}",
+        [
+            COPY_PREFIX + conv,
+            json.dumps([{"id": conv, "title": "Kept here", "updated": 1}]),
+            json.dumps({"turns": transcript}),
+        ],
+    )
+    with page.expect_response(f"**/conversations/{conv}") as loaded:
+        page.goto(f"{down_url}/?c={conv}")
+    assert loaded.value.status == 503 and loaded.value.json()["code"] == "store_unavailable"
+    notice = page.locator(".notice-box.offline")
+    expect(notice).to_contain_text("history service is unavailable")
+    expect(notice).to_contain_text("Answers still work")
+    expect(page.locator(".message.user")).to_have_count(len(transcript))
+    with page.expect_request("**/chat") as sent:
+        ask(page, "Is this still answered?")
+    body = sent.value.post_data_json
+    assert "conversation_id" not in body and len(body["history"]) == 2 * len(transcript), body
+    expect(wait_complete(page).locator(".text")).to_contain_text(
+        f"turn {2 * len(transcript) + 1}]"
+    )
+
+    # A new conversation: the service can name none (its meta says null), so the page keeps
+    # it and sends it along with the next question.
+    page.get_by_role("button", name="New conversation", exact=True).click()
+    ask(page, "Starting while the store is down.")
+    wait_complete(page)
+    expect(page.locator(".notice-box.offline")).to_contain_text("kept in this browser only")
+    expect(page).to_have_url(f"{down_url}/")
+    with page.expect_request("**/chat") as sent:
+        ask(page, "And a second question?")
+    body = sent.value.post_data_json
+    assert "conversation_id" not in body and len(body["history"]) == 2, body
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 3]")
+    page.reload()  # kept by this browser across a reload
+    expect(page.locator(".message.user")).to_have_count(2)
+    watch.assert_clean()
+    context.close()
+    log("ok: with the store really down, answers come and the page keeps the conversation")
+
+
 def accessibility(page: Page, axe_source: str, label: str) -> None:
     page.evaluate(axe_source)
     result = page.evaluate(
@@ -847,6 +899,7 @@ def screenshots(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True)
+    parser.add_argument("--store-down-url", required=True, help="a service whose store is down")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--axe", required=True, help="path to axe-core's axe.min.js")
     parser.add_argument("--screenshots", required=True, type=Path)
@@ -902,6 +955,8 @@ def main() -> int:
         scenario_list(page, base_url, first)
         scenario_gone(page, base_url)
         scenario_store_unavailable(page, base_url, first)
+        transcript = json.loads(page.evaluate(f"localStorage.getItem('{COPY_PREFIX}{first}')"))
+        scenario_store_down(browser, args.store_down_url.rstrip("/"), transcript["turns"][:2])
         scenario_stop(page)
         scenario_keyboard(page)
         watch.assert_clean()
