@@ -39,7 +39,11 @@ const ui = {
   listEmpty: $("list-empty"),
   listStatus: $("list-status"),
   scrim: $("scrim"),
+  bar: document.querySelector(".bar"),
+  chat: document.querySelector(".chat"),
 };
+/** The width at which the list becomes a drawer (as in app.css). */
+const NARROW = window.matchMedia("(max-width: 52rem)");
 
 /**
  * The conversation on screen.
@@ -982,11 +986,14 @@ async function deleteConversation(entry, button) {
   focusListed(entry.id);
 }
 
-/** At phone width the list is a drawer over the conversation. */
+/** At phone width the list is a drawer over the conversation, which is inert meanwhile (a
+ *  modal: Tab stays in the drawer, Escape or Close leaves it). */
 function setDrawer(open) {
   ui.sidebar.classList.toggle("open", open);
   ui.scrim.hidden = !open;
   ui.showList.setAttribute("aria-expanded", String(open));
+  ui.bar.inert = open;
+  ui.chat.inert = open;
   if (open) {
     (ui.list.querySelector("[aria-current]") || ui.hideList).focus();
   }
@@ -1052,6 +1059,10 @@ ui.hideList.addEventListener("click", () => {
   ui.showList.focus();
 });
 ui.scrim.addEventListener("click", () => setDrawer(false));
+// Grown past phone width with the drawer open: the list is a sidebar again.
+NARROW.addEventListener("change", () => {
+  if (!NARROW.matches && drawerOpen()) setDrawer(false);
+});
 
 // Another tab changed the list: show it.
 window.addEventListener("storage", (event) => {

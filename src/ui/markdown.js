@@ -383,7 +383,9 @@ function renderBlock(block, tight) {
       const wrap = el("div", "table-wrap");
       wrap.tabIndex = 0;
       wrap.setAttribute("role", "region");
-      wrap.setAttribute("aria-label", "Table");
+      // Named by its columns, so that several tables are told apart.
+      const columns = block.head.join(", ");
+      wrap.setAttribute("aria-label", `Table: ${columns.length > 80 ? `${columns.slice(0, 79)}…` : columns}`);
       const table = el("table");
       const thead = el("thead");
       thead.append(renderRow(block.head, block.align, "th", block.head.length));

@@ -216,9 +216,15 @@ def scenario_second_device(browser: Browser, base_url: str, conv: str) -> None:
     toggle.click()
     expect(page.locator(".sidebar")).to_be_visible()
     expect(page.get_by_role("link", name=FIRST_QUESTION)).to_be_focused()
+    # A modal drawer: the chat behind it is inert, Tab moves within the list.
+    assert page.evaluate("document.querySelector('.chat').inert")
+    for _ in range(2):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.closest('#sidebar') !== null")
     page.keyboard.press("Escape")
     expect(page.locator(".sidebar")).to_be_hidden()
     expect(toggle).to_be_focused()
+    assert not page.evaluate("document.querySelector('.chat').inert")
 
     with page.expect_request("**/chat") as sent:
         ask(page, "From my phone: what next?")
