@@ -1,6 +1,9 @@
 //! The chat page in a real browser: starts the Vertex AI emulator and ion-host, then runs
 //! `tests/browser/chat_page.py` (Playwright driving Debian's headless Chromium) against it.
 //!
+//! A second ion-host, whose key-value store cannot be reached (Redis at a closed port), shows
+//! the page the service's real `503 store_unavailable` and `null` conversation ids.
+//!
 //! The script asks this test for the facts only the server side can see, one line each way
 //! (`@@check {json}` → `ok` | `fail: why`): what the emulator received, and whether the
 //! emulator saw its client go away when the page stopped an answer.
@@ -19,7 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Emulator, Service, emulator_env, request, runtimes, start_emulator, workspace_root};
+use common::{
+    Emulator, Service, emulator_env, free_port, request, runtimes, start_emulator, workspace_root,
+};
 use serde_json::Value;
 use vertex_emulator::RecordedRequest;
 
@@ -76,6 +81,15 @@ fn the_chat_page_works_in_a_real_browser() {
         }
     }
     let service = Service::start_host(&[], &env);
+    let mut down = env.clone();
+    down.push((
+        "ION_RUNTIME_CONFIG".into(),
+        format!(
+            r#"key_value_store.default = {{ type = "redis", url = "redis://127.0.0.1:{}" }}"#,
+            free_port()
+        ),
+    ));
+    let store_down = Service::start_host(&[], &down);
 
     let screenshots = workspace_root().join("target/screenshots");
     let mut command = Command::new(&tools.python);
@@ -83,6 +97,8 @@ fn the_chat_page_works_in_a_real_browser() {
         .arg(workspace_root().join("tests/browser/chat_page.py"))
         .arg("--base-url")
         .arg(&service.base_url)
+        .arg("--store-down-url")
+        .arg(&store_down.base_url)
         .arg("--chromium")
         .arg(&tools.chromium)
         .arg("--axe")
@@ -167,6 +183,7 @@ fn both_runtimes_serve_the_page_to_browsers_only() {
 
         for (path, content_type) in [
             ("/ui/app.js", "text/javascript; charset=utf-8"),
+            ("/ui/markdown.js", "text/javascript; charset=utf-8"),
             ("/ui/app.css", "text/css; charset=utf-8"),
             ("/ui/icon.svg", "image/svg+xml"),
         ] {

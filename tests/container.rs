@@ -290,6 +290,7 @@ fn serves_the_api(container: &Container, emulator: &vertex_emulator::Emulator) {
     );
     for (path, kind) in [
         ("/ui/app.js", "text/javascript"),
+        ("/ui/markdown.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
         ("/docs", "text/html"),
         ("/openapi.json", "application/json"),

@@ -2,9 +2,24 @@
 // Content-Security-Policy allows no other script). It talks to POST /chat with "stream": true
 // and reads the Server-Sent Events from fetch(), because EventSource cannot send a POST body.
 // Loaded as a module: strict, deferred, and nothing leaks into the global scope.
+//
+// Conversations live on the server (GET/DELETE /conversations/{id}): the page sends
+// `conversation_id` once the first answer's `meta` event has named one, and keeps `/?c=<id>` in
+// the address bar so a reload or another device opens the same conversation. This browser
+// keeps a list of its conversations (id and title) and a copy of each transcript in
+// localStorage: the copy is shown, and sent as `history`, when the history service is
+// unavailable.
 
-const STORAGE_KEY = "ion-mentoring.conversation.v1";
+import { renderMarkdown } from "/ui/markdown.js";
+
+/** A conversation the server does not keep (none named yet, or the store was down): {turns}. */
+const LOCAL_KEY = "ion-mentoring.conversation.v1";
+/** This browser's conversations, newest first: [{id, title, updated}]. */
+const LIST_KEY = "ion-mentoring.conversations.v1";
+/** Followed by an id: this browser's copy of that conversation, {turns}. */
+const COPY_PREFIX = "ion-mentoring.transcript.v1.";
 const MENTOR_KEY = "ion-mentoring.mentor.v1";
+const ID_PATTERN = /^[0-9a-f]{32}$/;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -17,47 +32,169 @@ const ui = {
   mentor: $("mentor"),
   reset: $("new-conversation"),
   status: $("status"),
+  sidebar: $("sidebar"),
+  showList: $("show-list"),
+  hideList: $("hide-list"),
+  list: $("conversation-list"),
+  listEmpty: $("list-empty"),
+  listStatus: $("list-status"),
+  scrim: $("scrim"),
+  bar: document.querySelector(".bar"),
+  chat: document.querySelector(".chat"),
 };
+/** The width at which the list becomes a drawer (as in app.css). */
+const NARROW = window.matchMedia("(max-width: 52rem)");
 
-/** Completed exchanges, oldest first: {question, answer, meta, chosen, note}. Only these
- *  are sent back as history; a stopped or failed answer is shown but never sent. */
-let turns = [];
+/**
+ * The conversation on screen.
+ * - `id`: the server's id, or null while it has none (a new conversation, or one the page
+ *   keeps itself because the store was unavailable when it began);
+ * - `turns`: completed exchanges, oldest first, {question, answer, meta, chosen, note}. A
+ *   stopped or failed answer is shown but never kept;
+ * - `offline`: the history service failed for this conversation, so questions carry `turns`
+ *   as `history` instead of naming it;
+ * - `ended`: the server no longer takes questions for it (deleted, expired or full): the next
+ *   question starts a new conversation.
+ */
+let conversation = freshConversation();
 /** The answer being streamed: {controller}. */
 let active = null;
+/** A transcript is being fetched: questions wait for it. */
+let loading = false;
+
+function freshConversation() {
+  return { id: null, turns: [], offline: false, ended: false };
+}
 
 // ---------------------------------------------------------------- storage
 
-function loadState() {
+function readJson(key) {
   try {
-    const saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null");
-    if (saved && Array.isArray(saved.turns)) {
-      turns = saved.turns.filter(
-        (t) => t && typeof t.question === "string" && typeof t.answer === "string",
-      );
-    }
-    const mentor = localStorage.getItem(MENTOR_KEY);
-    if (mentor && [...ui.mentor.options].some((o) => o.value === mentor)) {
-      ui.mentor.value = mentor;
-    }
+    return JSON.parse(localStorage.getItem(key) || "null");
   } catch {
-    turns = []; // Storage disabled or corrupt: start afresh.
+    return null; // Storage disabled or corrupt: as if empty.
   }
 }
 
-function saveState() {
+function writeJson(key, value) {
   try {
-    localStorage.setItem(STORAGE_KEY, JSON.stringify({ turns }));
+    localStorage.setItem(key, JSON.stringify(value));
+    return true;
+  } catch {
+    return false; // Private mode or full storage: the page still works for its life.
+  }
+}
+
+function forgetKey(key) {
+  try {
+    localStorage.removeItem(key);
+  } catch {
+    // Nothing to do.
+  }
+}
+
+function savedTurns(saved) {
+  if (!saved || !Array.isArray(saved.turns)) return [];
+  return saved.turns.filter(
+    (t) => t && typeof t.question === "string" && typeof t.answer === "string",
+  );
+}
+
+function loadMentor() {
+  const mentor = localStorageString(MENTOR_KEY);
+  if (mentor && [...ui.mentor.options].some((o) => o.value === mentor)) {
+    ui.mentor.value = mentor;
+  }
+}
+
+function localStorageString(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function saveMentor() {
+  try {
     localStorage.setItem(MENTOR_KEY, ui.mentor.value);
   } catch {
-    // Private mode or full storage: the conversation still works for this page's life.
+    // Not kept: the choice still holds until the page is closed.
   }
+}
+
+/** Keeps this browser's copy of the conversation on screen. */
+function saveTurns() {
+  const copy = { turns: conversation.turns };
+  if (!conversation.id) {
+    writeJson(LOCAL_KEY, copy);
+    return;
+  }
+  const key = COPY_PREFIX + conversation.id;
+  if (writeJson(key, copy)) return;
+  // Storage is full: the copies of the least recent other conversations make room (the
+  // server still has those).
+  for (const entry of listed().reverse()) {
+    if (entry.id === conversation.id) continue;
+    forgetKey(COPY_PREFIX + entry.id);
+    if (writeJson(key, copy)) return;
+  }
+}
+
+/** This browser's conversations, newest first. */
+function listed() {
+  const list = readJson(LIST_KEY);
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((e) => e && typeof e.id === "string" && ID_PATTERN.test(e.id))
+    .map((e) => ({
+      id: e.id,
+      title: typeof e.title === "string" && e.title.trim() ? e.title : "Untitled conversation",
+      updated: Number(e.updated) || 0,
+    }));
+}
+
+function saveList(list) {
+  list.sort((a, b) => b.updated - a.updated);
+  writeJson(LIST_KEY, list);
+  renderList();
+}
+
+/** The title a question gives a conversation: its first line of words, not too long. */
+function titleFor(question) {
+  const flat = question.replace(/\s+/g, " ").trim();
+  return flat.length > 80 ? `${flat.slice(0, 79)}…` : flat;
+}
+
+/** Lists `id` (or moves it to the top, when `touched`), keeping a title the user gave it. */
+function remember(id, title, updated = Date.now(), touched = true) {
+  const list = listed();
+  const known = list.find((e) => e.id === id);
+  if (known) {
+    if (touched) known.updated = updated;
+  } else {
+    list.push({ id, title: title || "Untitled conversation", updated });
+  }
+  saveList(list);
+}
+
+function forget(id) {
+  saveList(listed().filter((e) => e.id !== id));
+  forgetKey(COPY_PREFIX + id);
 }
 
 function historyToSend() {
-  return turns.flatMap((t) => [
+  return conversation.turns.flatMap((t) => [
     { role: "user", content: t.question },
     { role: "assistant", content: t.answer },
   ]);
+}
+
+function showAddress() {
+  const want = conversation.id ? `/?c=${conversation.id}` : "/";
+  if (window.location.pathname + window.location.search !== want) {
+    window.history.replaceState(null, "", want);
+  }
 }
 
 // ---------------------------------------------------------------- rendering
@@ -95,11 +232,30 @@ function addAnswer() {
   const article = el("article", "message assistant");
   article.setAttribute("aria-label", "Mentor's answer");
   const who = el("p", "who", "Finding the right mentor…");
-  const text = el("p", "text");
+  const text = el("div", "text markdown");
   article.append(who, text);
   ui.conversation.append(article);
   scrollToEnd();
-  return { article, who, text };
+  return { article, who, text, markdown: [], frame: 0, pending: "" };
+}
+
+/** Shows `answer` (Markdown) in the bubble at the next frame: deltas arriving faster than the
+ *  screen refreshes cost one render, and only the blocks that changed are rebuilt. */
+function paintAnswer(bubble, answer) {
+  bubble.pending = answer;
+  if (bubble.frame) return;
+  bubble.frame = window.requestAnimationFrame(() => {
+    bubble.frame = 0;
+    bubble.markdown = renderMarkdown(bubble.text, bubble.pending, bubble.markdown);
+    scrollToEnd();
+  });
+}
+
+/** Shows `answer` in the bubble now (the end of a stream, or a saved answer). */
+function paintAnswerNow(bubble, answer) {
+  if (bubble.frame) window.cancelAnimationFrame(bubble.frame);
+  bubble.frame = 0;
+  bubble.markdown = renderMarkdown(bubble.text, answer, bubble.markdown);
 }
 
 function describeRouting(meta, chosen) {
@@ -124,6 +280,8 @@ function showMeta(bubble, meta, chosen) {
     document.createTextNode(chosen ? " (your choice)" : ""),
     document.createTextNode(meta.resonance_key ? ` · ${meta.resonance_key}` : ""),
   );
+  // A transcript from the server names the mentor but not the reading that chose it.
+  if (!meta.resonance_key) return;
   const why = el("details", "why");
   why.append(el("summary", "", `Why ${persona}?`), el("p", "", describeRouting(meta, chosen)));
   bubble.text.after(why);
@@ -168,24 +326,95 @@ async function copyText(text) {
   }
 }
 
-function renderSaved() {
+function clearView() {
+  for (const node of [...ui.conversation.children]) {
+    if (node !== ui.empty) node.remove();
+  }
+  ui.empty.hidden = false;
+}
+
+function renderTurns(turns) {
   for (const turn of turns) {
     addUserMessage(turn.question);
     const bubble = addAnswer();
-    bubble.text.textContent = turn.answer;
+    paintAnswerNow(bubble, turn.answer);
     if (turn.meta) showMeta(bubble, turn.meta, turn.chosen);
     if (turn.note) addNote(bubble, turn.note);
     addCopyButton(bubble, turn.answer);
   }
 }
 
+/**
+ * A message about the conversation as a whole (not one answer), e.g. that it could not be
+ * loaded. `kind` keeps one of each: a newer notice of the same kind replaces the older.
+ */
+function showNotice(kind, title, detail, offerNew) {
+  for (const old of ui.conversation.querySelectorAll(`.notice-box[data-kind="${kind}"]`)) {
+    old.remove();
+  }
+  ui.empty.hidden = true;
+  const box = el("div", `notice-box ${kind}`);
+  box.dataset.kind = kind;
+  box.append(el("p", "notice-title", title));
+  if (detail) box.append(el("p", "notice-detail", detail));
+  if (offerNew) box.append(freshButton());
+  ui.conversation.append(box);
+  scrollToEnd();
+  return box;
+}
+
+/** A button that starts a new conversation (named apart from the header's button). */
+function freshButton() {
+  const tools = el("div", "tools");
+  const fresh = el("button", "small primary", "Start a fresh conversation");
+  fresh.type = "button";
+  fresh.addEventListener("click", () => startNew());
+  tools.append(fresh);
+  return tools;
+}
+
+const STORE_DOWN_TITLE = "The history service is unavailable right now.";
+
+/** The store failed for a conversation the server keeps: go on with this browser's copy. */
+function goOffline() {
+  if (conversation.offline) return;
+  conversation.offline = true;
+  showNotice(
+    "offline",
+    STORE_DOWN_TITLE,
+    "Answers still work without it: this page sends the conversation as this browser kept it "
+      + `(${conversation.turns.length} exchanges) with each question. What is asked meanwhile is `
+      + "not saved by the service.",
+  );
+}
+
 // ---------------------------------------------------------------- problems
 
 /** What went wrong, in words, from an error response (contract: {error, status_code, code}). */
 function describeFailure(status, body, retryAfter) {
-  const code = body && body.code;
-  const said = body && typeof body.error === "string" ? body.error : "";
+  const code = errorCode(body);
+  const said = body && typeof body.error === "string" && body.error !== code ? body.error : "";
   const ref = `HTTP ${status}${code ? `, ${code}` : ""}`;
+  if (code === "conversation_not_found") {
+    return {
+      title: "This conversation is no longer kept by the service: it expired or was deleted.",
+      detail: "Your question is back in the box below. Sending it starts a new conversation.",
+      restore: true,
+      ended: true,
+      offerNew: true,
+    };
+  }
+  if (code === "conversation_full") {
+    const limit = body && body.turn_limit ? ` (${body.turn_limit} exchanges)` : "";
+    return {
+      title: `This conversation is full${limit}.`,
+      detail: "Your question is back in the box below. Sending it starts a new conversation; "
+        + "this one stays in your list.",
+      restore: true,
+      ended: true,
+      offerNew: true,
+    };
+  }
   if (status === 429 || code === "overloaded") {
     return {
       title: status === 429
@@ -231,8 +460,16 @@ function describeFailure(status, body, retryAfter) {
   return { title: "The request failed.", detail: `${said} (${ref})`.trim(), retry: true };
 }
 
+/** The machine-readable code of an error body: `code`, or an `error` that is one. */
+function errorCode(body) {
+  if (!body) return "";
+  if (typeof body.code === "string") return body.code;
+  return typeof body.error === "string" && /^[a-z_]+$/.test(body.error) ? body.error : "";
+}
+
 /** Shows a problem in the answer bubble, with a retry button where retrying can help. */
 function showProblem(bubble, problem, question) {
+  if (bubble.frame) paintAnswerNow(bubble, bubble.pending); // what arrived is on screen first
   const box = el("div", "problem");
   box.append(el("p", "problem-title", problem.title));
   if (problem.detail) box.append(el("p", "problem-detail", problem.detail));
@@ -244,6 +481,7 @@ function showProblem(bubble, problem, question) {
   if (problem.restore && !ui.question.value) {
     ui.question.value = question;
   }
+  if (problem.offerNew) box.append(freshButton());
   if (!problem.retry) return;
 
   const tools = el("div", "tools");
@@ -337,13 +575,21 @@ function setBusy(busy) {
   ui.stop.hidden = !busy;
 }
 
-/** Asks `question` with the conversation so far, streaming the answer into a new bubble. */
+/** Asks `question` in the conversation on screen, streaming the answer into a new bubble. */
 async function ask(question, showQuestion = true) {
-  if (showQuestion) addUserMessage(question);
+  let show = showQuestion;
+  if (conversation.ended) {
+    startNew(false);
+    show = true; // a retry from the ended conversation's screen: the question goes along
+  }
+  if (show) addUserMessage(question);
   const bubble = addAnswer();
   bubble.article.classList.add("streaming");
   const chosen = ui.mentor.value !== "auto";
-  const request = { message: question, history: historyToSend(), stream: true };
+  const asked = conversation; // the conversation this question belongs to, whatever happens next
+  const request = { message: question, stream: true };
+  if (asked.id && !asked.offline) request.conversation_id = asked.id;
+  else if (asked.turns.length) request.history = historyToSend();
   if (chosen) request.persona = ui.mentor.value;
 
   const controller = new AbortController();
@@ -352,62 +598,87 @@ async function ask(question, showQuestion = true) {
   let meta = null;
   let answer = "";
   let finished = false;
+  let unsaved = false; // complete, but the history service could not keep it
+  let askAgain = false;
   try {
-    const response = await fetch("/chat", {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "text/event-stream" },
-      body: JSON.stringify(request),
-      signal: controller.signal,
-    });
-    const type = response.headers.get("content-type") || "";
-    if (!response.ok) {
-      let body = null;
-      try { body = await response.json(); } catch { body = null; }
-      const wait = retryAfterSeconds(response.headers.get("retry-after"));
-      showProblem(bubble, describeFailure(response.status, body, wait), question);
-      announce("The question got no answer: see the message in the conversation.");
-      return;
-    }
-    if (!type.startsWith("text/event-stream")) {
-      throw new Error(`expected an event stream, got ${type || "no content type"}`);
-    }
-    for await (const { event, data } of serverSentEvents(response.body)) {
-      const payload = JSON.parse(data);
-      if (event === "meta") {
-        meta = payload;
-        showMeta(bubble, meta, chosen);
-      } else if (event === "delta") {
-        answer += payload.text || "";
-        bubble.text.textContent = answer;
-        scrollToEnd();
-      } else if (event === "done") {
-        finished = true;
-        bubble.note = doneNote(payload);
-        break;
-      } else if (event === "error") {
-        const code = payload.code ? `, ${payload.code}` : "";
+    attempt: {
+      const response = await fetch("/chat", {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        body: JSON.stringify(request),
+        signal: controller.signal,
+      });
+      const type = response.headers.get("content-type") || "";
+      if (!response.ok) {
+        let body = null;
+        try { body = await response.json(); } catch { body = null; }
+        if (response.status === 503 && errorCode(body) === "store_unavailable"
+          && request.conversation_id) {
+          // The conversation cannot be read: ask again with this browser's copy as history.
+          goOffline();
+          bubble.article.remove();
+          askAgain = true;
+        } else {
+          const wait = retryAfterSeconds(response.headers.get("retry-after"));
+          const problem = describeFailure(response.status, body, wait);
+          if (problem.ended && asked === conversation) {
+            conversation.ended = true;
+            if (errorCode(body) === "conversation_not_found") forget(conversation.id);
+          }
+          showProblem(bubble, problem, question);
+          announce("The question got no answer: see the message in the conversation.");
+        }
+        break attempt;
+      }
+      if (!type.startsWith("text/event-stream")) {
+        throw new Error(`expected an event stream, got ${type || "no content type"}`);
+      }
+      for await (const { event, data } of serverSentEvents(response.body)) {
+        const payload = JSON.parse(data);
+        if (event === "meta") {
+          meta = payload;
+          showMeta(bubble, meta, chosen);
+          adoptConversation(asked, payload, request, question);
+        } else if (event === "delta") {
+          answer += payload.text || "";
+          paintAnswer(bubble, answer);
+        } else if (event === "done") {
+          finished = true;
+          bubble.note = doneNote(payload);
+          break;
+        } else if (event === "error") {
+          if (payload.code === "store_unavailable" && answer) {
+            // The whole answer came, and then the history service failed to keep it.
+            finished = true;
+            unsaved = true;
+            bubble.note = "The history service could not save this answer: it is shown here, and "
+              + "sent along with your next questions from this page.";
+            break;
+          }
+          const code = payload.code ? `, ${payload.code}` : "";
+          showProblem(bubble, {
+            title: answer ? "The answer broke off before it was complete." : "The answer failed.",
+            detail: `${payload.error || "The AI service failed."} (HTTP ${payload.status_code}${code})`,
+            retry: true,
+          }, question);
+          announce("The answer broke off: see the message in the conversation.");
+          break;
+        }
+      }
+      if (!finished && !bubble.article.classList.contains("failed")) {
         showProblem(bubble, {
-          title: answer ? "The answer broke off before it was complete." : "The answer failed.",
-          detail: `${payload.error || "The AI service failed."} (HTTP ${payload.status_code}${code})`,
+          title: "The answer stopped before it was complete.",
+          detail: "The connection closed without the end of the answer.",
           retry: true,
         }, question);
-        announce("The answer broke off: see the message in the conversation.");
-        break;
       }
-    }
-    if (!finished && !bubble.article.classList.contains("failed")) {
-      showProblem(bubble, {
-        title: "The answer stopped before it was complete.",
-        detail: "The connection closed without the end of the answer.",
-        retry: true,
-      }, question);
     }
   } catch (error) {
     if (error.name === "AbortError") {
       bubble.article.classList.add("stopped");
       if (!answer) bubble.text.hidden = true;
       addNote(bubble, answer
-        ? "Stopped. This partial answer is not sent with your next question."
+        ? "Stopped. This partial answer is not kept in the conversation."
         : "Stopped before any answer arrived.");
       if (bubble.who.textContent.startsWith("Finding")) bubble.who.textContent = "Stopped";
       announce("Answer stopped");
@@ -428,18 +699,51 @@ async function ask(question, showQuestion = true) {
       }, question);
     }
   } finally {
+    paintAnswerNow(bubble, answer);
     bubble.article.classList.remove("streaming");
     active = null;
     setBusy(false);
   }
+  if (askAgain) {
+    await ask(question, false);
+    return;
+  }
   if (finished && answer) {
     if (bubble.note) addNote(bubble, bubble.note);
     addCopyButton(bubble, answer);
-    turns.push({ question, answer, meta: slimMeta(meta), chosen, note: bubble.note || "" });
-    saveState();
+    // Kept only if the page still shows the conversation it was asked in.
+    if (asked === conversation) {
+      conversation.turns.push({
+        question, answer, meta: slimMeta(meta), chosen, note: bubble.note || "",
+      });
+      if (unsaved && conversation.id) goOffline();
+      saveTurns();
+      if (conversation.id) remember(conversation.id, titleFor(question));
+    }
     announce("Answer complete");
   } else if (finished) {
     showProblem(bubble, { title: "The mentor gave an empty answer.", retry: true }, question);
+  }
+}
+
+/**
+ * The first `meta` event of a new conversation names it: from then on questions send its id,
+ * and the address bar links to it. A `null` id where one was due means the store is down.
+ */
+function adoptConversation(asked, meta, request, question) {
+  if (asked !== conversation || conversation.id || request.history) return;
+  if (typeof meta.conversation_id === "string" && ID_PATTERN.test(meta.conversation_id)) {
+    conversation.id = meta.conversation_id;
+    forgetKey(LOCAL_KEY);
+    remember(conversation.id, titleFor(question));
+    showAddress();
+  } else if (meta.conversation_id === null) {
+    showNotice(
+      "offline",
+      STORE_DOWN_TITLE,
+      "Answers still work without it: this conversation is kept in this browser only, and "
+        + "sent along with each question.",
+    );
   }
 }
 
@@ -468,12 +772,247 @@ function slimMeta(meta) {
   };
 }
 
+// ---------------------------------------------------------------- conversations
+
+/** Clears the screen for a new conversation (the header's button, or after one ended). */
+function startNew(focus = true) {
+  if (active) active.controller.abort();
+  conversation = freshConversation();
+  forgetKey(LOCAL_KEY);
+  clearView();
+  showAddress();
+  renderList();
+  if (focus) {
+    ui.question.focus();
+    announce("Started a new conversation");
+  }
+}
+
+/** Opens conversation `id` (from the address bar): the server's transcript, else this
+ *  browser's copy. */
+async function openConversation(id) {
+  const copy = savedTurns(readJson(COPY_PREFIX + id));
+  conversation = { ...freshConversation(), id, turns: copy };
+  const opening = conversation;
+  renderList();
+  loading = true;
+  ui.send.disabled = true;
+  const wait = showNotice("loading", "Loading the conversation…", "", false);
+  let response = null;
+  let body = null;
+  try {
+    response = await fetch(`/conversations/${id}`, { headers: { accept: "application/json" } });
+    body = await response.json();
+  } catch {
+    body = null; // unreachable, or not JSON: handled as unavailable below
+  } finally {
+    loading = false;
+    ui.send.disabled = false;
+    wait.remove();
+  }
+  if (conversation !== opening) return; // a new conversation was started meanwhile
+  if (response && response.ok && body && Array.isArray(body.turns)) {
+    conversation.turns = body.turns
+      .filter((t) => t && typeof t.question === "string" && typeof t.answer === "string")
+      .map((t, n) => fromServer(t, copy[n]));
+    saveTurns();
+    ui.empty.hidden = conversation.turns.length > 0;
+    const first = conversation.turns[0];
+    const updated = Number(body.updated_at) * 1000 || Date.now();
+    remember(id, first ? titleFor(first.question) : "", updated, false);
+    renderTurns(conversation.turns);
+    scrollToEnd();
+  } else if (response && response.status === 404) {
+    forget(id);
+    conversation = freshConversation();
+    showAddress();
+    renderList();
+    showNotice(
+      "gone",
+      "This conversation is no longer available: it expired or was deleted.",
+      "Ask a question below to start a new conversation.",
+      true,
+    );
+  } else {
+    const why = errorCode(body) === "store_unavailable" || (response && response.status === 503)
+      ? STORE_DOWN_TITLE
+      : `The conversation could not be loaded (${response ? `HTTP ${response.status}` : "no connection"}).`;
+    conversation.offline = true;
+    renderTurns(conversation.turns);
+    showNotice(
+      "offline",
+      why,
+      conversation.turns.length
+        ? `Answers still work without it: below is this conversation as this browser kept it `
+          + `(${conversation.turns.length} exchanges), and it is sent along with each question.`
+        : "Answers still work without it, but this browser has no copy of this conversation: "
+          + "your questions are answered without its earlier turns.",
+    );
+  }
+}
+
+/** A turn of a server transcript, with what this browser saw of it when it was asked. */
+function fromServer(turn, seen) {
+  const same = seen && seen.question === turn.question && seen.answer === turn.answer;
+  return {
+    question: turn.question,
+    answer: turn.answer,
+    meta: same && seen.meta ? seen.meta : { persona_used: turn.persona },
+    chosen: same ? Boolean(seen.chosen) : false,
+    note: same ? seen.note || "" : "",
+  };
+}
+
+/** The list of this browser's conversations, in the sidebar. */
+function renderList() {
+  const list = listed();
+  ui.listEmpty.hidden = list.length > 0;
+  ui.list.replaceChildren(...list.map(listItem));
+}
+
+function listItem(entry) {
+  const item = el("li", "conversation-item");
+  item.dataset.id = entry.id;
+  const link = el("a", "conversation-link", entry.title);
+  link.href = `/?c=${entry.id}`;
+  if (entry.id === conversation.id) {
+    link.setAttribute("aria-current", "page");
+    item.classList.add("current");
+  }
+  const tools = el("div", "item-tools");
+  const rename = el("button", "small", "Rename");
+  rename.type = "button";
+  rename.append(el("span", "visually-hidden", ` “${entry.title}”`));
+  rename.addEventListener("click", () => startRename(item, entry));
+  const remove = el("button", "small", "Delete");
+  remove.type = "button";
+  remove.append(el("span", "visually-hidden", ` “${entry.title}”`));
+  remove.addEventListener("click", () => confirmDelete(item, entry));
+  tools.append(rename, remove);
+  item.append(link, tools);
+  return item;
+}
+
+function focusListed(id) {
+  const link = [...ui.list.querySelectorAll(".conversation-link")]
+    .find((a) => a.closest("li").dataset.id === id);
+  (link || ui.reset).focus();
+}
+
+/** Renaming changes the title this browser shows; the server keeps no titles. */
+function startRename(item, entry) {
+  const form = el("form", "rename");
+  const label = el("label", "visually-hidden", `New title for “${entry.title}”`);
+  const input = el("input");
+  input.id = `rename-${entry.id}`;
+  label.htmlFor = input.id;
+  input.value = entry.title;
+  input.maxLength = 120;
+  const save = el("button", "small primary", "Save");
+  save.type = "submit";
+  const cancel = el("button", "small", "Cancel");
+  cancel.type = "button";
+  form.append(label, input, save, cancel);
+  const done = (title) => {
+    if (title) {
+      const list = listed();
+      const known = list.find((e) => e.id === entry.id);
+      if (known) known.title = title;
+      saveList(list);
+      announce(`Renamed to “${title}”`);
+    } else {
+      renderList();
+    }
+    focusListed(entry.id);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    done(titleFor(input.value));
+  });
+  cancel.addEventListener("click", () => done(""));
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      done("");
+    }
+  });
+  item.replaceChildren(form);
+  input.focus();
+  input.select();
+}
+
+function confirmDelete(item, entry) {
+  const box = el("div", "confirm");
+  box.append(el("p", "", `Delete “${entry.title}”? It is removed from the service too.`));
+  const tools = el("div", "item-tools");
+  const yes = el("button", "small danger", "Yes, delete");
+  yes.type = "button";
+  const no = el("button", "small", "Cancel");
+  no.type = "button";
+  tools.append(yes, no);
+  box.append(tools);
+  item.replaceChildren(box);
+  no.focus();
+  no.addEventListener("click", () => {
+    renderList();
+    focusListed(entry.id);
+  });
+  yes.addEventListener("click", () => deleteConversation(entry, yes));
+}
+
+async function deleteConversation(entry, button) {
+  button.disabled = true;
+  ui.listStatus.textContent = `Deleting “${entry.title}”…`;
+  let status = 0;
+  try {
+    const response = await fetch(`/conversations/${entry.id}`, { method: "DELETE" });
+    status = response.status;
+  } catch {
+    status = 0;
+  }
+  if (status === 204 || status === 200 || status === 404) {
+    // Gone from the service (404: it was already): gone from this browser too.
+    forget(entry.id);
+    if (conversation.id === entry.id) startNew(false);
+    ui.listStatus.textContent = `Deleted “${entry.title}”.`;
+    ui.reset.focus();
+    return;
+  }
+  renderList();
+  ui.listStatus.textContent = status === 503
+    ? `“${entry.title}” was not deleted: the history service is unavailable. Try again later.`
+    : `“${entry.title}” was not deleted (${status ? `HTTP ${status}` : "no connection"}).`;
+  focusListed(entry.id);
+}
+
+/** At phone width the list is a drawer over the conversation, which is inert meanwhile (a
+ *  modal: Tab stays in the drawer, Escape or Close leaves it). */
+function setDrawer(open) {
+  ui.sidebar.classList.toggle("open", open);
+  ui.scrim.hidden = !open;
+  ui.showList.setAttribute("aria-expanded", String(open));
+  ui.bar.inert = open;
+  ui.chat.inert = open;
+  if (open) {
+    (ui.list.querySelector("[aria-current]") || ui.hideList).focus();
+  }
+}
+
+function drawerOpen() {
+  return ui.sidebar.classList.contains("open");
+}
+
 // ---------------------------------------------------------------- controls
 
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const question = ui.question.value.trim();
   if (!question) return;
+  if (loading) {
+    announce("The conversation is still loading: ask again in a moment.");
+    return;
+  }
   if (active) {
     announce("An answer is still coming: wait for it or stop it first.");
     return;
@@ -492,7 +1031,13 @@ ui.question.addEventListener("keydown", (event) => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && active) active.controller.abort();
+  if (event.key !== "Escape") return;
+  if (drawerOpen()) {
+    setDrawer(false);
+    ui.showList.focus();
+  } else if (active) {
+    active.controller.abort();
+  }
 });
 
 ui.stop.addEventListener("click", () => {
@@ -501,25 +1046,47 @@ ui.stop.addEventListener("click", () => {
 });
 
 ui.mentor.addEventListener("change", () => {
-  saveState();
+  saveMentor();
   announce(ui.mentor.value === "auto"
     ? "The mentor will be picked automatically"
     : `${ui.mentor.value} will answer your next questions`);
 });
 
-ui.reset.addEventListener("click", () => {
-  if (active) active.controller.abort();
-  turns = [];
-  saveState();
-  for (const node of [...ui.conversation.children]) {
-    if (node !== ui.empty) node.remove();
-  }
-  ui.empty.hidden = false;
-  ui.question.focus();
-  announce("Started a new conversation");
+ui.reset.addEventListener("click", () => startNew());
+ui.showList.addEventListener("click", () => setDrawer(!drawerOpen()));
+ui.hideList.addEventListener("click", () => {
+  setDrawer(false);
+  ui.showList.focus();
+});
+ui.scrim.addEventListener("click", () => setDrawer(false));
+// Grown past phone width with the drawer open: the list is a sidebar again.
+NARROW.addEventListener("change", () => {
+  if (!NARROW.matches && drawerOpen()) setDrawer(false);
 });
 
-loadState();
-renderSaved();
-scrollToEnd();
+// Another tab changed the list: show it.
+window.addEventListener("storage", (event) => {
+  if (event.key === LIST_KEY) renderList();
+});
+
+loadMentor();
 ui.question.focus();
+const linked = new URLSearchParams(window.location.search).get("c");
+if (linked === null) {
+  // No conversation named: this browser's unsaved one, if it has one, else a new one.
+  conversation.turns = savedTurns(readJson(LOCAL_KEY));
+  renderList();
+  renderTurns(conversation.turns);
+  scrollToEnd();
+} else if (ID_PATTERN.test(linked)) {
+  openConversation(linked);
+} else {
+  showAddress();
+  renderList();
+  showNotice(
+    "gone",
+    "This link does not name a conversation.",
+    "Ask a question below to start a new one, or pick one from your list.",
+    true,
+  );
+}

@@ -9,6 +9,7 @@ use crate::response::ApiResponse;
 
 const PAGE_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const MARKDOWN_JS: &str = include_str!("markdown.js");
 const APP_CSS: &str = include_str!("app.css");
 const ICON_SVG: &str = include_str!("icon.svg");
 
@@ -38,17 +39,20 @@ pub fn page() -> ApiResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asset {
     Script,
+    /// The Markdown renderer for answers, an ES module imported by the script.
+    Markdown,
     Style,
     Icon,
 }
 
 impl Asset {
-    pub const ALL: [Asset; 3] = [Asset::Script, Asset::Style, Asset::Icon];
+    pub const ALL: [Asset; 4] = [Asset::Script, Asset::Markdown, Asset::Style, Asset::Icon];
 
     /// Where the page links it (and `api::route` serves it).
     pub fn path(self) -> &'static str {
         match self {
             Asset::Script => "/ui/app.js",
+            Asset::Markdown => "/ui/markdown.js",
             Asset::Style => "/ui/app.css",
             Asset::Icon => "/ui/icon.svg",
         }
@@ -64,6 +68,7 @@ impl Asset {
 pub fn asset(asset: Asset) -> ApiResponse {
     let (content_type, body) = match asset {
         Asset::Script => ("text/javascript; charset=utf-8", APP_JS),
+        Asset::Markdown => ("text/javascript; charset=utf-8", MARKDOWN_JS),
         Asset::Style => ("text/css; charset=utf-8", APP_CSS),
         Asset::Icon => ("image/svg+xml", ICON_SVG),
     };
@@ -191,7 +196,7 @@ mod tests {
             );
         }
         // Nothing from elsewhere, and no inline script or style for the CSP to refuse.
-        for text in [PAGE_HTML, APP_JS, APP_CSS] {
+        for text in [PAGE_HTML, APP_JS, MARKDOWN_JS, APP_CSS] {
             assert!(!text.contains("http://") && !text.contains("https://"));
         }
         assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains("style="));
@@ -228,6 +233,10 @@ mod tests {
             Some("text/javascript; charset=utf-8")
         );
         assert_eq!(js.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            asset(Asset::Markdown).header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
         assert_eq!(
             asset(Asset::Style).header("content-type"),
             Some("text/css; charset=utf-8")

@@ -35,8 +35,17 @@ PHONE = {"width": 390, "height": 844}
 # Generous: the machine is shared and slow; nothing here asserts a duration.
 WAIT_MS = 20_000
 
+# Where screenshots go (set from the command line).
+SHOTS = Path("target/screenshots")
 ANSWER = ".message.assistant"
 FIRST_QUESTION = "How do I start learning Rust? [[emulator:chunk-delay=400]]"
+COPY_PREFIX = "ion-mentoring.transcript.v1."
+LIST_KEY = "ion-mentoring.conversations.v1"
+STORE_DOWN = {
+    "error": "the conversation store is unavailable right now",
+    "status_code": 503,
+    "code": "store_unavailable",
+}
 
 
 def log(message: str) -> None:
@@ -105,13 +114,25 @@ def text_while_streaming(page: Page) -> str:
     return handle.json_value()
 
 
-def scenario_streams_in(page: Page) -> None:
+def conversation_id(page: Page) -> str:
+    """The conversation named in the address bar."""
+    match = re.search(r"[?&]c=([0-9a-f]{32})$", page.url)
+    assert match, f"no conversation in the address bar: {page.url}"
+    return match.group(1)
+
+
+def listed(page: Page) -> list[dict]:
+    return json.loads(page.evaluate(f"localStorage.getItem('{LIST_KEY}')") or "[]")
+
+
+def scenario_streams_in(page: Page) -> str:
     question = FIRST_QUESTION
     with page.expect_request("**/chat") as sent:
         ask(page, question)
     body = sent.value.post_data_json
     assert body["message"] == question and body["stream"] is True, body
-    assert body["history"] == [] and "persona" not in body, body
+    assert "history" not in body and "conversation_id" not in body, body
+    assert "persona" not in body, body
 
     # Text is on screen while the answer is still streaming, and it keeps growing after that.
     first_seen = text_while_streaming(page)
@@ -126,18 +147,29 @@ def scenario_streams_in(page: Page) -> None:
     expect(answer.locator(".who")).to_contain_text(re.compile(r"\w+-\w+-\w+"))
     answer.locator("summary").click()
     expect(answer.locator(".why p")).to_contain_text("resonance key")
-    log("ok: the answer streams in, with the mentor and the resonance key")
+
+    # The first answer named the conversation: the address bar and the list have it.
+    expect(page).to_have_url(re.compile(r"/\?c=[0-9a-f]{32}$"))
+    conv = conversation_id(page)
+    assert [(e["id"], e["title"]) for e in listed(page)] == [(conv, question)], listed(page)
+    item = page.locator(".conversation-item")
+    expect(item).to_have_count(1)
+    expect(item.get_by_role("link")).to_have_text(question)
+    expect(item.get_by_role("link")).to_have_attribute("aria-current", "page")
+    log("ok: the answer streams in, with the mentor and the resonance key; the conversation is named")
+    return conv
 
 
-def scenario_history(page: Page) -> None:
-    first_answer = last_answer(page).locator(".text").text_content()
+def scenario_conversation(page: Page, conv: str) -> None:
+    first_answer = page.evaluate(
+        f"JSON.parse(localStorage.getItem('{COPY_PREFIX}{conv}')).turns[0].answer"
+    )
     with page.expect_request("**/chat") as sent:
         ask(page, "그럼 어떤 책부터 읽을까요?")
     body = sent.value.post_data_json
-    assert [h["role"] for h in body["history"]] == ["user", "assistant"], body
-    assert body["history"][1]["content"] == first_answer, body
+    assert body["conversation_id"] == conv and "history" not in body, body
     answer = wait_complete(page)
-    # The emulator counts the contents it got: the first question and answer, then this one.
+    # The service sent the first question and answer from its store, then this one.
     expect(answer.locator(".text")).to_contain_text("turn 3]")
     expect(answer.locator(".text")).to_contain_text("그럼 어떤 책부터 읽을까요?")
     check(
@@ -146,15 +178,61 @@ def scenario_history(page: Page) -> None:
         earlier=[FIRST_QUESTION, first_answer],
     )
 
-    # Kept across a reload, and carried on from there.
-    page.reload()
+    # A reload opens the same conversation from the service (this browser's copy is dropped
+    # first, so it cannot come from there), and it carries on from there.
+    page.evaluate(f"localStorage.removeItem('{COPY_PREFIX}{conv}')")
+    with page.expect_response(f"**/conversations/{conv}") as loaded:
+        page.reload()
+    assert loaded.value.status == 200
+    expect(page).to_have_url(re.compile(f"c={conv}$"))
     expect(page.locator(".message.user")).to_have_count(2)
     expect(page.locator(ANSWER)).to_have_count(2)
+    expect(page.locator(".message.user").first).to_have_text(FIRST_QUESTION)
+    expect(last_answer(page).locator(".text")).to_contain_text("turn 3]")
     with page.expect_request("**/chat") as sent:
         ask(page, "Thanks. One more tip?")
-    assert len(sent.value.post_data_json["history"]) == 4
-    wait_complete(page)
-    log("ok: a second turn carries the first as history, also after a reload")
+    body = sent.value.post_data_json
+    assert body["conversation_id"] == conv and "history" not in body, body
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 5]")
+    log("ok: a second turn names the conversation; a reload loads it from the service")
+
+
+def scenario_second_device(browser: Browser, base_url: str, conv: str) -> None:
+    """Another browser (no shared storage) opening the link sees the transcript and goes on."""
+    context = browser.new_context(viewport=PHONE)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    watch = Watch(page, base_url)
+    page.goto(f"{base_url}/?c={conv}")
+    expect(page.locator(".message.user")).to_have_count(3)
+    expect(page.locator(".message.user").first).to_have_text(FIRST_QUESTION)
+    expect(page.locator(ANSWER).nth(2).locator(".who .persona")).to_have_text(
+        re.compile(r"^(Lua|Elro|Riri|Nana)$")
+    )
+    # It joins this browser's list, under its first question, and the drawer shows it.
+    assert [(e["id"], e["title"]) for e in listed(page)] == [(conv, FIRST_QUESTION)]
+    toggle = page.get_by_role("button", name="Conversations")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(page.locator(".sidebar")).to_be_visible()
+    expect(page.get_by_role("link", name=FIRST_QUESTION)).to_be_focused()
+    # A modal drawer: the chat behind it is inert, Tab moves within the list.
+    assert page.evaluate("document.querySelector('.chat').inert")
+    for _ in range(2):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.closest('#sidebar') !== null")
+    page.keyboard.press("Escape")
+    expect(page.locator(".sidebar")).to_be_hidden()
+    expect(toggle).to_be_focused()
+    assert not page.evaluate("document.querySelector('.chat').inert")
+
+    with page.expect_request("**/chat") as sent:
+        ask(page, "From my phone: what next?")
+    assert sent.value.post_data_json["conversation_id"] == conv
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 7]")
+    watch.assert_clean()
+    context.close()
+    log("ok: a second browser opening the link sees the transcript and carries on")
 
 
 def scenario_mentor_by_hand(page: Page) -> None:
@@ -169,6 +247,273 @@ def scenario_mentor_by_hand(page: Page) -> None:
     check("persona", message=question, persona="Nana")
     page.get_by_label("Mentor", exact=True).select_option("auto")
     log("ok: a mentor picked by hand answers")
+
+
+BENIGN_MARKDOWN = (
+    "Markdown, please:\n"
+    "## Plan\n"
+    "Some **bold**, *italic*, ~~old~~ and `inline <code>`, see [the docs](https://example.com/docs).\n"
+    "\n"
+    "- first\n"
+    "- second\n"
+    "  - nested\n"
+    "\n"
+    "1. one\n"
+    "2. two\n"
+    "\n"
+    "> a quote\n"
+    "\n"
+    "| tool | use |\n"
+    "|------|----:|\n"
+    "| cargo | build |\n"
+    "\n"
+    "```rust\n"
+    'fn main() { println!("<b>hi</b>"); }\n'
+    "```\n"
+    "The end."
+)
+
+# Each is echoed back by the emulator inside the answer, so it reaches the page as Gemini's
+# Markdown would. `window.__pwned` is set by any of them that manages to run.
+HOSTILE_HTML = (
+    "Hostile HTML:\n"
+    '<img src=x onerror="window.__pwned=1">\n'
+    "<script>window.__pwned=2</script>\n"
+    '<svg onload="window.__pwned=3"><circle r="9"/></svg>\n'
+    '<iframe src="javascript:window.__pwned=4"></iframe>\n'
+    '<a href="javascript:window.__pwned=5" onclick="window.__pwned=6">html link</a>\n'
+    "<style>body{display:none}</style>\n"
+    '**<b onmouseover="window.__pwned=7">bold html</b>**\n'
+    "&lt;img src=z onerror=alert(1)&gt;\n"
+    "```\n"
+    '<img src=y onerror="window.__pwned=8">\n'
+    "```"
+)
+HOSTILE_LINKS = (
+    "Hostile links:\n"
+    "[a](javascript:window.__pwned=11)\n"
+    "[b](JaVaScRiPt:window.__pwned=12)\n"
+    "[c]( javascript:window.__pwned=13)\n"
+    "[d](&#106;avascript:window.__pwned=14)\n"
+    "[e](&#x6A;&#x61;vascript:window.__pwned=15)\n"
+    "[f](java\tscript:window.__pwned=16)\n"
+    "[g](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)\n"
+    "[h](vbscript:msgbox(1))\n"
+    "[i](javascript&colon;window.__pwned=17)\n"
+    "![j](javascript:window.__pwned=18)\n"
+    "<javascript:window.__pwned=19>\n"
+    "[k](//evil.example/x)\n"
+    '[l](  JAVASCRIPT:window.__pwned=20 "title")\n'
+    "[m](<javascript:window.__pwned=21>)\n"
+    "[safe](https://example.com/ok) and <mailto:mentor@example.com>"
+)
+HOSTILE_SHAPES = (
+    "Nested: ***a **b *c* d** e*** ~~**x** _y_~~ "
+    + "*" * 200
+    + "_" * 100
+    + "[" * 100
+    + "`" * 50
+    + " &#0; &#xD800; &#99999999;\n"
+    + "> " * 40
+    + "deep\n"
+    + "```\n"
+    + "unterminated <b>fence</b>"
+)
+
+
+def assert_inert(page: Page, dialogs: list[str]) -> None:
+    """No hostile script ran, and nothing in the conversation can run one or leave the page
+    for a scheme other than http(s) or mailto."""
+    assert page.evaluate("window.__pwned") is None, "a hostile script ran"
+    assert not dialogs, f"a dialog opened: {dialogs}"
+    bad = page.evaluate(
+        r"""() => {
+            const out = [];
+            const banned = ['SCRIPT', 'IMG', 'SVG', 'IFRAME', 'STYLE', 'OBJECT', 'EMBED',
+                            'FORM', 'INPUT', 'LINK', 'META', 'BASE', 'MATH'];
+            for (const e of document.querySelectorAll('.conversation *')) {
+                for (const a of e.attributes) {
+                    const name = a.name.toLowerCase();
+                    if (name.startsWith('on') || name === 'style' || name === 'src'
+                        || name === 'srcdoc' || name === 'formaction') {
+                        out.push(`${e.tagName} ${a.name}`);
+                    }
+                }
+                if (banned.includes(e.tagName.toUpperCase())) out.push(e.tagName);
+            }
+            for (const a of document.querySelectorAll('.conversation a')) {
+                const href = a.getAttribute('href') || '';
+                if (!/^(https?:\/\/[^/]|mailto:)/i.test(href) || a.protocol === 'javascript:') {
+                    out.push(`href ${href}`);
+                }
+                if (a.rel !== 'noopener noreferrer nofollow' || a.target !== '_blank') {
+                    out.push(`rel/target of ${href}: ${a.rel} ${a.target}`);
+                }
+            }
+            return out;
+        }"""
+    )
+    assert not bad, f"unsafe nodes in the conversation: {bad}"
+
+
+def scenario_markdown(page: Page) -> None:
+    page.get_by_role("button", name="New conversation").click()
+    box = page.get_by_label("Your question")
+    box.fill(BENIGN_MARKDOWN)
+    box.press("Enter")
+    answer = wait_complete(page)
+    text = answer.locator(".text")
+    expect(text.locator("h3")).to_have_text("Plan")  # "##" is one level below the page's h1
+    expect(text.locator("strong")).to_have_text("bold")
+    expect(text.locator("em")).to_have_text("italic")
+    expect(text.locator("del")).to_have_text("old")
+    expect(text.locator("p code")).to_have_text("inline <code>")
+    link = text.get_by_role("link", name="the docs")
+    expect(link).to_have_attribute("href", "https://example.com/docs")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(text.locator(":scope > ul > li")).to_have_count(2)
+    expect(text.locator(":scope > ul > li ul > li")).to_have_text(["nested"])
+    expect(text.locator(":scope > ol > li")).to_have_text(["one", "two"])
+    expect(text.locator("blockquote")).to_have_text("a quote")
+    expect(text.locator("table th")).to_have_text(["tool", "use"])
+    expect(text.locator("table td")).to_have_text(["cargo", "build"])
+    expect(text.locator("pre code.language-rust")).to_have_text(
+        'fn main() { println!("<b>hi</b>"); }'
+    )
+    expect(text.locator("b")).to_have_count(0)
+    expect(text.locator("p").last).to_have_text("The end.")
+    # The question is shown as typed, not rendered.
+    expect(page.locator(".message.user").last).to_contain_text("Some **bold**, *italic*")
+    page.screenshot(path=str(SHOTS / "chat-markdown.png"))
+    # Copy gives the Markdown as the mentor wrote it.
+    answer.get_by_role("button", name="Copy answer").click()
+    expect(answer.locator(".copied")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("[Vertex AI emulator") and copied.endswith(BENIGN_MARKDOWN), copied
+    log("ok: Markdown answers render as headings, emphasis, code, links, lists, quotes, tables")
+
+
+def scenario_markdown_streaming(page: Page) -> None:
+    lines = " ".join(f"line{i}" for i in range(60))
+    ask(page, f"Stream a fence [[emulator:chunk-delay=250]]\n```text\n{lines}\n```\nAfter the fence.")
+    # While it streams, the open fence is already code, and what follows has not come yet.
+    seen = page.wait_for_function(
+        """() => {
+            const text = document.querySelector('.message.assistant.streaming .text');
+            const code = text && text.querySelector('pre code');
+            return code && code.textContent.includes('line') ? text.textContent : null;
+        }""",
+        timeout=WAIT_MS,
+    ).json_value()
+    assert "After the fence." not in seen, seen
+    answer = wait_complete(page)
+    expect(answer.locator("pre code.language-text")).to_have_text(lines)
+    expect(answer.locator(".text > p").last).to_have_text("After the fence.")
+    log("ok: a streamed answer renders as it arrives, an unterminated fence as code")
+
+
+def scenario_hostile_markdown(page: Page, dialogs: list[str]) -> None:
+    for question in [HOSTILE_HTML, HOSTILE_LINKS, HOSTILE_SHAPES]:
+        box = page.get_by_label("Your question")
+        box.fill(question)
+        box.press("Enter")
+        wait_complete(page)
+        assert_inert(page, dialogs)
+    answers = page.locator(ANSWER)
+    html = answers.nth(-3).locator(".text")
+    for shown in [
+        '<img src=x onerror="window.__pwned=1">',
+        "<script>window.__pwned=2</script>",
+        '<svg onload="window.__pwned=3">',
+        '<iframe src="javascript:window.__pwned=4"></iframe>',
+        "<style>body{display:none}</style>",
+        "<img src=z onerror=alert(1)>",
+    ]:
+        expect(html).to_contain_text(shown)
+    expect(html.locator("strong")).to_have_text('<b onmouseover="window.__pwned=7">bold html</b>')
+    expect(html.locator("pre code")).to_have_text('<img src=y onerror="window.__pwned=8">')
+
+    links = answers.nth(-2).locator(".text")
+    for shown in [
+        "[a](javascript:window.__pwned=11)",
+        "[b](JaVaScRiPt:window.__pwned=12)",
+        "[c]( javascript:window.__pwned=13)",
+        "[d](&#106;avascript:window.__pwned=14)",
+        "[g](data:text/html;base64,",
+        "[h](vbscript:msgbox(1))",
+        "![j](javascript:window.__pwned=18)",
+        "<javascript:window.__pwned=19>",
+        "[k](//evil.example/x)",
+        '[l](  JAVASCRIPT:window.__pwned=20 "title")',
+    ]:
+        expect(links).to_contain_text(shown)
+    expect(links.locator("a")).to_have_count(2)
+    expect(links.get_by_role("link", name="safe")).to_have_attribute(
+        "href", "https://example.com/ok"
+    )
+    expect(links.get_by_role("link", name="mentor@example.com")).to_have_attribute(
+        "href", "mailto:mentor@example.com"
+    )
+
+    shapes = answers.nth(-1).locator(".text")
+    expect(shapes.locator("strong em").first).to_contain_text("a")
+    expect(shapes).to_contain_text("*" * 200)
+    expect(shapes).to_contain_text("deep")
+    expect(shapes.locator("pre code").last).to_have_text("unterminated <b>fence</b>")
+    # Clicking every link there is opens nothing that runs script.
+    assert_inert(page, dialogs)
+    log("ok: HTML, script, handlers and javascript:/data:/vbscript: links render as inert text")
+
+
+def scenario_markdown_huge(page: Page) -> None:
+    """The page's renderer on inputs far past any answer: linear time, inert output."""
+    result = page.evaluate(
+        r"""async () => {
+            const { renderMarkdown } = await import('/ui/markdown.js');
+            const n = 200000;
+            const inputs = {
+                stars: '*a '.repeat(n / 3), underscores: '_a '.repeat(n / 3),
+                brackets: '['.repeat(n), links: '[x]('.repeat(n / 4),
+                backticks: '` `` ``` '.repeat(n / 10), quotes: '>'.repeat(n) + ' deep',
+                lists: '- '.repeat(n / 2) + 'x', nested: '  - a\n'.repeat(n / 7),
+                html: '<img src=x onerror=alert(1)>'.repeat(n / 28),
+                urls: 'https://[/'.repeat(n / 10), entities: '&#'.repeat(n / 2),
+                emphasis: '**a *b '.repeat(n / 7), fence: '```\n' + 'x\n'.repeat(n / 2),
+            };
+            const out = {};
+            for (const [name, text] of Object.entries(inputs)) {
+                const box = document.createElement('div');
+                const started = performance.now();
+                renderMarkdown(box, text);
+                const ms = performance.now() - started;
+                const unsafe = [...box.querySelectorAll('*')].filter((e) =>
+                    [...e.attributes].some((a) => a.name.startsWith('on'))
+                    || ['IMG', 'SCRIPT'].includes(e.tagName)).length;
+                out[name] = { ms, shown: box.textContent.length, unsafe };
+            }
+            // A long answer streamed in 400 deltas, re-rendered after each one.
+            const answer = Array.from({ length: 400 }, (_, i) =>
+                i % 40 === 0 ? `\n## Part ${i}\n\n` : `- item **${i}** with \`code\` and words\n`
+            ).join('');
+            const box = document.createElement('div');
+            let state = [];
+            const started = performance.now();
+            for (let end = 80; end <= answer.length + 80; end += 80) {
+                state = renderMarkdown(box, answer.slice(0, end), state);
+            }
+            out.streamed = { ms: performance.now() - started, shown: box.textContent.length,
+                             unsafe: 0 };
+            return out;
+        }"""
+    )
+    for name, facts in result.items():
+        assert facts["unsafe"] == 0, (name, facts)
+        assert facts["shown"] > 0, (name, facts)
+        assert facts["ms"] < 3000, f"{name} took {facts['ms']:.0f} ms"
+    slowest = max(result, key=lambda k: result[k]["ms"])
+    log(f"ok: 200 KB of hostile Markdown renders in linear time (slowest: {slowest}, "
+        f"{result[slowest]['ms']:.0f} ms)")
 
 
 def scenario_rate_limited(page: Page) -> None:
@@ -246,8 +591,10 @@ def scenario_stop(page: Page) -> None:
     # Nothing more arrived while the server side was checked.
     assert answer.locator(".text").text_content() == stopped_text
     assert "word119" not in stopped_text, "the whole answer arrived: nothing was stopped"
-    stored = page.evaluate("localStorage.getItem('ion-mentoring.conversation.v1')")
-    assert json.loads(stored)["turns"] == [], "a stopped answer is not kept as history"
+    conv = conversation_id(page)
+    assert page.evaluate(f"localStorage.getItem('{COPY_PREFIX}{conv}')") is None
+    kept = page.request.get(f"{page.url.split('/?')[0]}/conversations/{conv}").json()
+    assert kept["turns"] == [], "a stopped answer is not kept in the conversation"
     log("ok: stopping mid-answer stops the stream and cancels the upstream call")
 
 
@@ -269,7 +616,7 @@ def scenario_keyboard(page: Page) -> None:
     # Every control is reachable with Tab.
     page.locator("body").focus()
     reached = set()
-    for _ in range(12):
+    for _ in range(40):
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
     for control in ["mentor", "new-conversation", "question", "send"]:
@@ -289,8 +636,223 @@ def scenario_copy(page: Page) -> None:
     answer.get_by_role("button", name="Copy answer").click()
     expect(answer.locator(".copied")).to_have_text("Copied")
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied == answer.locator(".text").text_content(), copied
+    assert copied.startswith("[Vertex AI emulator") and copied.endswith("[[emulator:503x1]]"), copied
     log("ok: an answer can be copied")
+
+
+def scenario_list(page: Page, base_url: str, first: str) -> None:
+    """Two conversations in the list: switch, rename, delete (also one already gone)."""
+    second = conversation_id(page)  # the Markdown one, current
+    assert second != first
+    items = page.locator(".conversation-item")
+    expect(items).to_have_count(2)
+    # Newest first; the current one is marked.
+    title = re.sub(r"\s+", " ", BENIGN_MARKDOWN)[:79] + "…"
+    expect(items.first.get_by_role("link")).to_have_text(title)
+    expect(items.first.get_by_role("link")).to_have_attribute("aria-current", "page")
+
+    # Rename the first conversation (a title kept in this browser), then open it.
+    items.nth(1).get_by_role("button", name=re.compile("^Rename")).click()
+    title = page.get_by_label(re.compile("^New title for"))
+    expect(title).to_be_focused()
+    title.fill("  Learning   Rust  ")
+    title.press("Enter")
+    link = page.get_by_role("link", name="Learning Rust", exact=True)
+    expect(link).to_be_focused()
+    assert [e["title"] for e in listed(page) if e["id"] == first] == ["Learning Rust"]
+    link.click()
+    expect(page).to_have_url(re.compile(f"c={first}$"))
+    expect(page.locator(".message.user")).to_have_count(6)
+    expect(page.get_by_role("link", name="Learning Rust")).to_have_attribute("aria-current", "page")
+    # Escape leaves a rename unchanged.
+    page.get_by_role("button", name="Rename “Learning Rust”").click()
+    page.get_by_label(re.compile("^New title for")).fill("Something else")
+    page.get_by_label(re.compile("^New title for")).press("Escape")
+    expect(page.get_by_role("link", name="Learning Rust")).to_be_visible()
+
+    # Delete the Markdown conversation: asked first, then gone from the service and the list.
+    page.get_by_role("button", name=re.compile("^Delete “Markdown")).click()
+    with page.expect_response(f"**/conversations/{second}") as deleted:
+        page.get_by_role("button", name="Yes, delete").click()
+    assert deleted.value.request.method == "DELETE" and deleted.value.status == 204
+    expect(items).to_have_count(1)
+    expect(page.locator("#list-status")).to_contain_text("Deleted")
+    assert page.request.get(f"{base_url}/conversations/{second}").status == 404
+    assert page.evaluate(f"localStorage.getItem('{COPY_PREFIX}{second}')") is None
+
+    # One deleted elsewhere: the service says 404, and it leaves this list as well.
+    page.get_by_role("button", name="New conversation", exact=True).click()
+    expect(page).to_have_url(f"{base_url}/")
+    ask(page, "A short-lived conversation, please.")
+    wait_complete(page)
+    third = conversation_id(page)
+    expect(items).to_have_count(2)
+    assert page.request.delete(f"{base_url}/conversations/{third}").status == 204
+    page.get_by_role("button", name=re.compile("^Delete “A short-lived")).click()
+    with page.expect_response(f"**/conversations/{third}") as deleted:
+        page.get_by_role("button", name="Yes, delete").click()
+    assert deleted.value.status == 404
+    expect(items).to_have_count(1)
+    # It was on screen: the page starts afresh.
+    expect(page).to_have_url(f"{base_url}/")
+    expect(page.locator(ANSWER)).to_have_count(0)
+    log("ok: the list switches, renames (kept in this browser) and deletes conversations")
+
+
+def scenario_gone(page: Page, base_url: str) -> None:
+    """A link to a conversation the service no longer has, and a link that names none."""
+    gone = "0123456789abcdef" * 2
+    with page.expect_response(f"**/conversations/{gone}") as loaded:
+        page.goto(f"{base_url}/?c={gone}")
+    assert loaded.value.status == 404
+    notice = page.locator(".notice-box.gone")
+    expect(notice).to_contain_text("no longer available: it expired or was deleted")
+    expect(page).to_have_url(f"{base_url}/")
+    expect(page.locator(".conversation-item")).to_have_count(1)  # the others are kept
+    notice.get_by_role("button", name="Start a fresh conversation").click()
+    expect(notice).to_have_count(0)
+    expect(page.get_by_label("Your question")).to_be_focused()
+
+    page.goto(f"{base_url}/?c=not-an-id")
+    expect(page.locator(".notice-box.gone")).to_contain_text("does not name a conversation")
+    expect(page).to_have_url(f"{base_url}/")
+
+    # Asked in a conversation deleted meanwhile: said plainly, and the next question starts anew.
+    page.goto(f"{base_url}/")
+    ask(page, "Soon to be deleted.")
+    wait_complete(page)
+    doomed = conversation_id(page)
+    assert page.request.delete(f"{base_url}/conversations/{doomed}").status == 204
+    ask(page, "Are you still there?")
+    problem = last_answer(page).locator(".problem")
+    expect(problem).to_contain_text("no longer kept by the service")
+    expect(page.get_by_label("Your question")).to_have_value("Are you still there?")
+    with page.expect_request("**/chat") as sent:
+        page.get_by_label("Your question").press("Enter")
+    assert "conversation_id" not in sent.value.post_data_json
+    wait_complete(page)
+    expect(page.locator(".message.user")).to_have_count(1)
+    assert conversation_id(page) != doomed
+
+    # A full conversation (the service's 422 conversation_full): the same, and it stays listed.
+    full = conversation_id(page)
+    page.route(
+        "**/chat",
+        lambda route: route.fulfill(
+            status=422,
+            json={
+                "error": "this conversation holds its most turns (200)",
+                "status_code": 422,
+                "code": "conversation_full",
+                "turn_limit": 200,
+            },
+        ),
+    )
+    ask(page, "One more?")
+    expect(last_answer(page).locator(".problem")).to_contain_text(
+        "This conversation is full (200 exchanges)"
+    )
+    page.unroute("**/chat")
+    expect(page.get_by_label("Your question")).to_have_value("One more?")
+    with page.expect_request("**/chat") as sent:
+        page.get_by_label("Your question").press("Enter")
+    assert "conversation_id" not in sent.value.post_data_json
+    wait_complete(page)
+    assert conversation_id(page) != full
+    assert full in [e["id"] for e in listed(page)]
+    log("ok: an expired, deleted or full conversation is said plainly, with a way to start anew")
+
+
+def scenario_store_unavailable(page: Page, base_url: str, conv: str) -> None:
+    """The history service down (its 503 store_unavailable, as the service words it): the
+    page shows its own copy and sends it as history; answers still come."""
+
+    def chat(route) -> None:
+        if "conversation_id" in (route.request.post_data_json or {}):
+            route.fulfill(status=503, json=STORE_DOWN, headers={"retry-after": "5"})
+        else:
+            route.continue_()
+
+    page.route("**/conversations/*", lambda r: r.fulfill(status=503, json=STORE_DOWN))
+    page.route("**/chat", chat)
+    page.goto(f"{base_url}/?c={conv}")
+    notice = page.locator(".notice-box.offline")
+    expect(notice).to_contain_text("history service is unavailable")
+    expect(notice).to_contain_text("Answers still work")
+    expect(page.locator(".message.user")).to_have_count(6)  # this browser's copy
+    with page.expect_request("**/chat") as sent:
+        ask(page, "Still there without history?")
+    body = sent.value.post_data_json
+    assert "conversation_id" not in body and len(body["history"]) == 12, body
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 13]")
+    expect(page).to_have_url(re.compile(f"c={conv}$"))
+
+    # A conversation that was open when the store went away: the page notices on the next
+    # question, says so once, and asks again with its copy.
+    page.unroute("**/conversations/*")
+    page.unroute("**/chat")
+    page.goto(f"{base_url}/?c={conv}")
+    expect(page.locator(".message.user")).to_have_count(6)  # the service's transcript
+    page.route("**/chat", chat)
+    with page.expect_request(lambda r: r.url.endswith("/chat") and "history" in r.post_data_json):
+        ask(page, "And now?")
+    expect(page.locator(".notice-box.offline")).to_have_count(1)
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 13]")
+    expect(page.locator(".message.user", has_text="And now?")).to_have_count(1)
+    page.unroute("**/chat")
+    log("ok: with the history service down, the page says so and answers go on with its copy")
+
+
+def scenario_store_down(browser: Browser, down_url: str, transcript: list[dict]) -> None:
+    """Against a service whose store is down: its real 503 and null conversation ids."""
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    watch = Watch(page, down_url)
+    conv = "fedcba9876543210" * 2
+    # This browser kept a copy of a conversation the service cannot read now.
+    page.goto(f"{down_url}/")
+    page.evaluate(
+        "([key, list, copy]) => { localStorage.setItem(key, copy);"
+        f" localStorage.setItem('{LIST_KEY}', list); }}",
+        [
+            COPY_PREFIX + conv,
+            json.dumps([{"id": conv, "title": "Kept here", "updated": 1}]),
+            json.dumps({"turns": transcript}),
+        ],
+    )
+    with page.expect_response(f"**/conversations/{conv}") as loaded:
+        page.goto(f"{down_url}/?c={conv}")
+    assert loaded.value.status == 503 and loaded.value.json()["code"] == "store_unavailable"
+    notice = page.locator(".notice-box.offline")
+    expect(notice).to_contain_text("history service is unavailable")
+    expect(notice).to_contain_text("Answers still work")
+    expect(page.locator(".message.user")).to_have_count(len(transcript))
+    with page.expect_request("**/chat") as sent:
+        ask(page, "Is this still answered?")
+    body = sent.value.post_data_json
+    assert "conversation_id" not in body and len(body["history"]) == 2 * len(transcript), body
+    expect(wait_complete(page).locator(".text")).to_contain_text(
+        f"turn {2 * len(transcript) + 1}]"
+    )
+
+    # A new conversation: the service can name none (its meta says null), so the page keeps
+    # it and sends it along with the next question.
+    page.get_by_role("button", name="New conversation", exact=True).click()
+    ask(page, "Starting while the store is down.")
+    wait_complete(page)
+    expect(page.locator(".notice-box.offline")).to_contain_text("kept in this browser only")
+    expect(page).to_have_url(f"{down_url}/")
+    with page.expect_request("**/chat") as sent:
+        ask(page, "And a second question?")
+    body = sent.value.post_data_json
+    assert "conversation_id" not in body and len(body["history"]) == 2, body
+    expect(wait_complete(page).locator(".text")).to_contain_text("turn 3]")
+    page.reload()  # kept by this browser across a reload
+    expect(page.locator(".message.user")).to_have_count(2)
+    watch.assert_clean()
+    context.close()
+    log("ok: with the store really down, answers come and the page keeps the conversation")
 
 
 def accessibility(page: Page, axe_source: str, label: str) -> None:
@@ -306,7 +868,9 @@ def accessibility(page: Page, axe_source: str, label: str) -> None:
     log(f"ok: axe-core finds no serious violation ({label})" + (f"; minor: {minor}" if minor else ""))
 
 
-def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: str) -> None:
+def screenshots(
+    browser: Browser, base_url: str, storage: dict, conv: str, out: Path, axe: str
+) -> None:
     """The page with a conversation in it, at desktop and phone width, light and dark."""
     out.mkdir(parents=True, exist_ok=True)
     for name, viewport in [("desktop", DESKTOP), ("phone", PHONE)]:
@@ -316,7 +880,7 @@ def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: 
             )
             page = context.new_page()
             watch = Watch(page, base_url)
-            page.goto(base_url + "/")
+            page.goto(f"{base_url}/?c={conv}")
             expect(page.locator(ANSWER).first).to_be_visible()
             page.locator(".why summary").last.click()  # show why the last mentor answered
             page.get_by_label("Your question").focus()
@@ -326,6 +890,13 @@ def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: 
             path = out / f"chat-{name}-{scheme}.png"
             page.screenshot(path=str(path))
             accessibility(page, axe, f"{name}, {scheme}")
+            if name == "phone":
+                page.get_by_role("button", name="Conversations").click()
+                expect(page.locator(".sidebar")).to_be_visible()
+                drawer = out / f"chat-{name}-list-{scheme}.png"
+                page.screenshot(path=str(drawer))
+                accessibility(page, axe, f"{name}, {scheme}, the list open")
+                log(f"saved {drawer}")
             watch.assert_clean()
             context.close()
             log(f"saved {path}")
@@ -334,12 +905,16 @@ def screenshots(browser: Browser, base_url: str, storage: dict, out: Path, axe: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True)
+    parser.add_argument("--store-down-url", required=True, help="a service whose store is down")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--axe", required=True, help="path to axe-core's axe.min.js")
     parser.add_argument("--screenshots", required=True, type=Path)
     args = parser.parse_args()
     base_url = args.base_url.rstrip("/")
     axe = Path(args.axe).read_text()
+    global SHOTS
+    SHOTS = args.screenshots
+    SHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -350,6 +925,8 @@ def main() -> int:
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
         watch = Watch(page, base_url)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
         response = page.goto(base_url + "/")
         assert response is not None and response.status == 200
@@ -359,23 +936,39 @@ def main() -> int:
         expect(page.get_by_label("Your question")).to_be_focused()
         accessibility(page, axe, "empty page")
 
-        scenario_streams_in(page)
-        scenario_history(page)
+        first = scenario_streams_in(page)
+        scenario_conversation(page, first)
+        scenario_second_device(browser, base_url, first)
+        page.reload()  # the turn asked on the other device is here too
+        expect(page.locator(".message.user")).to_have_count(4)
         scenario_mentor_by_hand(page)
         scenario_retried_upstream(page)
         scenario_copy(page)
+        scenario_markdown(page)
+        scenario_markdown_streaming(page)
+        scenario_hostile_markdown(page, dialogs)
+        scenario_markdown_huge(page)
+        accessibility(page, axe, "Markdown answers")
+        page.reload()  # the answers render again from the service, as inert
+        expect(page.locator(ANSWER)).to_have_count(5)
+        assert_inert(page, dialogs)
         scenario_rate_limited(page)
         scenario_upstream_failure(page)
         scenario_stream_error(page)
         scenario_content_blocked(page)
         accessibility(page, axe, "conversation with errors")
         storage = context.storage_state()
+        scenario_list(page, base_url, first)
+        scenario_gone(page, base_url)
+        scenario_store_unavailable(page, base_url, first)
+        transcript = json.loads(page.evaluate(f"localStorage.getItem('{COPY_PREFIX}{first}')"))
+        scenario_store_down(browser, args.store_down_url.rstrip("/"), transcript["turns"][:2])
         scenario_stop(page)
         scenario_keyboard(page)
         watch.assert_clean()
         context.close()
 
-        screenshots(browser, base_url, storage, args.screenshots, axe)
+        screenshots(browser, base_url, storage, first, args.screenshots, axe)
         browser.close()
     log("all browser scenarios passed")
     return 0
