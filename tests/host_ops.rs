@@ -396,3 +396,115 @@ fn a_client_that_hangs_up_cancels_its_request() {
     assert_eq!(entry["httpRequest"]["requestUrl"], "/chat");
     assert_eq!(service.ask("다음 요청").status, 200);
 }
+
+#[test]
+fn key_value_configuration_errors_stop_startup() {
+    let dir = TempDir::new();
+    let config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        "[key_value_store.default]\ntype = \"azure_cosmos\"\naccount = \"x\"\n",
+    )
+    .unwrap();
+    let err = host_fails(&["--runtime-config-file", config.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("runtime-config.toml")
+            && err.contains("[key_value_store.default]")
+            && err.contains("\"azure_cosmos\" is not supported"),
+        "{err}"
+    );
+
+    let err = host_fails(
+        &[],
+        &[(
+            "ION_RUNTIME_CONFIG",
+            r#"key_value_store.default = { type = "redis", url = "redis://h:1", pool = 3 }"#,
+        )],
+    );
+    assert!(
+        err.contains("ION_RUNTIME_CONFIG") && err.contains("unknown field `pool`"),
+        "{err}"
+    );
+
+    // A state directory that cannot be created (its parent is a file).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let state = file.join("state");
+    let wasm = component_wasm();
+    let err = host_fails(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--component",
+            wasm.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains(state.to_str().unwrap()) && err.contains("--state-dir"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_embedded_store_file_is_locked_and_released_on_sigterm() {
+    let state = TempDir::new();
+    let state_dir = state.path().to_str().unwrap().to_owned();
+    let mut first = Service::start_host(&["--state-dir", &state_dir], &[]);
+    assert!(state.path().join("ion_key_value.redb").is_file());
+
+    // A second ion-host on the same file is refused, naming the file and the flag.
+    let wasm = component_wasm();
+    let err = host_fails(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--component",
+            wasm.to_str().unwrap(),
+            "--state-dir",
+            &state_dir,
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("ion_key_value.redb")
+            && err.contains("already open in another process")
+            && err.contains("--state-dir"),
+        "{err}"
+    );
+
+    // After SIGTERM the file is closed: the next ion-host opens it.
+    first.terminate();
+    let status = first
+        .wait_exit(Duration::from_secs(10))
+        .expect("ion-host exits");
+    assert_eq!(status.code(), Some(0));
+    let second = Service::start_host(&["--state-dir", &state_dir], &[]);
+    assert_eq!(second.get("/health").status, 200);
+}
+
+#[test]
+fn starts_and_serves_while_redis_is_down() {
+    // Nothing listens on this port: the store is unavailable, ion-host serves all the same.
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let config = format!(r#"key_value_store.default = {{ type = "redis", url = "{url}" }}"#);
+    let service = Service::start_host(&[], &[("ION_RUNTIME_CONFIG".to_owned(), config)]);
+    assert_eq!(service.get("/health").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = service.stdout_lines();
+        if lines
+            .iter()
+            .any(|l| l.contains("key-value store 'default' unavailable"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no unavailable warning: {lines:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -184,9 +184,9 @@ fn serve(options: ServeOptions) -> Result<()> {
         .context("cannot start the async runtime")?;
     tokio.block_on(async {
         let app = App::load(&options.manifest)?;
-        // Before anything slow: a store that cannot open is a startup error.
+        // A bad runtime config fails before anything slow; the stores open once the port is
+        // bound, so that a startup that fails earlier never takes the embedded file's lock.
         let store_setup = StoreSetup::from_options(&options.kv, &options.manifest)?;
-        let stores = Arc::new(Stores::open(&app.key_value_stores, &store_setup)?);
         let mut values = AppVariables::resolve(&app, |name| std::env::var(name).ok())?;
         for notice in values.notices() {
             logging::warn(notice);
@@ -214,13 +214,15 @@ fn serve(options: ServeOptions) -> Result<()> {
             max_memory_bytes: options.max_memory_mib.saturating_mul(1024 * 1024),
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
-        let runtime = Runtime::new(&component, limits, variables, outbound, stores.clone())?;
+        let mut runtime = Runtime::new(&component, limits, variables, outbound)?;
         let engines = runtime.engines().map(Clone::clone);
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let local_addr = listener.local_addr()?;
+        let stores = Arc::new(Stores::open(&app.key_value_stores, &store_setup)?);
+        runtime.set_stores(stores.clone());
         logging::info(&format!(
             "serving component {:?} ({}) from {}",
             app.component_id,

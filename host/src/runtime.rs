@@ -182,13 +182,13 @@ impl Runtime {
     /// Builds the two engines (a warm pool of `WARM_INSTANCES` and a burst pool sized for
     /// `limits.max_instances`), loads the component into both (compiling a `.wasm` once, or
     /// loading a `.cwasm` without compiling) and links it against WASI, wasi:http, Spin
-    /// variables and the key-value stores.
+    /// variables and the key-value interfaces. It has no key-value store until
+    /// [`Runtime::set_stores`].
     pub fn new(
         component_path: &Path,
         limits: Limits,
         variables: ComponentVariables,
         outbound: Outbound,
-        stores: Arc<Stores>,
     ) -> Result<Runtime> {
         let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
         let warm_config = serving_config(warm_pool(warm_capacity, &limits), false);
@@ -223,9 +223,14 @@ impl Runtime {
             burst,
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
-            stores,
+            stores: Arc::new(Stores::none()),
             limits,
         })
+    }
+
+    /// The key-value stores that requests from now on may open.
+    pub fn set_stores(&mut self, stores: Arc<Stores>) {
+        self.stores = stores;
     }
 
     /// The pre-instantiated component for a store from [`Runtime::new_store`].

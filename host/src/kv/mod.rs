@@ -319,6 +319,15 @@ impl Stores {
         Ok(stores)
     }
 
+    /// No store at all: every label is `access-denied`.
+    pub fn none() -> Stores {
+        Stores {
+            declared: BTreeSet::new(),
+            stores: BTreeMap::new(),
+            databases: Vec::new(),
+        }
+    }
+
     /// A store the component may open: `access-denied` for a label it did not declare,
     /// `no-such-store` for one with no backend.
     pub fn get(&self, label: &str) -> Result<Arc<Store>, KvError> {

@@ -375,3 +375,157 @@ fn a_file_in_use_or_an_unusable_directory_is_a_clear_error() {
     );
     assert!(text.contains("--state-dir"), "{text}");
 }
+
+/// The host functions as the guest calls them: handles, access errors, CAS handles and limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_functions_follow_the_wit_contract() {
+    use crate::runtime::bindings::fermyon::spin::key_value as spin_kv;
+    use crate::runtime::bindings::wasi::keyvalue::atomics::{self, Host as _, HostCas as _};
+    use crate::runtime::bindings::wasi::keyvalue::batch::Host as _;
+    use crate::runtime::bindings::wasi::keyvalue::store::{self as wasi_kv, HostBucket as _};
+    use host::{KvCtx, KvView, MAX_HANDLES};
+
+    let stores = Stores::open(
+        &labels(&["default", "cache"]),
+        &setup(
+            None,
+            Some(r#"key_value_store.default = { type = "spin" }"#),
+            5_000,
+        ),
+    )
+    .unwrap();
+    let mut table = wasmtime::component::ResourceTable::new();
+    let mut ctx = KvCtx::new(Arc::new(stores));
+    let mut view = KvView {
+        table: &mut table,
+        ctx: &mut ctx,
+    };
+
+    assert!(matches!(
+        spin_kv::HostStore::open(&mut view, "other".into()).await,
+        Err(spin_kv::Error::AccessDenied)
+    ));
+    assert!(matches!(
+        spin_kv::HostStore::open(&mut view, "cache".into()).await,
+        Err(spin_kv::Error::NoSuchStore)
+    ));
+    assert!(matches!(
+        wasi_kv::Host::open(&mut view, "other".into()).await,
+        Err(wasi_kv::Error::AccessDenied)
+    ));
+
+    let store = spin_kv::HostStore::open(&mut view, "default".into())
+        .await
+        .unwrap();
+    let rep = store.rep();
+    let same = || wasmtime::component::Resource::<host::SpinStore>::new_borrow(rep);
+    spin_kv::HostStore::set(&mut view, same(), "k".into(), b"v".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        spin_kv::HostStore::get(&mut view, same(), "k".into())
+            .await
+            .unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(
+        spin_kv::HostStore::get_keys(&mut view, same())
+            .await
+            .unwrap(),
+        ["k"]
+    );
+    assert!(matches!(
+        spin_kv::HostStore::set(&mut view, same(), "x".repeat(300), vec![]).await,
+        Err(spin_kv::Error::Other(m)) if m.contains("256")
+    ));
+
+    // The same data through wasi:keyvalue, with a counter and a CAS that loses, then wins.
+    let bucket = wasi_kv::Host::open(&mut view, "default".into())
+        .await
+        .unwrap();
+    let b = bucket.rep();
+    let bucket = || wasmtime::component::Resource::<host::Bucket>::new_borrow(b);
+    assert_eq!(
+        wasi_kv::HostBucket::get(&mut view, bucket(), "k".into())
+            .await
+            .unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(view.increment(bucket(), "n".into(), 2).await.unwrap(), 2);
+    let page = view.list_keys(bucket(), None).await.unwrap();
+    assert_eq!((page.keys, page.cursor), (labels(&["k", "n"]), None));
+
+    let cas = atomics::HostCas::new(&mut view, bucket(), "k".into())
+        .await
+        .unwrap();
+    let cas_rep = cas.rep();
+    assert_eq!(
+        view.current(wasmtime::component::Resource::new_borrow(cas_rep))
+            .await
+            .unwrap(),
+        Some(b"v".to_vec())
+    );
+    wasi_kv::HostBucket::set(&mut view, bucket(), "k".into(), b"changed".to_vec())
+        .await
+        .unwrap();
+    let retry = match view.swap(cas, b"mine".to_vec()).await {
+        Err(atomics::CasError::CasFailed(retry)) => retry,
+        other => panic!("expected cas-failed, got {other:?}"),
+    };
+    assert_eq!(
+        view.current(wasmtime::component::Resource::new_borrow(retry.rep()))
+            .await
+            .unwrap(),
+        Some(b"changed".to_vec())
+    );
+    view.swap(retry, b"mine".to_vec()).await.unwrap();
+    assert_eq!(
+        wasi_kv::HostBucket::get(&mut view, bucket(), "k".into())
+            .await
+            .unwrap(),
+        Some(b"mine".to_vec())
+    );
+
+    // Batch calls.
+    view.set_many(
+        bucket(),
+        vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())],
+    )
+    .await
+    .unwrap();
+    let got = view.get_many(bucket(), labels(&["a", "zz"])).await.unwrap();
+    assert_eq!(
+        got,
+        [
+            ("a".to_owned(), Some(b"1".to_vec())),
+            ("zz".to_owned(), None)
+        ]
+    );
+    view.delete_many(bucket(), labels(&["a", "b"]))
+        .await
+        .unwrap();
+    assert!(
+        !wasi_kv::HostBucket::exists(&mut view, bucket(), "a".into())
+            .await
+            .unwrap()
+    );
+
+    // Handles are bounded per request, and dropping one frees its place.
+    let mut opened = Vec::new();
+    loop {
+        match spin_kv::HostStore::open(&mut view, "default".into()).await {
+            Ok(handle) => opened.push(handle),
+            Err(spin_kv::Error::StoreTableFull) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(opened.len() as u32, MAX_HANDLES - 2); // the store and the bucket above
+    spin_kv::HostStore::drop(&mut view, opened.pop().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        spin_kv::HostStore::open(&mut view, "default".into())
+            .await
+            .is_ok()
+    );
+}
