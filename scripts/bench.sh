@@ -504,10 +504,11 @@ fi # sections 1-3
 # ---------------------------------------------------------------------------------------------
 # 4/4 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
 # STATE_CONCURRENCY connections, the emulator answering after LATENCY_MS. The baseline is the
-# same chat with a ${STATE_TURNS}-turn history sent along (no store involved); the conversation
-# runs send its id instead, over a conversation that already holds ${STATE_TURNS} turns, so both
-# send Gemini the same amount of context. Each request then reads the conversation's record and
-# counter and writes the new turn, its record and the counter. The cache runs send one first
+# same chat with a ${STATE_TURNS}-turn history sent along (no store involved); in the
+# conversation runs each connection continues a conversation of its own, made beforehand with
+# ${STATE_TURNS} turns, with a window of ${STATE_TURNS} turns, so both send Gemini the same amount
+# of context. Each turn then reads the conversation's record and counter and writes the turn,
+# the record and the counter. The cache runs send one first
 # question: `Cache-Control: no-cache` (every request goes to the emulator and refreshes the
 # entry) against plain requests, all hits.
 log "4/4 state: conversation turns (Redis on loopback, embedded store) and cache hits"
@@ -527,8 +528,9 @@ for _ in $(seq 100); do
 done
 printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" \
   >"$RUN/redis-runtime-config.toml"
-# Conversations here take thousands of turns.
+# Conversations here take many turns, and send Gemini STATE_TURNS of them.
 export SPIN_VARIABLE_CONVERSATION_TURN_LIMIT=10000
+export SPIN_VARIABLE_CONVERSATION_WINDOW_TURNS=$STATE_TURNS
 HISTORY=$("$PY" -c 'import json, sys
 turns = []
 for i in range(int(sys.argv[1])):
@@ -544,16 +546,16 @@ state_load() { # state_load NAME LABEL BODY [ARGS...]
     --json-out "$RUN/$name.json" "$@" >/dev/null
 }
 # A conversation of STATE_TURNS turns, made through the API; prints its id.
-seed_conversation() {
+seed_conversation() { # seed_conversation TOPIC
   local id="" i reply
   for i in $(seq "$STATE_TURNS"); do
     if [ -z "$id" ]; then
       reply=$(curl -sf "$URL/chat" -H 'content-type: application/json' \
-        -d "{\"message\": \"Seed question $i\"}")
+        -d "{\"message\": \"Seed question $i about topic $1\"}")
       id=$("$PY" -c 'import json, sys; print(json.load(sys.stdin)["conversation_id"])' <<<"$reply")
     else
       curl -sf -o /dev/null "$URL/chat" -H 'content-type: application/json' \
-        -d "{\"message\": \"Seed question $i\", \"conversation_id\": \"$id\"}"
+        -d "{\"message\": \"Seed question $i about topic $1\", \"conversation_id\": \"$id\"}"
     fi
   done
   echo "$id"
@@ -566,10 +568,22 @@ for store in redis embedded; do
   pid=$PID
   state_load "state-history-$store" "ion-host ($store store), ${STATE_TURNS}-turn history sent along" \
     "{\"message\": \"What next?\", \"history\": $HISTORY}"
-  id=$(seed_conversation)
-  state_load "state-conversation-$store" "ion-host ($store store), conversation of ${STATE_TURNS}+ turns" \
-    "{\"message\": \"What next?\", \"conversation_id\": \"$id\"}" \
-    --baseline "$RUN/state-history-$store.json"
+  # A conversation per connection, seeded in parallel.
+  seeds=()
+  for c in $(seq "$STATE_CONCURRENCY"); do
+    seed_conversation "$c" >"$RUN/conversation-$store-$c.id" &
+    seeds+=($!)
+  done
+  wait "${seeds[@]}" # (not a bare `wait`: the servers are this shell's jobs too)
+  for c in $(seq "$STATE_CONCURRENCY"); do
+    echo "{\"message\": \"What next?\", \"conversation_id\": \"$(cat "$RUN/conversation-$store-$c.id")\"}"
+  done >"$RUN/conversations-$store.jsonl"
+  "$BENCH" load --url "$URL/chat" --method POST -H 'content-type: application/json' \
+    --bodies-file "$RUN/conversations-$store.jsonl" -c "$STATE_CONCURRENCY" -d "$CHAT_SECS" \
+    --warmup "$WARMUP" --ramp-up "$RAMP" --upstream-ms "$LATENCY_MS" --server-pid "$SERVING_PID" \
+    --label "ion-host ($store store), a conversation per connection, ${STATE_TURNS}-turn window" \
+    --baseline "$RUN/state-history-$store.json" --format json \
+    --json-out "$RUN/state-conversation-$store.json" >/dev/null
   state_files+=("$RUN/state-history-$store.json" "$RUN/state-conversation-$store.json")
   stop "$pid"
 done

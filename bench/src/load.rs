@@ -74,7 +74,8 @@ pub struct Plan {
     pub target: Target,
     pub method: Method,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    /// Request bodies: worker `i` sends `bodies[i % len]` (never empty).
+    pub bodies: Vec<Bytes>,
     pub concurrency: usize,
     /// Length of the measured window (after the warm-up); also the bound in `requests` mode.
     pub duration: Duration,
@@ -240,7 +241,7 @@ async fn worker(
             None => connect(plan.target.addr, plan.timeout).await,
         };
         let result = match conn {
-            Ok(conn) => exchange(&plan, conn).await,
+            Ok(conn) => exchange(&plan, &plan.bodies[index % plan.bodies.len()], conn).await,
             Err(e) => Err(e),
         };
         let done = Instant::now();
@@ -298,6 +299,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full
 /// connection if it can carry another request.
 async fn exchange(
     plan: &Plan,
+    body: &Bytes,
     mut sender: SendRequest<Full<Bytes>>,
 ) -> Result<(u16, Option<SendRequest<Full<Bytes>>>)> {
     let mut request = Request::builder()
@@ -307,11 +309,11 @@ async fn exchange(
     for (name, value) in &plan.headers {
         request = request.header(name, value);
     }
-    if !plan.body.is_empty() || plan.method == Method::POST || plan.method == Method::PUT {
-        request = request.header(CONTENT_LENGTH, plan.body.len());
+    if !body.is_empty() || plan.method == Method::POST || plan.method == Method::PUT {
+        request = request.header(CONTENT_LENGTH, body.len());
     }
     let request = request
-        .body(Full::new(plan.body.clone()))
+        .body(Full::new(body.clone()))
         .context("cannot build the request")?;
     let round_trip = async {
         sender.ready().await.context("connection closed")?;

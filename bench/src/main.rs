@@ -86,11 +86,15 @@ struct LoadArgs {
     #[arg(long, default_value = "GET")]
     method: String,
     /// Request body.
-    #[arg(long, conflicts_with = "body_file")]
+    #[arg(long, conflicts_with_all = ["body_file", "bodies_file"])]
     body: Option<String>,
     /// Request body, read from a file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "bodies_file")]
     body_file: Option<PathBuf>,
+    /// One request body per line: connection `i` sends line `i` (modulo their number), e.g. a
+    /// conversation of its own per connection.
+    #[arg(long, value_name = "FILE")]
+    bodies_file: Option<PathBuf>,
     /// Extra request header, `name: value`; repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -193,12 +197,25 @@ fn load(args: LoadArgs) -> Result<()> {
     let target = load::Target::parse(&args.url)?;
     let method = Method::from_bytes(args.method.as_bytes())
         .with_context(|| format!("{:?} is not an HTTP method", args.method))?;
-    let body = match (&args.body, &args.body_file) {
-        (Some(body), _) => Bytes::from(body.clone()),
-        (None, Some(path)) => Bytes::from(
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        ),
-        (None, None) => Bytes::new(),
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let bodies = match (&args.body, &args.body_file, &args.bodies_file) {
+        (Some(body), _, _) => vec![Bytes::from(body.clone())],
+        (None, Some(path), _) => vec![Bytes::from(read(path)?)],
+        (None, None, Some(path)) => {
+            let lines: Vec<Bytes> = String::from_utf8(read(path)?)
+                .with_context(|| format!("{} is not UTF-8", path.display()))?
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .map(|line| Bytes::from(line.to_owned()))
+                .collect();
+            if lines.is_empty() {
+                bail!("{} holds no body", path.display());
+            }
+            lines
+        }
+        (None, None, None) => vec![Bytes::new()],
     };
     let headers = args
         .headers
@@ -216,7 +233,7 @@ fn load(args: LoadArgs) -> Result<()> {
         target,
         method,
         headers,
-        body,
+        bodies,
         concurrency: args.concurrency,
         duration: seconds(args.duration, "--duration")?,
         requests: args.requests,

@@ -1,11 +1,17 @@
 //! The embedded store: a redb database on local disk (or in memory), no server. Each label is a
-//! table; labels configured with the same file share one database. Every write is its own
-//! transaction, durable when it returns; the calls run on tokio's blocking pool so that a slow
-//! disk never holds up a worker.
+//! table; labels configured with the same file share one database.
+//!
+//! Writes go to one writer thread per database, which commits whatever writes are waiting in one
+//! transaction (group commit): every write is durable when its call returns, but concurrent
+//! writes share a commit and its `fsync` instead of queueing for one each. Reads run on tokio's
+//! blocking pool, concurrently with the writer (redb's readers see the last commit). Neither
+//! ever holds up a tokio worker.
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
@@ -15,11 +21,41 @@ use super::{BackendError, CasOutcome, KeyPage};
 /// Page cache of one database: the working set of a small store, not redb's default 1 GiB.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most writes committed together.
+const GROUP_MAX: usize = 256;
+
 /// One redb database, shared by the labels stored in it.
 pub struct EmbeddedDb {
     /// `None` once closed.
     db: RwLock<Option<Arc<Database>>>,
+    /// Where writes go; `None` once closed.
+    writes: RwLock<Option<mpsc::Sender<Write>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     location: String,
+}
+
+/// One write, for the writer thread: the label's table, what to do, and where the result goes.
+struct Write {
+    table: Arc<str>,
+    op: WriteOp,
+    reply: tokio::sync::oneshot::Sender<Result<WriteResult, OpError>>,
+}
+
+enum WriteOp {
+    Set(String, Vec<u8>),
+    Delete(String),
+    Increment(String, i64),
+    CompareAndSwap {
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+}
+
+enum WriteResult {
+    Done,
+    Counter(i64),
+    Cas(CasOutcome),
 }
 
 impl EmbeddedDb {
@@ -46,10 +82,23 @@ impl EmbeddedDb {
                 path.display()
             ),
         };
-        Ok(Arc::new(EmbeddedDb {
-            db: RwLock::new(Some(Arc::new(db))),
-            location: path.display().to_string(),
-        }))
+        Ok(EmbeddedDb::with_writer(db, path.display().to_string()))
+    }
+
+    fn with_writer(db: Database, location: String) -> Arc<EmbeddedDb> {
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("kv-writer".to_owned())
+            .spawn(move || write_loop(&writer_db, &queue))
+            .expect("spawn the key-value writer thread");
+        Arc::new(EmbeddedDb {
+            db: RwLock::new(Some(db)),
+            writes: RwLock::new(Some(writes)),
+            writer: Mutex::new(Some(writer)),
+            location,
+        })
     }
 
     /// A database in memory, gone when ion-host stops.
@@ -58,10 +107,7 @@ impl EmbeddedDb {
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .context("cannot create an in-memory key-value store")?;
-        Ok(Arc::new(EmbeddedDb {
-            db: RwLock::new(Some(Arc::new(db))),
-            location: "(in memory)".to_owned(),
-        }))
+        Ok(EmbeddedDb::with_writer(db, "(in memory)".to_owned()))
     }
 
     /// The database itself, for tests that hold a write transaction open.
@@ -85,6 +131,16 @@ impl EmbeddedDb {
     /// Closes the database, releasing its file lock; a call still running keeps it open until
     /// it ends (its write still commits).
     pub fn close(&self) -> Result<(), DatabaseError> {
+        // The writer finishes what is queued, then lets go of the database.
+        drop(
+            self.writes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
         let db = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
         match db.map(Arc::into_inner) {
             Some(Some(db)) => db.close(),
@@ -99,10 +155,103 @@ pub struct Embedded {
     table: Arc<str>,
 }
 
+/// Commits the writes waiting, a group at a time, until every sender is gone.
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        commit_group(db, group);
+    }
+}
+
+/// Applies a group of writes in one transaction and commits it once. A write refused on its
+/// own (a counter that is not a number) changes nothing and fails alone; a storage failure
+/// fails the whole group.
+fn commit_group(db: &Database, group: Vec<Write>) {
+    let mut results = Vec::with_capacity(group.len());
+    let applied = (|| -> Result<(), OpError> {
+        let tx = db.begin_write()?;
+        for write in &group {
+            let mut table = tx.open_table(table(&write.table))?;
+            match apply(&mut table, &write.op) {
+                Err(OpError::Store(e)) => return Err(OpError::Store(e)),
+                result => results.push(result),
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => {
+            for (write, result) in group.into_iter().zip(results) {
+                let _ = write.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let detail = match e {
+                OpError::Store(e) => e.to_string(),
+                OpError::Refused(message) | OpError::Group(message) => message,
+            };
+            for write in group {
+                let _ = write.reply.send(Err(OpError::Group(detail.clone())));
+            }
+        }
+    }
+}
+
+/// One write inside the group's transaction. Only storage errors propagate (and fail the
+/// group); a refusal is this write's own result.
+fn apply(
+    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    op: &WriteOp,
+) -> Result<WriteResult, OpError> {
+    match op {
+        WriteOp::Set(key, value) => {
+            table.insert(key.as_str(), value.as_slice())?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::Delete(key) => {
+            table.remove(key.as_str())?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::Increment(key, delta) => {
+            let current = match table.get(key.as_str())? {
+                Some(value) => parse_counter(value.value())?,
+                None => 0,
+            };
+            let sum = current.checked_add(*delta).ok_or_else(|| {
+                OpError::Refused(format!("increment of {key:?} by {delta} overflows"))
+            })?;
+            table.insert(key.as_str(), sum.to_string().as_bytes())?;
+            Ok(WriteResult::Counter(sum))
+        }
+        WriteOp::CompareAndSwap {
+            key,
+            expected,
+            value,
+        } => {
+            let current = table.get(key.as_str())?.map(|v| v.value().to_vec());
+            if current == *expected {
+                table.insert(key.as_str(), value.as_slice())?;
+                Ok(WriteResult::Cas(CasOutcome::Swapped))
+            } else {
+                Ok(WriteResult::Cas(CasOutcome::Changed(current)))
+            }
+        }
+    }
+}
+
 /// Why an operation failed inside the blocking task.
 enum OpError {
     Store(redb::Error),
     Refused(String),
+    /// The group this write was committed with failed.
+    Group(String),
 }
 
 macro_rules! store_errors {
@@ -154,6 +303,7 @@ impl Embedded {
         match tokio::task::spawn_blocking(move || op(&db, &table)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(OpError::Store(e))) => Err(BackendError::Unavailable(e.to_string())),
+            Ok(Err(OpError::Group(detail))) => Err(BackendError::Unavailable(detail)),
             Ok(Err(OpError::Refused(message))) => Err(BackendError::Refused(message)),
             Err(e) => Err(BackendError::Unavailable(format!("store task failed: {e}"))),
         }
@@ -169,27 +319,42 @@ impl Embedded {
         .await
     }
 
+    /// Queues a write for the writer thread and waits for its commit.
+    async fn write(&self, op: WriteOp) -> Result<WriteResult, BackendError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let write = Write {
+            table: self.table.clone(),
+            op,
+            reply,
+        };
+        let sent = match &*self.db.writes.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(writes) => writes.send(write).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(BackendError::Unavailable("the store is closed".to_owned()));
+        }
+        match result.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(OpError::Store(e))) => Err(BackendError::Unavailable(e.to_string())),
+            Ok(Err(OpError::Group(detail))) => Err(BackendError::Unavailable(detail)),
+            Ok(Err(OpError::Refused(message))) => Err(BackendError::Refused(message)),
+            Err(_) => Err(BackendError::Unavailable(
+                "the store's writer stopped".to_owned(),
+            )),
+        }
+    }
+
     pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
-        let key = key.to_owned();
-        self.run(move |db, name| {
-            let tx = db.begin_write()?;
-            tx.open_table(table(name))?
-                .insert(key.as_str(), value.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(WriteOp::Set(key.to_owned(), value))
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        let key = key.to_owned();
-        self.run(move |db, name| {
-            let tx = db.begin_write()?;
-            tx.open_table(table(name))?.remove(key.as_str())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(WriteOp::Delete(key.to_owned()))
+            .await
+            .map(|_| ())
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
@@ -202,29 +367,30 @@ impl Embedded {
         .await
     }
 
-    /// Reads, adds and writes in one write transaction: writes are serialized, so two
+    /// Reads, adds and writes in the writer's transaction: writes are serialized, so two
     /// increments never read the same value. Counters are stored as decimal text, as Redis's
-    /// INCRBY keeps them.
+    /// INCRBY keeps them. Adding 0 (how a counter is read) is a plain read: no commit.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        let key = key.to_owned();
-        self.run(move |db, name| {
-            let tx = db.begin_write()?;
-            let sum = {
-                let mut table = tx.open_table(table(name))?;
-                let current = match table.get(key.as_str())? {
-                    Some(value) => parse_counter(value.value())?,
-                    None => 0,
-                };
-                let sum = current.checked_add(delta).ok_or_else(|| {
-                    OpError::Refused(format!("increment of {key:?} by {delta} overflows"))
-                })?;
-                table.insert(key.as_str(), sum.to_string().as_bytes())?;
-                sum
-            };
-            tx.commit()?;
-            Ok(sum)
-        })
-        .await
+        if delta == 0 {
+            let key = key.to_owned();
+            return self
+                .run(move |db, name| {
+                    let tx = db.begin_read()?;
+                    let table = tx.open_table(table(name))?;
+                    match table.get(key.as_str())? {
+                        Some(value) => parse_counter(value.value()),
+                        None => Ok(0),
+                    }
+                })
+                .await;
+        }
+        match self
+            .write(WriteOp::Increment(key.to_owned(), delta))
+            .await?
+        {
+            WriteResult::Counter(sum) => Ok(sum),
+            _ => unreachable!("an increment answers with the counter"),
+        }
     }
 
     pub async fn compare_and_swap(
@@ -233,26 +399,15 @@ impl Embedded {
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<CasOutcome, BackendError> {
-        let key = key.to_owned();
-        self.run(move |db, name| {
-            let tx = db.begin_write()?;
-            let outcome = {
-                let mut table = tx.open_table(table(name))?;
-                let current = table.get(key.as_str())?.map(|v| v.value().to_vec());
-                if current == expected {
-                    table.insert(key.as_str(), value.as_slice())?;
-                    CasOutcome::Swapped
-                } else {
-                    CasOutcome::Changed(current)
-                }
-            };
-            match outcome {
-                CasOutcome::Swapped => tx.commit()?,
-                CasOutcome::Changed(_) => tx.abort()?,
-            }
-            Ok(outcome)
-        })
-        .await
+        let op = WriteOp::CompareAndSwap {
+            key: key.to_owned(),
+            expected,
+            value,
+        };
+        match self.write(op).await? {
+            WriteResult::Cas(outcome) => Ok(outcome),
+            _ => unreachable!("a compare-and-swap answers with its outcome"),
+        }
     }
 
     /// Keys in order, `limit` at a time; the cursor is the last key of the page.
