@@ -111,35 +111,7 @@ async fn increment_and_compare_and_swap() {
             .contains("overflows")
     );
 
-    // Absent -> set; stale expectation -> the value now; right expectation -> swapped.
-    assert_eq!(
-        store.compare_and_swap("c", None, b"v1".to_vec()).await,
-        Ok(CasOutcome::Swapped)
-    );
-    assert_eq!(
-        store.compare_and_swap("c", None, b"v2".to_vec()).await,
-        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
-    );
-    assert_eq!(
-        store
-            .compare_and_swap("c", Some(b"v0".to_vec()), b"v2".to_vec())
-            .await,
-        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
-    );
-    assert_eq!(
-        store
-            .compare_and_swap("c", Some(b"v1".to_vec()), b"v2".to_vec())
-            .await,
-        Ok(CasOutcome::Swapped)
-    );
-    assert_eq!(store.get("c").await, Ok(Some(b"v2".to_vec())));
-    store.delete("c").await.unwrap();
-    assert_eq!(
-        store
-            .compare_and_swap("c", Some(b"v2".to_vec()), b"v3".to_vec())
-            .await,
-        Ok(CasOutcome::Changed(None))
-    );
+    compare_and_swap_contract(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,5 +499,38 @@ async fn host_functions_follow_the_wit_contract() {
         spin_kv::HostStore::open(&mut view, "default".into())
             .await
             .is_ok()
+    );
+}
+
+/// Compare-and-swap as every backend must answer it, on key `c` (absent before and after).
+pub(super) async fn compare_and_swap_contract(store: &Store) {
+    // Absent -> set; stale expectation -> the value now; right expectation -> swapped.
+    assert_eq!(
+        store.compare_and_swap("c", None, b"v1".to_vec()).await,
+        Ok(CasOutcome::Swapped)
+    );
+    assert_eq!(
+        store.compare_and_swap("c", None, b"v2".to_vec()).await,
+        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
+    );
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v0".to_vec()), b"v2".to_vec())
+            .await,
+        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
+    );
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v1".to_vec()), b"v2".to_vec())
+            .await,
+        Ok(CasOutcome::Swapped)
+    );
+    assert_eq!(store.get("c").await, Ok(Some(b"v2".to_vec())));
+    store.delete("c").await.unwrap();
+    assert_eq!(
+        store
+            .compare_and_swap("c", Some(b"v2".to_vec()), b"v3".to_vec())
+            .await,
+        Ok(CasOutcome::Changed(None))
     );
 }

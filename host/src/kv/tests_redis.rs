@@ -72,28 +72,7 @@ async fn every_operation() {
     let err = store.increment("b", 1).await.unwrap_err();
     assert!(err.to_string().contains("not an integer"), "{err}");
 
-    assert_eq!(
-        store.compare_and_swap("c", None, b"v1".to_vec()).await,
-        Ok(CasOutcome::Swapped)
-    );
-    assert_eq!(
-        store.compare_and_swap("c", None, b"v2".to_vec()).await,
-        Ok(CasOutcome::Changed(Some(b"v1".to_vec())))
-    );
-    assert_eq!(
-        store
-            .compare_and_swap("c", Some(b"v1".to_vec()), b"v2".to_vec())
-            .await,
-        Ok(CasOutcome::Swapped)
-    );
-    assert_eq!(store.get("c").await, Ok(Some(b"v2".to_vec())));
-    store.delete("c").await.unwrap();
-    assert_eq!(
-        store
-            .compare_and_swap("c", Some(b"v2".to_vec()), b"v3".to_vec())
-            .await,
-        Ok(CasOutcome::Changed(None))
-    );
+    super::tests::compare_and_swap_contract(&store).await;
 
     // The bounds hold before Redis is asked.
     assert!(
