@@ -118,26 +118,7 @@ async fn increment_and_compare_and_swap() {
 async fn increments_from_many_tasks_are_atomic() {
     let dir = TempDir::new();
     let (_stores, store) = default_store(&dir);
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                for _ in 0..4 {
-                    seen.push(store.increment("turns", 1).await.unwrap());
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all.sort_unstable();
-    // Every increment got its own number: none read the same value as another.
-    assert_eq!(all, (1..=200).collect::<Vec<i64>>());
-    assert_eq!(store.increment("turns", 0).await, Ok(200));
+    increments_are_atomic(&store, 50, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,4 +514,28 @@ pub(super) async fn compare_and_swap_contract(store: &Store) {
             .await,
         Ok(CasOutcome::Changed(None))
     );
+}
+
+/// `tasks` tasks each incrementing counter `turns` `each` times at once: every increment gets a
+/// number of its own, none reading the value another read.
+pub(super) async fn increments_are_atomic(store: &Arc<Store>, tasks: i64, each: i64) {
+    let running: Vec<_> = (0..tasks)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..each {
+                    seen.push(store.increment("turns", 1).await.unwrap());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in running {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=tasks * each).collect::<Vec<i64>>());
+    assert_eq!(store.increment("turns", 0).await, Ok(tasks * each));
 }

@@ -117,24 +117,7 @@ async fn increments_from_50_tasks_are_atomic() {
         return;
     };
     let (_stores, store) = redis_store(&server);
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                for _ in 0..10 {
-                    seen.push(store.increment("turns", 1).await.unwrap());
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all.sort_unstable();
-    assert_eq!(all, (1..=500).collect::<Vec<i64>>());
+    super::tests::increments_are_atomic(&store, 50, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
