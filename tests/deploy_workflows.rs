@@ -124,6 +124,7 @@ fn deploy_updates_only_the_variables_it_owns() {
         ("ION_RATE_LIMIT_PER_MINUTE", "30"),
         ("ALLOWED_ORIGINS", "https://old.example.com"),
         ("GCP_LOCATION", "asia-northeast3"),
+        // A leftover of the original service (a long-retired model): the deploy removes it.
         ("MODEL_NAME", "gemini-1.5-flash"),
     ];
     let image = format!("{}@{DIGEST}", image_repository("us-central1"));

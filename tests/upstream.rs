@@ -70,6 +70,8 @@ fn retired_model_and_wrong_token_are_reported_as_such() {
     let emulator = start_emulator();
     for runtime in runtimes() {
         let mut env = emulator_env(&emulator);
+        // Retired on purpose: the 2.5 family left Vertex AI on 2026-10-16, and the emulator
+        // answers it with Vertex's 404, as a stale configuration would meet it.
         env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-2.5-flash".into()));
         let service = Service::start(runtime, &env);
         let reply = service.ask("hello");
