@@ -51,11 +51,17 @@ pub enum Route {
     Ui(ui::Asset),
     /// `/conversations/{id}` (the handler reads the id from the path).
     Conversation,
+    /// `/admin/keys` and `/admin/keys/{id}`: the admin API.
+    AdminKeys,
+    /// `GET /usage`: the caller's own limits and use today.
+    Usage,
 }
 
 /// Methods of `/conversations/{id}`.
 const CONVERSATION_METHODS: &str = "GET, HEAD, DELETE";
 const CONVERSATIONS_PREFIX: &str = "/conversations/";
+/// Methods of `/admin/keys/{id}`.
+const KEY_METHODS: &str = "GET, DELETE";
 
 /// Every path and the methods it takes.
 pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
@@ -66,6 +72,12 @@ pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
     ("/chat", Route::Chat, "POST"),
     ("/v1/chat/completions", Route::ChatCompletions, "POST"),
     ("/v1/models", Route::Models, "GET, HEAD"),
+    ("/usage", Route::Usage, "GET, HEAD"),
+    (
+        crate::access::admin::KEYS_PATH,
+        Route::AdminKeys,
+        "GET, POST",
+    ),
 ];
 
 /// Resolves a method and path (query string allowed) to a route, or a 404/405, or (as
@@ -94,6 +106,16 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
             _ => Err(ApiError::MethodNotAllowed {
                 allow: CONVERSATION_METHODS,
             }),
+        };
+    }
+    if let Some(id) = path.strip_prefix(crate::access::admin::KEY_PATH_PREFIX)
+        && !id.is_empty()
+        && !id.contains('/')
+    {
+        return match method {
+            "OPTIONS" => Ok(Route::Options { allow: KEY_METHODS }),
+            "GET" | "DELETE" => Ok(Route::AdminKeys),
+            _ => Err(ApiError::MethodNotAllowed { allow: KEY_METHODS }),
         };
     }
     let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
@@ -132,6 +154,7 @@ pub fn index() -> ApiResponse {
             "health": "/health",
             "chat": "/chat",
             "openai": "/v1/chat/completions",
+            "usage": "/usage",
             "personas": persona::Persona::ALL
                 .map(|p| json!({ "name": p.name(), "character": p.character() })),
         }),

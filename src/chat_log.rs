@@ -41,6 +41,10 @@ pub struct ChatRecord {
     pub cache: Option<&'static str>,
     /// `unavailable` when a store call failed or timed out.
     pub store: Option<&'static str>,
+    /// `anonymous` or `key:<id>` (the key's public id, never the key).
+    pub caller: Option<String>,
+    /// `instance` when the shared limits could not be read and only per-instance ones applied.
+    pub limits: Option<&'static str>,
 }
 
 impl ChatRecord {
@@ -65,7 +69,21 @@ impl ChatRecord {
             conversation: None,
             cache: None,
             store: None,
+            caller: None,
+            limits: None,
         }
+    }
+
+    /// Tokens to count against a budget: prompt, answer and thinking, as Vertex AI reported.
+    pub fn billed_tokens(&self) -> u64 {
+        [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.thoughts_tokens,
+        ]
+        .iter()
+        .map(|t| u64::from(t.unwrap_or(0)))
+        .sum()
     }
 
     pub fn set_usage(&mut self, usage: Option<Usage>) {

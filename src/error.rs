@@ -62,6 +62,26 @@ pub enum ApiError {
     ConversationFull {
         limit: u64,
     },
+    /// No key where one is required, or a key that is malformed, unknown or revoked.
+    InvalidApiKey {
+        missing: bool,
+    },
+    /// The caller's requests-per-minute limit (shared by every instance).
+    RateLimited {
+        requests_per_minute: u32,
+        retry_after: u64,
+    },
+    /// The caller's daily token budget is spent; it starts again at UTC midnight.
+    BudgetExceeded {
+        daily_tokens: u64,
+        used: u64,
+        retry_after: u64,
+        now: u64,
+    },
+    /// The admin API was called without its token, or with another.
+    AdminUnauthorized,
+    /// No API key with that id (the admin API).
+    KeyNotFound,
 }
 
 /// A failed call to Vertex AI.
@@ -224,6 +244,76 @@ impl ApiError {
                      no conversation_id"
                 ),
                 json!({ "turn_limit": limit }),
+            ),
+            ApiError::InvalidApiKey { missing } => error_body(
+                401,
+                "invalid_api_key",
+                if *missing {
+                    "an API key is required: send it as `Authorization: Bearer ion_sk_...`".into()
+                } else {
+                    "the API key is not valid: it is malformed, unknown or revoked".into()
+                },
+                json!({}),
+            )
+            .with_header("www-authenticate", "Bearer"),
+            ApiError::RateLimited {
+                requests_per_minute,
+                retry_after,
+            } => error_body(
+                429,
+                "rate_limited",
+                format!(
+                    "too many requests: the limit is {requests_per_minute} per minute; retry in \
+                     {retry_after} s"
+                ),
+                json!({ "retry_after": retry_after, "requests_per_minute": requests_per_minute }),
+            )
+            .with_header("retry-after", retry_after.to_string())
+            .with_header(
+                "ratelimit-policy",
+                format!("\"requests\";q={requests_per_minute};w=60"),
+            )
+            .with_header("ratelimit", format!("\"requests\";r=0;t={retry_after}")),
+            ApiError::BudgetExceeded {
+                daily_tokens,
+                used,
+                retry_after,
+                now,
+            } => {
+                let resets_at = crate::access::admin::rfc3339(now + retry_after);
+                error_body(
+                    429,
+                    "budget_exceeded",
+                    format!(
+                        "today's token budget ({daily_tokens} tokens) is spent ({used} used); it \
+                         starts again at {resets_at}, in {retry_after} s"
+                    ),
+                    json!({
+                        "retry_after": retry_after,
+                        "resets_at": resets_at,
+                        "daily_token_budget": daily_tokens,
+                        "tokens_used": used,
+                    }),
+                )
+                .with_header("retry-after", retry_after.to_string())
+                .with_header(
+                    "ratelimit-policy",
+                    format!("\"tokens\";q={daily_tokens};w=86400"),
+                )
+                .with_header("ratelimit", format!("\"tokens\";r=0;t={retry_after}"))
+            }
+            ApiError::AdminUnauthorized => error_body(
+                401,
+                "invalid_admin_token",
+                "the admin API needs `Authorization: Bearer <admin_token>`".into(),
+                json!({}),
+            )
+            .with_header("www-authenticate", "Bearer"),
+            ApiError::KeyNotFound => error_body(
+                404,
+                "key_not_found",
+                "no API key has that id (it may have been revoked)".into(),
+                json!({}),
             ),
         }
     }

@@ -6,6 +6,7 @@
 //! Rust that unit-tests natively; the adapter is the `wasi:http` entry point and only exists in
 //! the `wasm32` build (its generated export names do not link into a native cdylib).
 
+pub mod access;
 pub mod api;
 pub mod cache;
 pub mod chat;

@@ -271,11 +271,14 @@ fn openai_error(response: &ApiResponse) -> Value {
         }
         None => (body["error"].clone(), body["code"].clone(), Value::Null),
     };
-    let kind = match response.status {
-        401 | 403 => "authentication_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
+    // OpenAI's own shapes for a bad key and a spent quota.
+    let kind = match (response.status, code.as_str()) {
+        (_, Some("invalid_api_key")) => "invalid_request_error",
+        (_, Some("budget_exceeded")) => "insufficient_quota",
+        (401 | 403, _) => "authentication_error",
+        (404, _) => "not_found_error",
+        (429, _) => "rate_limit_error",
+        (400..=499, _) => "invalid_request_error",
         _ => "server_error",
     };
     json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })

@@ -57,6 +57,19 @@ fn samples() -> Vec<ApiError> {
         ApiError::StoreUnavailable { detail: "x".into() },
         ApiError::ConversationNotFound,
         ApiError::ConversationFull { limit: 1 },
+        ApiError::InvalidApiKey { missing: true },
+        ApiError::RateLimited {
+            requests_per_minute: 1,
+            retry_after: 1,
+        },
+        ApiError::BudgetExceeded {
+            daily_tokens: 1,
+            used: 1,
+            retry_after: 1,
+            now: 0,
+        },
+        ApiError::AdminUnauthorized,
+        ApiError::KeyNotFound,
     ];
     let upstream_errors = [
         upstream(429),
@@ -116,7 +129,12 @@ fn samples() -> Vec<ApiError> {
             | ApiError::CorsRejected { .. }
             | ApiError::StoreUnavailable { .. }
             | ApiError::ConversationNotFound
-            | ApiError::ConversationFull { .. } => {}
+            | ApiError::ConversationFull { .. }
+            | ApiError::InvalidApiKey { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::BudgetExceeded { .. }
+            | ApiError::AdminUnauthorized
+            | ApiError::KeyNotFound => {}
         }
     }
     errors

@@ -15,6 +15,8 @@ use spin_sdk::http::{
 };
 use wasi::clocks::monotonic_clock;
 
+use crate::access::admin::AdminCall;
+use crate::access::{self, AccessSettings, Credentials, Grant};
 use crate::api::{self, ChatInput, MAX_BODY_BYTES, Reply, Route};
 use crate::chat::{self, ClientGone, EventSink};
 use crate::chat_log::ChatRecord;
@@ -54,6 +56,24 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let store = SpinStore::default();
             api::conversation(&method, &path, &SpinVariables, &state(&store), &WasiClock)
         }
+        Ok(Route::Usage) => {
+            let store = SpinStore::default();
+            let authorization = header_bytes(&request, "authorization");
+            let client_addr = header(&request, "spin-client-addr");
+            let credentials = Credentials {
+                authorization: authorization.as_deref(),
+                client_addr: client_addr.as_deref(),
+            };
+            AccessSettings::load(&SpinVariables)
+                .map_err(ApiError::from)
+                .and_then(|settings| {
+                    access::admin::usage(&credentials, &settings, &store, WasiClock.unix_seconds())
+                })
+                .unwrap_or_else(|e| e.to_response())
+        }
+        Ok(Route::AdminKeys) => admin_keys(request, &method, &path)
+            .await
+            .unwrap_or_else(|e| e.to_response()),
         Ok(route @ (Route::Chat | Route::ChatCompletions)) => {
             let name = if route == Route::Chat {
                 "/chat"
@@ -63,23 +83,105 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let mut record = ChatRecord::new(name);
             let store = SpinStore::default();
             let state = state(&store);
+            let grant = match admit(&request, &store, &mut record) {
+                Ok(grant) => grant,
+                Err(e) => {
+                    let reply = if route == Route::ChatCompletions {
+                        openai::failed(e, &mut record)
+                    } else {
+                        Reply::<UpstreamBody>::failed(e, &mut record)
+                    };
+                    let Reply::Whole(response) = reply else {
+                        unreachable!("a failure is a whole response")
+                    };
+                    finish(&mut record, started);
+                    send_whole(out, cors.apply(origin.as_deref(), response)).await;
+                    return;
+                }
+            };
             let reply = chat_route(route, request, &state, &mut record).await;
-            let response = match reply {
+            record.caller = Some(grant.caller.label());
+            if grant.store_failed {
+                record.limits = Some("instance");
+            }
+            let limit_headers = access::grant_headers(&grant);
+            let mut response = match reply {
                 Reply::Whole(response) => response,
                 Reply::Stream(reply) => {
-                    let head = cors.apply(origin.as_deref(), stream_head());
+                    let mut head = stream_head();
+                    head.headers.extend(limit_headers);
+                    let head = cors.apply(origin.as_deref(), head);
                     let mut sink = OutgoingSink::start(out, &head);
                     api::send_stream(*reply, &WasiClock, &state, &mut sink, &mut record).await;
+                    charge(&store, &grant, &mut record);
                     finish(&mut record, started);
                     return;
                 }
             };
+            charge(&store, &grant, &mut record);
             finish(&mut record, started);
+            response.headers.extend(limit_headers);
             response
         }
         Err(e) => e.to_response(),
     };
     send_whole(out, cors.apply(origin.as_deref(), response)).await;
+}
+
+/// Identifies the caller of a chat route and counts the request against its limits.
+fn admit(
+    request: &IncomingRequest,
+    store: &SpinStore,
+    record: &mut ChatRecord,
+) -> Result<Grant, ApiError> {
+    let settings = AccessSettings::load(&SpinVariables)?;
+    let authorization = header_bytes(request, "authorization");
+    let client_addr = header(request, "spin-client-addr");
+    let credentials = Credentials {
+        authorization: authorization.as_deref(),
+        client_addr: client_addr.as_deref(),
+    };
+    let caller = access::identify(store, settings.mode, &credentials)?;
+    record.caller = Some(caller.label());
+    access::admit(store, &settings, caller, WasiClock.unix_seconds())
+}
+
+/// Adds a finished chat's tokens to its caller's day; a store failure is noted in the log line.
+fn charge(store: &SpinStore, grant: &Grant, record: &mut ChatRecord) {
+    let tokens = record.billed_tokens();
+    if access::charge(store, grant, tokens, WasiClock.unix_seconds()).is_err() {
+        record.store = Some("unavailable");
+        record.limits = Some("instance");
+    }
+}
+
+/// `/admin/keys` and `/admin/keys/{id}`.
+async fn admin_keys(
+    request: IncomingRequest,
+    method: &str,
+    path: &str,
+) -> Result<crate::response::ApiResponse, ApiError> {
+    let settings = AccessSettings::load(&SpinVariables)?;
+    let authorization = header_bytes(&request, "authorization");
+    let body = if method == "POST" {
+        read_request_body(request).await?
+    } else {
+        Vec::new()
+    };
+    let store = SpinStore::default();
+    let call = AdminCall {
+        method,
+        path: path.split('?').next().unwrap_or_default(),
+        authorization: authorization.as_deref(),
+        body: &body,
+    };
+    access::admin::keys_api(
+        &call,
+        &settings,
+        &store,
+        &spin_store::random_id,
+        WasiClock.unix_seconds(),
+    )
 }
 
 /// Reads and answers a chat route's body.
@@ -170,6 +272,11 @@ async fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A header's raw bytes (present but not UTF-8 is not the same as absent).
+fn header_bytes(request: &IncomingRequest, name: &str) -> Option<Vec<u8>> {
+    request.headers().get(name).into_iter().next()
 }
 
 fn header(request: &IncomingRequest, name: &str) -> Option<String> {

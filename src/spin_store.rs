@@ -1,6 +1,6 @@
 //! The runtime's key-value store "default" as a [`KeyValue`]: Spin's `key_value` API for
 //! values and `wasi:keyvalue/atomics` for counters (the one atomic operation conversations
-//! need). Not `wasi:keyvalue/batch`: Spin 4's Redis store panics in `get-many`. Both runtimes provide both; they name the same store. Opened on first use, so a
+//! need, and compare-and-swap for the access records). Not `wasi:keyvalue/batch`: Spin 4's Redis store panics in `get-many`. Both runtimes provide both; they name the same store. Opened on first use, so a
 //! request that never touches state never opens it. Only compiled for `wasm32`.
 
 use std::cell::OnceCell;
@@ -8,7 +8,7 @@ use std::cell::OnceCell;
 use spin_sdk::key_value;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
 
-use crate::store::{KeyValue, StoreError};
+use crate::store::{Change, KeyValue, StoreError, UPDATE_ATTEMPTS};
 
 const LABEL: &str = "default";
 
@@ -64,6 +64,26 @@ impl KeyValue for SpinStore {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         atomics::increment(self.counters()?, key, delta).map_err(|e| failed("increment", key, e))
+    }
+
+    fn update(&self, key: &str, change: &mut Change<'_>) -> Result<bool, StoreError> {
+        let mut cas =
+            atomics::Cas::new(self.counters()?, key).map_err(|e| failed("cas", key, e))?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = cas.current().map_err(|e| failed("cas read", key, e))?;
+            let Some(value) = change(current.as_deref()) else {
+                return Ok(false);
+            };
+            match atomics::swap(cas, &value) {
+                Ok(()) => return Ok(true),
+                // Another writer got in first: the error carries a handle on the newer value.
+                Err(atomics::CasError::CasFailed(newer)) => cas = newer,
+                Err(atomics::CasError::StoreError(e)) => return Err(failed("swap", key, e)),
+            }
+        }
+        Err(StoreError::new(format!(
+            "key-value update {key}: still contended after {UPDATE_ATTEMPTS} tries"
+        )))
     }
 }
 

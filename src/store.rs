@@ -23,7 +23,20 @@ pub trait KeyValue {
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         keys.iter().map(|key| self.get(key)).collect()
     }
+    /// Compare-and-swap: reads `key`, writes `change(current)` only if nobody wrote `key` in
+    /// between, and otherwise runs `change` again on the newer value (at most
+    /// [`UPDATE_ATTEMPTS`] times). `change` returning `None` writes nothing. Returns whether
+    /// the value was written.
+    fn update(&self, key: &str, change: &mut Change<'_>) -> Result<bool, StoreError>;
 }
+
+/// What [`KeyValue::update`] does to a value: the new value from the current one, or `None`
+/// to leave it.
+pub type Change<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// Tries of one [`KeyValue::update`] before it gives up as contended (each retry means another
+/// writer succeeded, so progress is made).
+pub const UPDATE_ATTEMPTS: u32 = 8;
 
 /// The store failed, refused or timed out. `detail` is for the log, never for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +195,17 @@ pub(crate) mod tests {
                 + delta;
             map.insert(key.into(), now.to_string().into_bytes());
             Ok(now)
+        }
+        fn update(&self, key: &str, change: &mut Change<'_>) -> Result<bool, StoreError> {
+            self.check()?;
+            let current = self.map.borrow().get(key).cloned();
+            match change(current.as_deref()) {
+                Some(value) => {
+                    self.map.borrow_mut().insert(key.into(), value);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
         }
     }
 

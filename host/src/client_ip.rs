@@ -49,6 +49,30 @@ impl ClientIp {
     }
 }
 
+/// The header through which the component learns the client's address. Spin sets it on every
+/// request; ion-host sets it to the address resolved here, replacing whatever a client sent.
+pub const CLIENT_ADDR_HEADER: &str = "spin-client-addr";
+
+/// Tells the component who the client is: `spin-client-addr`, as Spin writes it (`ip:port`).
+pub fn set_client_addr(headers: &mut HeaderMap, client: IpAddr, peer: SocketAddr) {
+    let value = SocketAddr::new(client, peer.port()).to_string();
+    headers.remove(CLIENT_ADDR_HEADER);
+    if let Ok(value) = http::HeaderValue::from_str(&value) {
+        headers.insert(CLIENT_ADDR_HEADER, value);
+    }
+}
+
+/// Whether the request presents an Ion API key (`Authorization: Bearer ion_sk_...`).
+pub fn presents_api_key(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.trim_start().starts_with("ion_sk_")
+        })
+}
+
 /// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, or with a port.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     entry
@@ -76,6 +100,33 @@ pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_component_hears_the_resolved_client_never_the_callers_claim() {
+        let mut headers = HeaderMap::new();
+        headers.append(CLIENT_ADDR_HEADER, "6.6.6.6:1".parse().unwrap());
+        headers.append(CLIENT_ADDR_HEADER, "7.7.7.7:1".parse().unwrap());
+        let peer: SocketAddr = "10.0.0.9:4242".parse().unwrap();
+        set_client_addr(&mut headers, "203.0.113.7".parse().unwrap(), peer);
+        let values: Vec<_> = headers.get_all(CLIENT_ADDR_HEADER).iter().collect();
+        assert_eq!(values, ["203.0.113.7:4242"]);
+        set_client_addr(&mut headers, "2001:db8::1".parse().unwrap(), peer);
+        assert_eq!(headers[CLIENT_ADDR_HEADER], "[2001:db8::1]:4242");
+    }
+
+    #[test]
+    fn api_keys_are_recognized_by_their_prefix() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            presents_api_key(&headers)
+        };
+        assert!(with("Bearer ion_sk_0123"));
+        assert!(with("bearer  ion_sk_x"));
+        assert!(!with("Bearer eyJhbGciOiJSUzI1NiJ9.x.y"));
+        assert!(!with("Basic ion_sk_0123"));
+        assert!(!presents_api_key(&HeaderMap::new()));
+    }
 
     #[test]
     fn ipv6_clients_are_keyed_by_their_prefix() {

@@ -24,8 +24,10 @@ use crate::client_ip::{ClientIp, client_key};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOptions {
     /// Requests per minute one client may make (a token bucket: up to N at once, then N per
-    /// minute); beyond it 429 with Retry-After. Counted per instance. Off unless set; /health
-    /// is never limited.
+    /// minute); beyond it 429 with Retry-After. Counted per instance: the floor under the
+    /// component's shared limits, and what holds when the store is down. Requests that present
+    /// an API key are limited per key by the component instead. Off unless set; /health is
+    /// never limited.
     #[arg(long, env = "ION_RATE_LIMIT_PER_MINUTE", value_name = "N")]
     pub rate_limit_per_minute: Option<NonZeroU32>,
 

@@ -67,7 +67,7 @@ impl Server {
             started,
         };
         let mut response = match self
-            .respond(request, &path, client_ip, context.clone(), started)
+            .respond(request, &path, (client_ip, peer), context.clone(), started)
             .await
         {
             Ok(response) => response,
@@ -84,12 +84,13 @@ impl Server {
         &self,
         request: hyper::Request<Incoming>,
         path: &str,
-        client: IpAddr,
+        (client, peer): (IpAddr, SocketAddr),
         context: Arc<RequestContext>,
         started: Instant,
     ) -> Result<hyper::Response<HyperOutgoingBody>, HostError> {
         check_headers(request.headers())?;
         let (mut head, body) = request.into_parts();
+        crate::client_ip::set_client_addr(&mut head.headers, client, peer);
         // Counted from here to the last byte of the answer.
         let in_progress = self
             .admission

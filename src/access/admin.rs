@@ -1,0 +1,207 @@
+//! The endpoints around keys: the admin API (`/admin/keys`, behind the `admin_token` variable)
+//! that creates, lists, shows and revokes keys, and `GET /usage`, where a caller reads its own
+//! day. Both runtimes serve them from the same store as the chats, so `spin up` and Cloud Run
+//! are managed the same way (`scripts/keys.sh` wraps the calls).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::allowance::{DAY_SECS, Standing};
+use super::keys::{self, KeyRecord, NewKey};
+use super::{AccessSettings, Caller, Credentials, Limits};
+use crate::error::ApiError;
+use crate::response::ApiResponse;
+use crate::store::KeyValue;
+use crate::validation::ValidationIssue;
+
+pub const KEYS_PATH: &str = "/admin/keys";
+pub const KEY_PATH_PREFIX: &str = "/admin/keys/";
+
+/// Longest key name, in characters.
+const MAX_NAME: usize = 100;
+
+/// One admin call, already routed: `GET`/`POST /admin/keys`, `GET`/`DELETE /admin/keys/{id}`.
+pub struct AdminCall<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
+/// Answers an admin call. With no `admin_token` set the admin API does not exist (404).
+pub fn keys_api(
+    call: &AdminCall<'_>,
+    settings: &AccessSettings,
+    kv: &dyn KeyValue,
+    random: &dyn Fn() -> [u8; 16],
+    now: u64,
+) -> Result<ApiResponse, ApiError> {
+    let Some(token) = &settings.admin_token else {
+        return Err(ApiError::NotFound {
+            path: call.path.into(),
+        });
+    };
+    let presented = call
+        .authorization
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .and_then(super::bearer_token)
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return Err(ApiError::AdminUnauthorized);
+    }
+    let id = call.path.strip_prefix(KEY_PATH_PREFIX);
+    match (call.method, id) {
+        ("POST", None) => {
+            let new = parse_new_key(call.body, settings.key_defaults)?;
+            let (key, record) = keys::create(kv, random, new, now)?;
+            let mut body = key_json(&record);
+            body["key"] = json!(key);
+            body["note"] = json!("the key is shown only this once: store it now");
+            Ok(ApiResponse::json(201, &body))
+        }
+        (_, None) => {
+            let listed: Vec<Value> = keys::list(kv)?.iter().map(key_json).collect();
+            Ok(ApiResponse::json(200, &json!({ "keys": listed })))
+        }
+        (method, Some(id)) => {
+            if !keys::is_id(id) {
+                return Err(ApiError::KeyNotFound);
+            }
+            if method == "DELETE" {
+                return if keys::revoke(kv, id)? {
+                    Ok(ApiResponse {
+                        status: 204,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    })
+                } else {
+                    Err(ApiError::KeyNotFound)
+                };
+            }
+            let record = keys::get(kv, id)?.ok_or(ApiError::KeyNotFound)?;
+            let caller = Caller::Key(record.clone());
+            let limits = caller.limits(settings);
+            let standing = super::standing(kv, &caller, limits, now)?;
+            let mut body = key_json(&record);
+            body["usage"] = usage_json(limits, &standing, now);
+            Ok(ApiResponse::json(200, &body))
+        }
+    }
+}
+
+/// `GET /usage`: the caller's own limits and what is left of them. Answers anonymous callers
+/// too (by their address), so the chat page can say how much is left.
+pub fn usage(
+    credentials: &Credentials<'_>,
+    settings: &AccessSettings,
+    kv: &dyn KeyValue,
+    now: u64,
+) -> Result<ApiResponse, ApiError> {
+    let caller = super::identify(kv, settings.mode, credentials)?;
+    let limits = caller.limits(settings);
+    let standing = if limits.any() {
+        super::standing(kv, &caller, limits, now)?
+    } else {
+        Standing {
+            requests_left: 0,
+            requests_reset: 0,
+            tokens_used: 0,
+            tokens_reset: DAY_SECS - now % DAY_SECS,
+        }
+    };
+    let key = match &caller {
+        Caller::Key(record) => json!({ "id": record.id, "name": record.name }),
+        Caller::Anonymous { .. } => Value::Null,
+    };
+    Ok(ApiResponse::json(
+        200,
+        &json!({
+            "caller": if key.is_null() { "anonymous" } else { "key" },
+            "key": key,
+            "usage": usage_json(limits, &standing, now),
+        }),
+    )
+    .with_header("cache-control", "no-store"))
+}
+
+fn usage_json(limits: Limits, standing: &Standing, now: u64) -> Value {
+    let midnight = now + standing.tokens_reset;
+    let limited = |n: u64| (n > 0).then_some(n);
+    json!({
+        "date": &rfc3339(now - now % DAY_SECS)[..10],
+        "requests_per_minute": limited(limits.requests_per_minute.into()),
+        "requests_remaining": (limits.requests_per_minute > 0).then_some(standing.requests_left),
+        "requests_reset_seconds": standing.requests_reset,
+        "daily_token_budget": limited(limits.daily_tokens),
+        "tokens_used": standing.tokens_used,
+        "tokens_remaining": limited(limits.daily_tokens)
+            .map(|budget| budget.saturating_sub(standing.tokens_used)),
+        "resets_at": rfc3339(midnight),
+    })
+}
+
+fn key_json(record: &KeyRecord) -> Value {
+    json!({
+        "id": record.id,
+        "prefix": format!("{}{}", keys::KEY_PREFIX, record.id),
+        "name": record.name,
+        "requests_per_minute": record.requests_per_minute,
+        "daily_token_budget": record.daily_token_budget,
+        "created_at": rfc3339(record.created),
+    })
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+pub fn rfc3339(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_seconds)).to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    name: String,
+    requests_per_minute: Option<u32>,
+    daily_token_budget: Option<u64>,
+}
+
+fn parse_new_key(body: &[u8], defaults: Limits) -> Result<NewKey, ApiError> {
+    let invalid = |field: &str, msg: String| {
+        ApiError::Validation(Box::new(ValidationIssue {
+            kind: "value_error",
+            loc: [Some("body"), (!field.is_empty()).then_some(field)]
+                .into_iter()
+                .flatten()
+                .map(|p| json!(p))
+                .collect(),
+            msg,
+            input: Value::Null,
+            ctx: None,
+        }))
+    };
+    let parsed: NewKeyBody = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            "",
+            format!(
+                "expected {{\"name\": string, \"requests_per_minute\"?: integer, \
+                 \"daily_token_budget\"?: integer}}: {e}"
+            ),
+        )
+    })?;
+    let name = parsed.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            format!("name must be 1 to {MAX_NAME} characters, without control characters"),
+        ));
+    }
+    Ok(NewKey {
+        name: name.to_owned(),
+        requests_per_minute: parsed
+            .requests_per_minute
+            .unwrap_or(defaults.requests_per_minute),
+        daily_token_budget: parsed.daily_token_budget.unwrap_or(defaults.daily_tokens),
+    })
+}
