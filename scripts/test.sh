@@ -3,8 +3,8 @@
 # unit tests, and the end-to-end tests that run the component under ion-host, under `spin up`
 # (Spin is found via $SPIN_BIN, then PATH, then ../shared/bin/spin; in CI it is required) and
 # in the image under podman. It installs what it needs (as root, with apt-get: buildah, podman,
-# runc, slirp4netns, musl-tools, chromium, redis-server); a fresh machine with rustup, Python 3
-# and Node.js needs nothing else.
+# runc, slirp4netns, musl-tools, chromium, redis-server, libfaketime); a fresh machine with
+# rustup, Python 3 and Node.js needs nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,24 +90,30 @@ if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null; then
   exit 1
 fi
 
-step "redis-server (Debian): the key-value store tests run against a real one"
+step "redis-server and libfaketime (Debian): the store tests run against a real Redis, the limit tests on skewed clocks"
 # tests/common/redis.rs starts its own servers on free ports (no persistence, temp dirs); the
-# package's own service is not used. Outside CI a machine without it skips those tests.
+# package's own service is not used. libfaketime gives one ion-host a clock seconds off the
+# others' (tests/access.rs). Outside CI a machine without them skips those tests.
 # Root runs apt-get itself; another user (a GitHub runner) through passwordless sudo.
-if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+if { ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; } || [ ! -f "$faketime_lib" ]; then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo -n)
   if command -v apt-get >/dev/null && "${as_root[@]}" true 2>/dev/null; then
     "${as_root[@]}" apt-get update -qq &&
       "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends redis-server >/dev/null ||
-      echo "warning: could not install redis-server with apt-get"
+        --no-install-recommends redis-server libfaketime >/dev/null ||
+      echo "warning: could not install redis-server and libfaketime with apt-get"
   else
-    echo "warning: redis-server is not installed and this user cannot apt-get install it"
+    echo "warning: redis-server or libfaketime is not installed and this user cannot apt-get install them"
   fi
 fi
 if [ -n "${CI:-}" ] && ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
   echo "CI is set but redis-server could not be installed: the key-value store tests cannot run" >&2
+  exit 1
+fi
+if [ -n "${CI:-}" ] && [ ! -f "$faketime_lib" ]; then
+  echo "CI is set but libfaketime could not be installed: the clock-skew test cannot run" >&2
   exit 1
 fi
 

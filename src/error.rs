@@ -222,8 +222,9 @@ impl ApiError {
             ApiError::StoreUnavailable { .. } => error_body(
                 503,
                 "store_unavailable",
-                "the conversation store is unavailable right now; retry shortly, or send the \
-                 history yourself (the `history` field) to chat without it"
+                "the service's key-value store (conversations, API keys) is unavailable right \
+                 now; retry shortly, or send the history yourself (the `history` field) to chat \
+                 without a stored conversation"
                     .into(),
                 json!({}),
             )

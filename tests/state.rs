@@ -11,18 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer as Redis;
 use common::{
-    Emulator, Reply, Runtime, Service, TempDir, emulator_env, request, runtimes, start_emulator,
+    Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
+    start_emulator,
 };
 use serde_json::{Value, json};
 
-/// Where a service keeps its state.
-enum Store<'a> {
-    /// The runtime's own default: ion-host's embedded file, Spin's SQLite file.
-    Default,
-    Redis(&'a Redis),
-}
-
-/// Starts `runtime` on `store`, with its state (the default store's file) under `state_dir`.
+/// Starts `runtime` on `store`, with its state under `state_dir`.
 fn start(
     runtime: Runtime,
     store: &Store<'_>,
@@ -30,27 +24,13 @@ fn start(
     emulator: &Emulator,
     extra_env: &[(&str, &str)],
 ) -> Service {
-    let state_dir = state_dir.to_str().unwrap();
-    let config = state_dir.to_owned() + "/runtime-config.toml";
-    let mut args = vec!["--state-dir", state_dir];
-    if let Store::Redis(redis) = store {
-        std::fs::write(
-            &config,
-            format!(
-                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-                redis.url()
-            ),
-        )
-        .unwrap();
-        args.extend(["--runtime-config-file", config.as_str()]);
-    }
     let mut env = emulator_env(emulator);
     env.extend(
         extra_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    Service::start_with_args(runtime, &args, &env)
+    Service::start_on(runtime, store, state_dir, &[], &env)
 }
 
 fn post(service: &Service, body: &Value, headers: &[(&str, &str)]) -> Reply {

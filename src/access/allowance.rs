@@ -27,7 +27,16 @@ pub struct Allowance {
     /// Tokens used on `day`.
     #[serde(default, rename = "t")]
     tokens: u64,
+    /// Ids of the last few writes. A writer told its compare-and-swap failed looks for its own
+    /// id before it tries again: Spin 4's Redis store reports every swap as failed after it
+    /// has written it (its `UNWATCH` takes an argument Redis refuses), and a retry would count
+    /// the request twice.
+    #[serde(default, rename = "i")]
+    writes: Vec<u64>,
 }
+
+/// Write ids a record remembers.
+const REMEMBERED_WRITES: usize = 4;
 
 /// Where a caller stands after a request was counted (or refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +68,17 @@ impl Allowance {
             .unwrap_or_default()
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// The record to store, marked as written by `write_id`.
+    pub fn encode(&mut self, write_id: u64) -> Vec<u8> {
+        self.writes.push(write_id);
+        let excess = self.writes.len().saturating_sub(REMEMBERED_WRITES);
+        self.writes.drain(..excess);
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether the write `write_id` is in this record (it landed).
+    pub fn has_write(&self, write_id: u64) -> bool {
+        self.writes.contains(&write_id)
     }
 
     /// The record's time (see the module comment).
@@ -264,6 +282,11 @@ mod tests {
         let mut a = Allowance::default();
         a.take(T0, 5, 10).unwrap();
         a.charge(T0, 7);
-        assert_eq!(Allowance::decode(Some(&a.encode())), a);
+        let bytes = a.encode(1);
+        assert_eq!(Allowance::decode(Some(&bytes)), a);
+        for id in 2..=5 {
+            a.encode(id);
+        }
+        assert!(a.has_write(5) && a.has_write(2) && !a.has_write(1));
     }
 }

@@ -153,11 +153,16 @@ fn change_index(
     change: &mut dyn FnMut(&mut Vec<String>),
 ) -> Result<(), StoreError> {
     kv.update(INDEX, &mut |current| {
-        let mut ids: Vec<String> = current
+        let before: Vec<String> = current
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
+        let mut ids = before.clone();
         change(&mut ids);
-        serde_json::to_vec(&ids).ok()
+        // Nothing to write when nothing changes: this also ends a retry whose write landed
+        // but was reported as failed (see `allowance::Allowance::writes`).
+        (ids != before)
+            .then(|| serde_json::to_vec(&ids).ok())
+            .flatten()
     })
     .map(|_| ())
 }

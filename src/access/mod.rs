@@ -229,11 +229,13 @@ pub struct Grant {
 }
 
 /// Counts one request of `caller` against its limits, atomically for all instances.
+/// `write_id` is random, and marks this request's write in the record.
 pub fn admit(
     kv: &dyn KeyValue,
     settings: &AccessSettings,
     caller: Caller,
     now: u64,
+    write_id: u64,
 ) -> Result<Grant, ApiError> {
     let limits = caller.limits(settings);
     let mut grant = Grant {
@@ -248,8 +250,11 @@ pub fn admit(
     let mut outcome = None;
     let written = kv.update(&grant.caller.allowance_key(), &mut |current| {
         let mut allowance = Allowance::decode(current);
+        if allowance.has_write(write_id) {
+            return None; // a retry after a swap that did land: already counted
+        }
         let taken = allowance.take(now, limits.requests_per_minute, limits.daily_tokens);
-        let write = taken.is_ok().then(|| allowance.encode());
+        let write = taken.is_ok().then(|| allowance.encode(write_id));
         outcome = Some(taken);
         write
     });
@@ -275,14 +280,24 @@ pub fn admit(
 }
 
 /// Adds the tokens a chat used to its caller's day. Nothing to do when nothing is counted.
-pub fn charge(kv: &dyn KeyValue, grant: &Grant, tokens: u64, now: u64) -> Result<(), StoreError> {
+/// `write_id` as for [`admit`] (another one).
+pub fn charge(
+    kv: &dyn KeyValue,
+    grant: &Grant,
+    tokens: u64,
+    now: u64,
+    write_id: u64,
+) -> Result<(), StoreError> {
     if tokens == 0 || !grant.limits.any() || grant.store_failed {
         return Ok(());
     }
     kv.update(&grant.caller.allowance_key(), &mut |current| {
         let mut allowance = Allowance::decode(current);
+        if allowance.has_write(write_id) {
+            return None;
+        }
         allowance.charge(now, tokens);
-        Some(allowance.encode())
+        Some(allowance.encode(write_id))
     })
     .map(|_| ())
 }

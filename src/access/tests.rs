@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::config::tests::Fixed;
+use crate::store::StoreError;
 use crate::store::tests::MemoryStore;
 
 const NOW: u64 = 1_795_000_000; // 2026-11-18 11:06:40 UTC
@@ -10,11 +11,17 @@ fn settings(pairs: &[(&'static str, &'static str)]) -> AccessSettings {
     AccessSettings::load(&Fixed(pairs.iter().copied().collect::<HashMap<_, _>>())).unwrap()
 }
 
+/// A fresh write id.
+fn id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn random() -> [u8; 16] {
     [7; 16]
 }
 
-fn new_key(kv: &MemoryStore, rpm: u32, tokens: u64) -> String {
+fn new_key(kv: &dyn KeyValue, rpm: u32, tokens: u64) -> String {
     let new = keys::NewKey {
         name: "test".into(),
         requests_per_minute: rpm,
@@ -117,11 +124,11 @@ fn a_key_is_limited_by_its_own_settings_shared_through_the_store() {
     let s = settings(&[("auth_mode", "keys")]);
     let header = with_key(&key);
     let caller = || identify(&kv, s.mode, &creds(Some(&header), "198.51.100.1:1")).unwrap();
-    let first = admit(&kv, &s, caller(), NOW).unwrap();
+    let first = admit(&kv, &s, caller(), NOW, id()).unwrap();
     assert_eq!(first.standing.unwrap().requests_left, 1);
-    admit(&kv, &s, caller(), NOW).unwrap();
+    admit(&kv, &s, caller(), NOW, id()).unwrap();
     assert_eq!(
-        admit(&kv, &s, caller(), NOW).unwrap_err(),
+        admit(&kv, &s, caller(), NOW, id()).unwrap_err(),
         ApiError::RateLimited {
             requests_per_minute: 2,
             retry_after: 61
@@ -129,7 +136,7 @@ fn a_key_is_limited_by_its_own_settings_shared_through_the_store() {
     );
     // Another address with the same key shares the limit; an anonymous caller does not.
     let other = identify(&kv, s.mode, &creds(Some(&header), "192.0.2.7:1")).unwrap();
-    assert!(admit(&kv, &s, other, NOW).is_err());
+    assert!(admit(&kv, &s, other, NOW, id()).is_err());
 }
 
 #[test]
@@ -137,11 +144,11 @@ fn budgets_refuse_once_spent_and_say_when_they_reset() {
     let kv = MemoryStore::default();
     let s = settings(&[("anonymous_daily_tokens", "1000")]);
     let caller = || identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, caller(), NOW).unwrap();
-    charge(&kv, &grant, 1_200, NOW).unwrap();
+    let grant = admit(&kv, &s, caller(), NOW, id()).unwrap();
+    charge(&kv, &grant, 1_200, NOW, id()).unwrap();
     let Err(ApiError::BudgetExceeded {
         used, retry_after, ..
-    }) = admit(&kv, &s, caller(), NOW + 5)
+    }) = admit(&kv, &s, caller(), NOW + 5, id())
     else {
         panic!("expected budget_exceeded");
     };
@@ -164,7 +171,7 @@ fn budgets_refuse_once_spent_and_say_when_they_reset() {
     assert_eq!(body["resets_at"], "2026-11-19T00:00:00Z");
     // Another address has its own budget.
     let other = identify(&kv, s.mode, &creds(None, "203.0.113.6:80")).unwrap();
-    assert!(admit(&kv, &s, other, NOW).is_ok());
+    assert!(admit(&kv, &s, other, NOW, id()).is_ok());
 }
 
 #[test]
@@ -193,7 +200,7 @@ fn a_store_outage_falls_back_for_anonymous_callers_and_refuses_unchecked_keys() 
     ]);
     kv.down.set(true);
     let anon = identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, anon, NOW).unwrap();
+    let grant = admit(&kv, &s, anon, NOW, id()).unwrap();
     assert!(grant.store_failed && grant.standing.is_none());
     assert!(grant_headers(&grant).is_empty());
     assert!(matches!(
@@ -207,7 +214,7 @@ fn nothing_limited_touches_no_store_and_grants_carry_the_draft_headers() {
     let kv = MemoryStore::default();
     let open = settings(&[]);
     let caller = identify(&kv, open.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    admit(&kv, &open, caller, NOW).unwrap();
+    admit(&kv, &open, caller, NOW, id()).unwrap();
     assert_eq!(kv.calls.get(), 0);
 
     let s = settings(&[
@@ -215,7 +222,7 @@ fn nothing_limited_touches_no_store_and_grants_carry_the_draft_headers() {
         ("anonymous_daily_tokens", "5000"),
     ]);
     let caller = identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, caller, NOW).unwrap();
+    let grant = admit(&kv, &s, caller, NOW, id()).unwrap();
     let headers: HashMap<_, _> = grant_headers(&grant).into_iter().collect();
     assert_eq!(
         headers["ratelimit-policy"],
@@ -240,4 +247,52 @@ fn settings_are_checked() {
     let s = settings(&[("admin_token", "0123456789abcdef0123456789abcdef")]);
     assert!(s.admin_token.is_some());
     assert_eq!(s.key_defaults.requests_per_minute, 60);
+}
+
+/// A store whose swaps land but are reported as failed (Spin 4's Redis store does this).
+struct LyingStore(MemoryStore);
+
+impl KeyValue for LyingStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.0.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.0.increment(key, delta)
+    }
+    fn update(&self, key: &str, change: &mut crate::store::Change<'_>) -> Result<bool, StoreError> {
+        for _ in 0..crate::store::UPDATE_ATTEMPTS {
+            let current = self.0.get(key)?;
+            let Some(value) = change(current.as_deref()) else {
+                return Ok(false);
+            };
+            self.0.set(key, &value)?; // written, then "failed"
+        }
+        Err(StoreError::new("contended"))
+    }
+}
+
+#[test]
+fn a_swap_reported_failed_after_it_landed_counts_once() {
+    let kv = LyingStore(MemoryStore::default());
+    let s = settings(&[("anonymous_requests_per_minute", "3")]);
+    let caller = || identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
+    let lefts: Vec<u32> = (0..3)
+        .map(|_| {
+            admit(&kv, &s, caller(), NOW, id())
+                .unwrap()
+                .standing
+                .unwrap()
+                .requests_left
+        })
+        .collect();
+    assert_eq!(lefts, [2, 1, 0]);
+    assert!(admit(&kv, &s, caller(), NOW, id()).is_err());
+    let key = new_key(&kv, 0, 0);
+    assert_eq!(keys::list(&kv).unwrap().len(), 1, "{key}");
 }

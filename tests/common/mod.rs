@@ -108,6 +108,13 @@ pub fn emulator_env(emulator: &Emulator) -> Vec<(String, String)> {
     ]
 }
 
+/// Where a service keeps its state.
+pub enum Store<'a> {
+    /// The runtime's own default: ion-host's embedded file, Spin's SQLite file.
+    Default,
+    Redis(&'a redis::RedisServer),
+}
+
 /// A running service process; killed on drop.
 pub struct Service {
     child: Child,
@@ -155,6 +162,33 @@ impl Service {
     pub fn start_with_args(runtime: Runtime, args: &[&str], env: &[(String, String)]) -> Service {
         let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
         Service::start_full(runtime, &manifest, args, env)
+    }
+
+    /// Starts `runtime` on `store`, with its state (the default store's file, and the
+    /// runtime-config file that points at Redis) under `state_dir`.
+    pub fn start_on(
+        runtime: Runtime,
+        store: &Store<'_>,
+        state_dir: &Path,
+        extra_args: &[&str],
+        env: &[(String, String)],
+    ) -> Service {
+        let state_dir = state_dir.to_str().unwrap();
+        let config = state_dir.to_owned() + "/runtime-config.toml";
+        let mut args = vec!["--state-dir", state_dir];
+        if let Store::Redis(redis) = store {
+            std::fs::write(
+                &config,
+                format!(
+                    "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                    redis.url()
+                ),
+            )
+            .unwrap();
+            args.extend(["--runtime-config-file", config.as_str()]);
+        }
+        args.extend_from_slice(extra_args);
+        Service::start_with_args(runtime, &args, env)
     }
 
     fn start_full(
