@@ -10,6 +10,7 @@
 #   scripts/bench.sh                # full run: about 9 minutes once built
 #   scripts/bench.sh --quick        # smoke run: about 2 minutes
 #   scripts/bench.sh --state-only   # only the state section (conversations and the cache)
+#   scripts/bench.sh --access-only  # only the access section (key and shared-limit checks)
 #
 # Options:
 #   --quick           short runs, one round
@@ -20,6 +21,8 @@
 #   --state-only      only section 4: a conversation turn with Redis on loopback and with the
 #                     embedded store, against the same chat with the history sent along; a cache
 #                     hit against a miss (needs redis-server)
+#   --access-only     only section 5: what a key check and a shared-limit check add to /chat,
+#                     with Redis on loopback (needs redis-server)
 #
 # Peers: Wasmtime CLI 48.0.8 via $WASMTIME_BIN, PATH or ../shared/bin/wasmtime; Spin via
 # $SPIN_BIN, PATH or ../shared/bin/spin; Python 3 with venv for the FastAPI reference (pinned
@@ -34,7 +37,7 @@ LATENCY_MS=150
 PIN=1
 BUILD=1
 QUIET_WAIT=60
-STATE_ONLY=0
+ONLY="" # empty: every section; `state` or `access`: that section alone
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -42,8 +45,9 @@ while [ $# -gt 0 ]; do
     --no-pin) PIN=0 ;;
     --no-build) BUILD=0 ;;
     --quiet-wait) QUIET_WAIT=${2:?--quiet-wait needs a value}; shift ;;
-    --state-only) STATE_ONLY=1 ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --state-only) ONLY=state ;;
+    --access-only) ONLY=access ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -177,7 +181,7 @@ if [ "$BUILD" = 1 ]; then
     cargo build --locked --profile dist --target "$MUSL" -p ion-host
   cargo build --locked --release -p vertex-emulator -p ion-bench
 fi
-if [ "$BUILD" = 1 ] && [ "$STATE_ONLY" = 0 ]; then
+if [ "$BUILD" = 1 ] && [ -z "$ONLY" ]; then
   cargo build --locked --release --target wasm32-wasip2 \
     --manifest-path bench/stub-variables/Cargo.toml --target-dir target/bench-stub
   if [ ! -x "$WAC" ]; then
@@ -194,14 +198,14 @@ if [ "$BUILD" = 1 ] && [ "$STATE_ONLY" = 0 ]; then
   fi
 fi
 PY=$VENV/bin/python
-[ -x "$PY" ] || [ "$STATE_ONLY" = 0 ] || PY=python3
+[ -x "$PY" ] || [ -z "$ONLY" ] || PY=python3
 ION_HOST=$ROOT/target/$MUSL/dist/ion-host
 EMULATOR=$ROOT/target/release/vertex-emulator
 BENCH=$ROOT/target/release/ion-bench
 COMPONENT=$ROOT/target/wasm32-wasip2/dist/ion_mentoring.wasm
 STUB=$ROOT/target/bench-stub/wasm32-wasip2/release/spin_variables_stub.wasm
 needed=("$ION_HOST" "$EMULATOR" "$BENCH" "$COMPONENT")
-[ "$STATE_ONLY" = 1 ] || needed+=("$STUB" "$WAC" "$PY")
+[ -n "$ONLY" ] || needed+=("$STUB" "$WAC" "$PY")
 for f in "${needed[@]}"; do
   [ -e "$f" ] || die "$f is missing (run without --no-build)"
 done
@@ -217,7 +221,7 @@ mkdir -p "$RUN"
 COMPOSED=$OUT/composed.wasm
 CWASM=$OUT/ion_mentoring.cwasm
 "$ION_HOST" compile "$COMPONENT" -o "$CWASM"
-if [ "$STATE_ONLY" = 0 ]; then
+if [ -z "$ONLY" ]; then
   "$WAC" plug "$COMPONENT" --plug "$STUB" -o "$COMPOSED"
   "$ION_HOST" compile "$COMPOSED" -o "$OUT/composed.ion-host.cwasm"
   "$WASMTIME" compile "$COMPOSED" -o "$OUT/composed.wasmtime.cwasm"
@@ -309,8 +313,8 @@ launch() {
 # to the emulator (the upstream alone: client, loopback and emulator costs), then through each
 # peer that can serve /chat (wasmtime serve cannot: it has no variables). RSS sampled throughout.
 ION_HOST_ARGS=()
-if [ "$STATE_ONLY" = 0 ]; then
-log "1/4 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
+if [ -z "$ONLY" ]; then
+log "1/5 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
 start emulator "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 EMULATOR_PID=$PID
 EMULATOR_URL=$(wait_url emulator "$EMULATOR_PID")
@@ -350,7 +354,7 @@ load_after_chat=$(loadavg)
 
 # /health: each server pinned to one CPU, the load generator on the other, one at a time,
 # alternating, ${HEALTH_ROUNDS} rounds; the median round counts.
-log "2/4 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
+log "2/5 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
 health_files=()
 health_run() { # health_run NAME LABEL PEER KIND [ENV...]
   local name=$1 label=$2 peer=$3 kind=$4 pid
@@ -387,7 +391,7 @@ done
 load_after_health=$(loadavg)
 
 # Cold start: process start → first 200 on /health, interleaved run by run.
-log "3/4 cold start (${COLD_RUNS} runs each)"
+log "3/5 cold start (${COLD_RUNS} runs each)"
 "$BENCH" cold-start --runs "$COLD_RUNS" --format json \
   --label "ion-host, ion_mentoring.cwasm (as shipped)" --json-out "$RUN/cold-ion-host.json" \
   --label "wasmtime serve --allow-precompiled, composed .cwasm" --json-out "$RUN/cold-wasmtime.json" \
@@ -501,8 +505,26 @@ pinning="unpinned"
 } >"$REPORT"
 fi # sections 1-3
 
+# A redis-server on a free loopback port, no persistence; sets REDIS_PID and writes
+# $RUN/redis-runtime-config.toml, the runtime config that points ion-host at it.
+start_redis() {
+  command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
+  local port
+  port=$(free_port)
+  start redis redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN"
+  REDIS_PID=$PID
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$port" \
+    >"$RUN/redis-runtime-config.toml"
+}
+[ -z "$ONLY" ] || : >"$REPORT"
+
+if [ "$ONLY" != access ]; then
 # ---------------------------------------------------------------------------------------------
-# 4/4 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
+# 4/5 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
 # STATE_CONCURRENCY connections, the emulator answering after LATENCY_MS. The baseline is the
 # same chat with a ${STATE_TURNS}-turn history sent along (no store involved); in the
 # conversation runs each connection continues a conversation of its own, made beforehand with
@@ -511,23 +533,13 @@ fi # sections 1-3
 # the record and the counter. The cache runs send one first
 # question: `Cache-Control: no-cache` (every request goes to the emulator and refreshes the
 # entry) against plain requests, all hits.
-log "4/4 state: conversation turns (Redis on loopback, embedded store) and cache hits"
+log "4/5 state: conversation turns (Redis on loopback, embedded store) and cache hits"
 STATE_CONCURRENCY=64
 STATE_TURNS=8
-command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
 start emulator-state "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 STATE_EMULATOR_PID=$PID
 STATE_EMULATOR_URL=$(wait_url emulator-state "$STATE_EMULATOR_PID")
-REDIS_PORT=$(free_port)
-start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$RUN"
-REDIS_PID=$PID
-for _ in $(seq 100); do
-  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
-printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" \
-  >"$RUN/redis-runtime-config.toml"
+start_redis
 # Conversations here take many turns, and send Gemini STATE_TURNS of them.
 export SPIN_VARIABLE_CONVERSATION_TURN_LIMIT=10000
 export SPIN_VARIABLE_CONVERSATION_WINDOW_TURNS=$STATE_TURNS
@@ -605,7 +617,7 @@ STATE_REPORT=$OUT/state.md
 {
   echo "### State: conversation turns and cache hits"
   echo
-  echo "\`scripts/bench.sh$([ "$STATE_ONLY" = 1 ] && echo ' --state-only')$([ "$QUICK" = 1 ] && echo ' --quick')\`," \
+  echo "\`scripts/bench.sh$([ -n "$ONLY" ] && echo " --$ONLY-only")$([ "$QUICK" = 1 ] && echo ' --quick')\`," \
     "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores: ion-host as shipped, ${STATE_CONCURRENCY}" \
     "connections, emulator latency ${LATENCY_MS} ms, redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)" \
     "on loopback. \"adds\" is the conversation run's percentile minus the same chat with its" \
@@ -625,10 +637,85 @@ STATE_REPORT=$OUT/state.md
   echo
   "$BENCH" table "${state_files[@]}"
 } >"$STATE_REPORT"
-if [ "$STATE_ONLY" = 1 ]; then
-  cp "$STATE_REPORT" "$REPORT"
-else
-  { echo; cat "$STATE_REPORT"; } >>"$REPORT"
-fi
+{ echo; cat "$STATE_REPORT"; } >>"$REPORT"
+fi # section 4
+
+if [ "$ONLY" != state ]; then
+# ---------------------------------------------------------------------------------------------
+# 5/5 Access: the host CPU and latency that a key check and a shared-limit check add to /chat.
+# ion-host as shipped on Redis (loopback), ACCESS_CONCURRENCY connections, the emulator answering
+# after LATENCY_MS, the cache off (every chat reaches the emulator and is charged its tokens).
+# Three servers, one run each: no limits (auth_mode none: the access layer reads nothing), a
+# shared limit per address (one compare-and-swap of the caller's record before the chat and
+# one after it, to add its tokens), and a key (its record read first, then the same two). The
+# limits are set too high to refuse anything; every request is one caller (one address, one
+# key), so the compare-and-swaps of concurrent chats contend, the worst case for one record.
+log "5/5 access: a key check and a shared-limit check (Redis on loopback)"
+ACCESS_CONCURRENCY=64
+ACCESS_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
+start emulator-access "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
+ACCESS_EMULATOR_PID=$PID
+ACCESS_EMULATOR_URL=$(wait_url emulator-access "$ACCESS_EMULATOR_PID")
+start_redis
+ION_HOST_ARGS=(--runtime-config-file "$RUN/redis-runtime-config.toml")
+export SPIN_VARIABLE_CACHE_TTL_SECONDS=0
+access_load() { # access_load NAME LABEL [ARGS...]
+  local name=$1 label=$2
+  shift 2
+  "$BENCH" load --url "$URL/chat" --method POST -H 'content-type: application/json' \
+    --body '{"message": "How do I start learning Rust?"}' -c "$ACCESS_CONCURRENCY" \
+    -d "$CHAT_SECS" --warmup "$WARMUP" --ramp-up "$RAMP" --upstream-ms "$LATENCY_MS" \
+    --server-pid "$SERVING_PID" --label "$label" --format json --json-out "$RUN/$name.json" \
+    "$@" >/dev/null
+}
+launch access-open ion-host "$ACCESS_EMULATOR_URL" shipped
+access_load access-open "ion-host (Redis), no limits"
+stop "$PID"
+SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE=1000000 \
+  launch access-shared ion-host "$ACCESS_EMULATOR_URL" shipped
+access_load access-shared "ion-host (Redis), a shared limit per address" \
+  --baseline "$RUN/access-open.json"
+stop "$PID"
+SPIN_VARIABLE_AUTH_MODE=keys SPIN_VARIABLE_ADMIN_TOKEN=$ACCESS_ADMIN_TOKEN \
+  launch access-key ion-host "$ACCESS_EMULATOR_URL" shipped
+ACCESS_KEY=$(curl -sf "$URL/admin/keys" -H 'content-type: application/json' \
+  -H @<(printf 'authorization: Bearer %s\n' "$ACCESS_ADMIN_TOKEN") \
+  -d '{"name": "bench", "requests_per_minute": 1000000, "daily_token_budget": 1000000000000}' |
+  "$PY" -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+access_load access-key "ion-host (Redis), an API key with its limit and budget" \
+  --baseline "$RUN/access-open.json" -H "authorization: Bearer $ACCESS_KEY"
+stop "$PID"
+unset SPIN_VARIABLE_CACHE_TTL_SECONDS
+stop "$REDIS_PID"
+stop "$ACCESS_EMULATOR_PID"
+ION_HOST_ARGS=()
+
+access() { value "$RUN/access-$1.json" "$2"; }
+# Chats whose limits fell back to per instance (a compare-and-swap still contended after its
+# tries, or the store failed): their log lines say "limits":"instance".
+fallbacks() { grep -c '"limits":"instance"' "$RUN/access-$1.out" || true; }
+ACCESS_REPORT=$OUT/access.md
+{
+  echo "### Access: key and shared-limit checks"
+  echo
+  echo "\`scripts/bench.sh$([ -n "$ONLY" ] && echo " --$ONLY-only")$([ "$QUICK" = 1 ] && echo ' --quick')\`," \
+    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores: ion-host as shipped on redis-server" \
+    "$(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2) (loopback), ${ACCESS_CONCURRENCY}" \
+    "connections as one caller, emulator latency ${LATENCY_MS} ms, cache off. \"adds\" is against" \
+    "the same chats with no limits."
+  echo
+  echo "| run | host CPU per chat | CPU added | p50 adds | p99 adds | req/s | fell back to per instance |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  open_cpu=$(access open server_cpu.us_per_response)
+  echo "| no limits | $(fmt "$open_cpu") µs | | | | $(fmt "$(access open throughput_rps)") | |"
+  for run in shared key; do
+    run_cpu=$(access "$run" server_cpu.us_per_response)
+    echo "| $([ "$run" = shared ] && echo "shared limit per address" || echo "API key + its limit and budget") | $(fmt "$run_cpu") µs | $(fmt "$(awk -v a="$run_cpu" -v b="$open_cpu" 'BEGIN { print a - b }')") µs | $(fmt "$(access "$run" overhead_vs_baseline_ms.p50)") ms | $(fmt "$(access "$run" overhead_vs_baseline_ms.p99)") ms | $(fmt "$(access "$run" throughput_rps)") | $(fallbacks "$run") |"
+  done
+  echo
+  "$BENCH" table "$RUN/access-open.json" "$RUN/access-shared.json" "$RUN/access-key.json"
+} >"$ACCESS_REPORT"
+{ echo; cat "$ACCESS_REPORT"; } >>"$REPORT"
+fi # section 5
 cat "$REPORT"
 log "report written to ${REPORT#"$ROOT"/}; raw results, RSS samples and logs in ${RUN#"$ROOT"/}/"

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::python::{python_dir, run_tool};
 use common::redis::RedisServer as Redis;
 use common::{
     Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, raw_exchange, request,
@@ -305,6 +306,32 @@ fn keys_limits_and_budgets(runtime: Runtime, store: Store<'_>) {
 fn completion_tokens(reply: &Reply) -> u64 {
     let usage = &reply.json()["usage"];
     usage["total_tokens"].as_u64().unwrap()
+}
+
+/// The official `openai` package takes a key as its `api_key`, and raises its own
+/// AuthenticationError and RateLimitError for a wrong key and a spent budget.
+#[test]
+fn the_official_openai_client_takes_a_key() {
+    let emulator = start_emulator();
+    let state = TempDir::new();
+    let service = start(
+        Runtime::IonHost,
+        &Store::Default,
+        state.path(),
+        &emulator,
+        &[("SPIN_VARIABLE_AUTH_MODE", "keys")],
+        &[],
+    );
+    let (key, _) = create_key(&service, json!({"name": "sdk"}));
+    let (spent, _) = create_key(&service, json!({"name": "spent", "daily_token_budget": 1}));
+    assert_eq!(chat(&service, Some(&spent), "spend it").status, 200);
+    let script = python_dir().join("openai_keys.py");
+    run_tool(
+        "openai client with keys",
+        "python",
+        &[script.to_str().unwrap(), &service.base_url, &key, &spent],
+        &[],
+    );
 }
 
 #[test]

@@ -197,6 +197,30 @@ fn parse_new_key(body: &[u8], defaults: Limits) -> Result<NewKey, ApiError> {
             format!("name must be 1 to {MAX_NAME} characters, without control characters"),
         ));
     }
+    if parsed
+        .requests_per_minute
+        .is_some_and(|n| n > super::MAX_REQUESTS_PER_MINUTE)
+    {
+        return Err(invalid(
+            "requests_per_minute",
+            format!(
+                "requests_per_minute must be 0 (no limit) to {}",
+                super::MAX_REQUESTS_PER_MINUTE
+            ),
+        ));
+    }
+    if parsed
+        .daily_token_budget
+        .is_some_and(|n| n > super::MAX_DAILY_TOKENS)
+    {
+        return Err(invalid(
+            "daily_token_budget",
+            format!(
+                "daily_token_budget must be 0 (no budget) to {}",
+                super::MAX_DAILY_TOKENS
+            ),
+        ));
+    }
     Ok(NewKey {
         name: name.to_owned(),
         requests_per_minute: parsed

@@ -59,6 +59,10 @@ pub struct AccessSettings {
     pub admin_token: Option<String>,
 }
 
+/// The largest limits a variable or a key may set.
+pub const MAX_REQUESTS_PER_MINUTE: u32 = 1_000_000;
+pub const MAX_DAILY_TOKENS: u64 = 1_000_000_000_000_000;
+
 /// The shortest admin token accepted: 128 bits as hex.
 const MIN_ADMIN_TOKEN: usize = 32;
 
@@ -94,18 +98,28 @@ impl AccessSettings {
                     vars,
                     "anonymous_requests_per_minute",
                     0,
-                    0..=1_000_000,
+                    0..=MAX_REQUESTS_PER_MINUTE,
                 )?,
-                daily_tokens: parse_number(vars, "anonymous_daily_tokens", 0, 0..=u64::MAX / 2)?,
+                daily_tokens: parse_number(
+                    vars,
+                    "anonymous_daily_tokens",
+                    0,
+                    0..=MAX_DAILY_TOKENS,
+                )?,
             },
             key_defaults: Limits {
                 requests_per_minute: parse_number(
                     vars,
                     "key_requests_per_minute",
                     60,
-                    0..=1_000_000,
+                    0..=MAX_REQUESTS_PER_MINUTE,
                 )?,
-                daily_tokens: parse_number(vars, "key_daily_tokens", 1_000_000, 0..=u64::MAX / 2)?,
+                daily_tokens: parse_number(
+                    vars,
+                    "key_daily_tokens",
+                    1_000_000,
+                    0..=MAX_DAILY_TOKENS,
+                )?,
             },
             admin_token,
         })
