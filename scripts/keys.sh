@@ -28,11 +28,12 @@
 # documentation ("acquire the token") lets a caller send the identity token in
 # X-Serverless-Authorization instead of Authorization; when both are present Cloud Run checks
 # only X-Serverless-Authorization for IAM and passes Authorization through to the container
-# unchanged (what Cloud Run's maintainers confirmed publicly, and what proxies in front of
-# Cloud Run rely on). The identity token itself reaches the container without its signature.
+# unchanged (as Cloud Run's maintainers confirmed publicly, and proxies in front of Cloud Run
+# rely on).
 #
-# Neither token nor key is ever in a process's argv: curl reads its headers from a pipe
-# (`-H @<(...)`) written by bash's builtin printf, and the answers are held in memory only.
+# The tokens are never in a process's argv (nor is a key, unless one is given to `usage` as an
+# argument: ION_API_KEY or `-` keep it out): curl reads its headers from a pipe (`-H @<(...)`)
+# written by bash's builtin printf, and the answers are held in memory only.
 #
 # Exit status:
 #   0  done
@@ -196,7 +197,7 @@ whole_number() {
 #   list | show | usage       a summary of the answer
 #   created                   the new key on stdout, what it is on stderr
 read -r -d '' JSON_TOOL <<'PYTHON' || true
-import json, sys
+import json, re, sys
 
 mode, args = sys.argv[1], sys.argv[2:]
 me = "scripts/keys.sh"
@@ -223,8 +224,9 @@ def error(text):
     try:
         doc = json.loads(text)
     except ValueError:
-        # Not the service's answer (Cloud Run's own, a proxy's): its first lines.
-        lines = [line.strip() for line in text.splitlines() if line.strip()][:5]
+        # Not the service's answer (Cloud Run's own, a proxy's): its first lines of text.
+        text = re.sub(r"<[^>]*>", " ", text)
+        lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()][:5]
         return " / ".join(lines)[:400] or "(empty body)"
     if not isinstance(doc, dict):
         return text[:400]
