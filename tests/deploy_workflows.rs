@@ -132,10 +132,16 @@ fn deploy_updates_only_the_variables_it_owns() {
     run.step(&wf, "deploy", "deploy").assert_success();
 
     let deploy = run.only_call(&["gcloud", "run", "deploy"]);
-    for replacing in ["--set-env-vars", "--clear-env-vars", "--env-vars-file"] {
+    for replacing in [
+        "--set-env-vars",
+        "--clear-env-vars",
+        "--env-vars-file",
+        "--set-secrets",
+        "--clear-secrets",
+    ] {
         assert!(
             !deploy.has(replacing),
-            "{replacing} replaces every variable on the service: {deploy}"
+            "{replacing} replaces every variable or secret on the service: {deploy}"
         );
     }
     assert_eq!(
@@ -266,6 +272,7 @@ fi
 "#,
     );
     let outputs = run.step(&wf, "deploy", "deploy").assert_success().outputs;
+    run.step_outputs("token", &[("id_token", "eyJ.identity.token")]);
     assert_eq!(outputs["revision"], "ion-api-00002-new");
     assert_eq!(
         outputs["tag_url"],
@@ -292,6 +299,22 @@ fi
             .any(|a| a.starts_with(&format!("https://{tag}---ion-api")))),
         "the smoke test calls the tagged URL only: {curls:?}"
     );
+    // The identity token goes where Cloud Run checks it and the service does not look: with
+    // API keys on, the service would refuse it in Authorization.
+    for curl in &curls {
+        assert!(
+            curl.args
+                .contains(&"X-Serverless-Authorization: Bearer eyJ.identity.token".to_owned()),
+            "{curl}"
+        );
+        assert!(
+            !curl
+                .args
+                .iter()
+                .any(|a| a.to_ascii_lowercase().starts_with("authorization:")),
+            "{curl}"
+        );
+    }
 
     let traffic = run.only_call(&["gcloud", "run", "services", "update-traffic"]);
     assert_eq!(
@@ -337,6 +360,205 @@ fn deploy_of_a_new_service_gives_its_first_revision_the_traffic() {
     assert!(!deploy.has("--no-traffic"), "{deploy}");
     assert!(!deploy.has("--remove-env-vars"), "{deploy}");
     assert!(deploy.has("--update-env-vars"), "{deploy}");
+}
+
+/// The variables `--update-env-vars` sets, split as gcloud splits them: at `,`, or at the
+/// separator a leading `^SEP^` names.
+fn updated_env(deploy: &Call) -> BTreeMap<String, String> {
+    let value = deploy
+        .value("--update-env-vars")
+        .unwrap_or_else(|| panic!("no --update-env-vars: {deploy}"));
+    let (separator, list) = match value.strip_prefix('^').and_then(|v| v.split_once('^')) {
+        Some((separator, list)) => (separator, list),
+        None => (",", value),
+    };
+    list.split(separator)
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{pair:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+const ACCESS_VARS: [&str; 3] = [
+    "SPIN_VARIABLE_AUTH_MODE",
+    "SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE",
+    "SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS",
+];
+
+/// `CLOUD_RUN_PUBLIC=true` with the shared store and no other access variables.
+fn public_vars() -> Vars {
+    let mut vars = required_vars();
+    vars.set("CLOUD_RUN_PUBLIC", "true");
+    vars.set("REDIS_URL", "redis://10.0.0.3:6379");
+    vars.set("VPC_NETWORK", "default");
+    vars
+}
+
+#[test]
+fn a_public_deployment_takes_keys_or_anonymous_callers_under_budgets() {
+    let wf = Workflow::load("deploy.yml");
+    let image = format!("{}@{DIGEST}", image_repository("us-central1"));
+    let mut run = deploy_run(public_vars(), "ion-api", &[], &image);
+    let step = run.step(&wf, "deploy", "deploy").assert_success();
+    let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+    assert!(deploy.has("--allow-unauthenticated"), "{deploy}");
+    let env = updated_env(&deploy);
+    assert_eq!(
+        env["SPIN_VARIABLE_AUTH_MODE"], "keys_or_anonymous",
+        "{deploy}"
+    );
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE"], "10");
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS"], "20000");
+    // ion-host's per-instance floor, for when the store is down: the same per-minute number.
+    assert_eq!(env["ION_RATE_LIMIT_PER_MINUTE"], "10");
+    // The store is shared (REDIS_URL), so there is nothing to warn about.
+    assert!(env.contains_key("ION_RUNTIME_CONFIG"), "{deploy}");
+    assert!(!step.stdout.contains("::warning::"), "{}", step.stdout);
+
+    // Repository variables override the defaults; RATE_LIMIT_PER_MINUTE the floor.
+    let mut vars = public_vars();
+    vars.set("ANONYMOUS_REQUESTS_PER_MINUTE", "30");
+    vars.set("ANONYMOUS_DAILY_TOKENS", "5000");
+    let mut run = deploy_run(vars.clone(), "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let env = updated_env(&run.only_call(&["gcloud", "run", "deploy"]));
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE"], "30");
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS"], "5000");
+    assert_eq!(env["ION_RATE_LIMIT_PER_MINUTE"], "30");
+    vars.set("RATE_LIMIT_PER_MINUTE", "100");
+    let mut run = deploy_run(vars, "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let env = updated_env(&run.only_call(&["gcloud", "run", "deploy"]));
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE"], "30");
+    assert_eq!(env["ION_RATE_LIMIT_PER_MINUTE"], "100");
+
+    // 0 is "no limit", not "unset": no per-minute limit, and no ION_RATE_LIMIT_PER_MINUTE
+    // (ion-host refuses 0).
+    let mut vars = public_vars();
+    vars.set("ANONYMOUS_REQUESTS_PER_MINUTE", "0");
+    vars.set("ANONYMOUS_DAILY_TOKENS", "0");
+    let mut run = deploy_run(vars, "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let env = updated_env(&run.only_call(&["gcloud", "run", "deploy"]));
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE"], "0");
+    assert_eq!(env["SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS"], "0");
+    assert!(!env.contains_key("ION_RATE_LIMIT_PER_MINUTE"), "{env:?}");
+
+    // A limit that is not a number stops the deployment before anything changes.
+    for wrong in ["ten", "5,ION_X=1", "-1"] {
+        let mut vars = public_vars();
+        vars.set("ANONYMOUS_REQUESTS_PER_MINUTE", wrong);
+        let mut run = deploy_run(vars, "ion-api", &[], &image);
+        let step = run.step(&wf, "deploy", "deploy");
+        assert!(!step.success, "{wrong}: {step:?}");
+        assert!(step.stdout.contains("::error::"), "{wrong}: {step:?}");
+        assert!(run.calls_of(&["gcloud", "run", "deploy"]).is_empty());
+    }
+
+    // Private (the default): the workflow sets none of the access variables.
+    let mut run = deploy_run(required_vars(), "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+    assert!(deploy.has("--no-allow-unauthenticated"), "{deploy}");
+    let env = updated_env(&deploy);
+    for name in ACCESS_VARS.iter().chain(&["ION_RATE_LIMIT_PER_MINUTE"]) {
+        assert!(!env.contains_key(*name), "{name}: {deploy}");
+    }
+}
+
+#[test]
+fn a_public_deployment_without_the_shared_store_warns_that_limits_and_keys_are_per_instance() {
+    let wf = Workflow::load("deploy.yml");
+    let image = format!("{}@{DIGEST}", image_repository("us-central1"));
+    let mut vars = required_vars();
+    vars.set("CLOUD_RUN_PUBLIC", "true");
+    let mut run = deploy_run(vars, "ion-api", &[], &image);
+    let step = run.step(&wf, "deploy", "deploy").assert_success();
+    let warnings: Vec<&str> = step
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::warning::"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", step.stdout);
+    assert!(
+        warnings[0].contains("REDIS_URL") && warnings[0].contains("per instance"),
+        "{}",
+        warnings[0]
+    );
+    // It deploys all the same: the limits hold per instance.
+    let env = updated_env(&run.only_call(&["gcloud", "run", "deploy"]));
+    assert_eq!(env["SPIN_VARIABLE_AUTH_MODE"], "keys_or_anonymous");
+    assert!(!env.contains_key("ION_RUNTIME_CONFIG"), "{env:?}");
+
+    // A private deployment over a service left asking for keys says what callers must do.
+    let mut run = deploy_run(
+        required_vars(),
+        "ion-api",
+        &[("SPIN_VARIABLE_AUTH_MODE", "keys_or_anonymous")],
+        &image,
+    );
+    let step = run.step(&wf, "deploy", "deploy").assert_success();
+    assert!(
+        step.stdout.lines().any(|l| l.starts_with("::warning::")
+            && l.contains("SPIN_VARIABLE_AUTH_MODE=keys_or_anonymous")
+            && l.contains("X-Serverless-Authorization")),
+        "{}",
+        step.stdout
+    );
+    let mut run = deploy_run(
+        required_vars(),
+        "ion-api",
+        &[("SPIN_VARIABLE_AUTH_MODE", "none")],
+        &image,
+    );
+    let step = run.step(&wf, "deploy", "deploy").assert_success();
+    assert!(!step.stdout.contains("::warning::"), "{}", step.stdout);
+}
+
+#[test]
+fn the_admin_token_comes_from_secret_manager_and_other_secrets_stay() {
+    let wf = Workflow::load("deploy.yml");
+    let image = format!("{}@{DIGEST}", image_repository("us-central1"));
+    for secret in [
+        "ion-admin-token",
+        "projects/ion-prod/secrets/ion-admin-token",
+    ] {
+        let mut vars = public_vars();
+        vars.set("ADMIN_TOKEN_SECRET", secret);
+        let mut run = deploy_run(vars, "ion-api", &[], &image);
+        run.step(&wf, "deploy", "deploy").assert_success();
+        let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+        let expected = format!("SPIN_VARIABLE_ADMIN_TOKEN={secret}:latest");
+        assert_eq!(
+            deploy.value("--update-secrets"),
+            Some(expected.as_str()),
+            "{deploy}"
+        );
+        assert!(
+            !deploy.has("--set-secrets") && !deploy.has("--clear-secrets"),
+            "{deploy}"
+        );
+        // A secret, never a plain variable.
+        assert!(
+            !updated_env(&deploy).contains_key("SPIN_VARIABLE_ADMIN_TOKEN"),
+            "{deploy}"
+        );
+    }
+
+    // Unset: the service's own secrets are left as they are.
+    let mut run = deploy_run(public_vars(), "ion-api", &[], &image);
+    run.step(&wf, "deploy", "deploy").assert_success();
+    let deploy = run.only_call(&["gcloud", "run", "deploy"]);
+    assert!(!deploy.has("--update-secrets"), "{deploy}");
+
+    // A value that is not a secret's name stops the deployment.
+    let mut vars = public_vars();
+    vars.set("ADMIN_TOKEN_SECRET", "token,SPIN_VARIABLE_X=1");
+    let mut run = deploy_run(vars, "ion-api", &[], &image);
+    let step = run.step(&wf, "deploy", "deploy");
+    assert!(!step.success, "{step:?}");
+    assert!(run.calls_of(&["gcloud", "run", "deploy"]).is_empty());
 }
 
 /// The image job's build and test steps in `file`, with stubs of scripts/build-image.sh and
@@ -1062,6 +1284,14 @@ impl Run {
     }
     fn matrix(&mut self, name: &str, value: &str) {
         self.contexts.matrix.insert(name.into(), value.into());
+    }
+    /// The outputs of a step the harness does not run (an action's).
+    fn step_outputs(&mut self, id: &str, outputs: &[(&str, &str)]) {
+        let outputs = outputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.contexts.steps.insert(id.into(), outputs);
     }
     fn needs(&mut self, job: &str, outputs: &[(&str, &str)]) {
         let outputs = outputs
