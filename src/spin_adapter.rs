@@ -174,6 +174,8 @@ async fn admin_keys(
 ) -> Result<crate::response::ApiResponse, ApiError> {
     let settings = AccessSettings::load(&SpinVariables)?;
     let authorization = header_bytes(&request, "authorization");
+    let path = path.split('?').next().unwrap_or_default();
+    access::admin::authorize(&settings, authorization.as_deref(), path)?;
     let body = if method == "POST" {
         read_request_body(request).await?
     } else {
@@ -182,7 +184,7 @@ async fn admin_keys(
     let store = SpinStore::default();
     let call = AdminCall {
         method,
-        path: path.split('?').next().unwrap_or_default(),
+        path,
         authorization: authorization.as_deref(),
         body: &body,
     };

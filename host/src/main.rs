@@ -199,6 +199,8 @@ fn serve(options: ServeOptions) -> Result<()> {
 
         let variables = ComponentVariables::render(&app, &values)?;
         let cors = CorsPolicy::parse(variables.get("allowed_origins").unwrap_or(""));
+        let clients =
+            ClientLimits::new(&options.clients).with_component_keys(variables.get("auth_mode"));
         let outbound = Outbound {
             allowed: AllowList::new(&app.allowed_outbound_hosts, &values)?,
             client,
@@ -229,7 +231,6 @@ fn serve(options: ServeOptions) -> Result<()> {
             component.display(),
             options.manifest.display()
         ));
-        let clients = ClientLimits::new(&options.clients);
         for limit in clients.describe() {
             logging::info(&limit);
         }

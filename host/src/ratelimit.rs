@@ -79,7 +79,13 @@ pub struct ClientLimits {
     ipv6_prefix: u8,
     limiter: Option<RateLimiter>,
     in_progress: Option<Arc<InProgress>>,
+    /// The component checks API keys (its `auth_mode` asks for them): a chat that presents a
+    /// key is limited per key there, across instances, instead of per address here.
+    component_checks_keys: bool,
 }
+
+/// The routes on which the component limits a presented key.
+const KEYED_PATHS: [&str; 2] = ["/chat", "/v1/chat/completions"];
 
 impl ClientLimits {
     pub fn new(options: &ClientOptions) -> ClientLimits {
@@ -95,7 +101,33 @@ impl ClientLimits {
                     counts: Mutex::default(),
                 })
             }),
+            component_checks_keys: false,
         }
+    }
+
+    /// Whether the component's `auth_mode` (`keys`, `keys_or_anonymous`) checks API keys.
+    pub fn with_component_keys(mut self, auth_mode: Option<&str>) -> ClientLimits {
+        self.component_checks_keys =
+            matches!(auth_mode.map(str::trim), Some("keys" | "keys_or_anonymous"));
+        self
+    }
+
+    /// Takes one request from the client's allowance, unless the component limits it per key:
+    /// a chat that presents a key while the component checks keys (a made-up key then costs
+    /// a 401, never a chat).
+    pub fn check_request(
+        &self,
+        path: &str,
+        client: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<(), Limited> {
+        if self.component_checks_keys
+            && KEYED_PATHS.contains(&path)
+            && crate::client_ip::presents_api_key(headers)
+        {
+            return Ok(());
+        }
+        self.check(path, client)
     }
 
     /// The client's address (for logs and limits).
@@ -129,8 +161,13 @@ impl ClientLimits {
         let mut lines = Vec::new();
         if let Some(limiter) = &self.limiter {
             lines.push(format!(
-                "rate limit: {} requests per minute per client (this instance)",
-                limiter.per_minute
+                "rate limit: {} requests per minute per client (this instance){}",
+                limiter.per_minute,
+                if self.component_checks_keys {
+                    "; chats with an API key are limited per key by the component"
+                } else {
+                    ""
+                }
             ));
         }
         if let Some(in_progress) = &self.in_progress {
@@ -437,6 +474,44 @@ mod tests {
         });
         assert!(per_address.check("/chat", v6("2001:db8::1")).is_ok());
         assert!(per_address.check("/chat", v6("2001:db8::2")).is_ok());
+    }
+
+    #[test]
+    fn keyed_chats_are_left_to_the_component_only_when_it_checks_keys() {
+        let options = ClientOptions {
+            rate_limit_per_minute: NonZeroU32::new(1),
+            trusted_proxy_hops: 0,
+            max_requests_per_client: 0,
+            ipv6_client_prefix: 64,
+        };
+        let mut keyed = HeaderMap::new();
+        keyed.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer ion_sk_made_up"),
+        );
+        let plain = HeaderMap::new();
+
+        let open = ClientLimits::new(&options).with_component_keys(Some("none"));
+        assert!(open.check_request("/chat", ip(1), &keyed).is_ok());
+        assert!(
+            open.check_request("/chat", ip(1), &keyed).is_err(),
+            "no keys checked: a made-up key is just another request"
+        );
+
+        let keys = ClientLimits::new(&options).with_component_keys(Some("keys_or_anonymous"));
+        for _ in 0..5 {
+            assert!(keys.check_request("/chat", ip(2), &keyed).is_ok());
+            assert!(
+                keys.check_request("/v1/chat/completions", ip(2), &keyed)
+                    .is_ok()
+            );
+        }
+        assert!(keys.check_request("/chat", ip(2), &plain).is_ok());
+        assert!(keys.check_request("/chat", ip(2), &plain).is_err());
+        assert!(
+            keys.check_request("/admin/keys", ip(2), &keyed).is_err(),
+            "only the chat routes"
+        );
     }
 
     #[test]

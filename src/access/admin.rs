@@ -31,7 +31,28 @@ pub struct AdminCall<'a> {
     pub body: &'a [u8],
 }
 
-/// Answers an admin call. With no `admin_token` set the admin API does not exist (404).
+/// Lets an admin call in, before its body is read. With no `admin_token` set the admin API
+/// does not exist (404); the token is compared in constant time.
+pub fn authorize(
+    settings: &AccessSettings,
+    authorization: Option<&[u8]>,
+    path: &str,
+) -> Result<(), ApiError> {
+    let Some(token) = &settings.admin_token else {
+        return Err(ApiError::NotFound { path: path.into() });
+    };
+    let presented = authorization
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .and_then(super::bearer_token)
+        .unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::AdminUnauthorized)
+    }
+}
+
+/// Answers an admin call that [`authorize`] let in.
 pub fn keys_api(
     call: &AdminCall<'_>,
     settings: &AccessSettings,
@@ -39,19 +60,7 @@ pub fn keys_api(
     random: &dyn Fn() -> [u8; 16],
     now: u64,
 ) -> Result<ApiResponse, ApiError> {
-    let Some(token) = &settings.admin_token else {
-        return Err(ApiError::NotFound {
-            path: call.path.into(),
-        });
-    };
-    let presented = call
-        .authorization
-        .and_then(|raw| std::str::from_utf8(raw).ok())
-        .and_then(super::bearer_token)
-        .unwrap_or_default();
-    if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        return Err(ApiError::AdminUnauthorized);
-    }
+    authorize(settings, call.authorization, call.path)?;
     let id = call.path.strip_prefix(KEY_PATH_PREFIX);
     match (call.method, id) {
         ("POST", None) => {

@@ -23,9 +23,15 @@ struct Cli {
     /// The load profile.
     #[arg(value_enum)]
     scenario: Profile,
-    /// Sent as `Authorization: Bearer …` with every request (a Cloud Run identity token).
+    /// A Cloud Run identity token, sent as `X-Serverless-Authorization: Bearer …` with every
+    /// request: Cloud Run checks that header and passes `Authorization` through, which a service
+    /// that takes API keys reads as a key.
     #[arg(long, env = "ION_LOADTEST_BEARER", hide_env_values = true)]
     bearer: Option<String>,
+    /// An API key (`ion_sk_…`), sent as `Authorization: Bearer …`: for a service that requires
+    /// keys (its limit and budget then apply to the load test).
+    #[arg(long, env = "ION_LOADTEST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     goose: GooseConfiguration,
 }
@@ -106,6 +112,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         // Transactions are plain functions: the token reaches them through the process.
         BEARER.set(format!("Bearer {token}")).ok();
     }
+    if let Some(key) = cli.api_key.filter(|k| !k.is_empty()) {
+        API_KEY.set(format!("Bearer {key}")).ok();
+    }
     let think = if smoke {
         (Duration::ZERO, Duration::ZERO)
     } else {
@@ -185,8 +194,9 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 static BEARER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Sends one request, reported as `METHOD name`, with the bearer token if any; `body` makes it a JSON POST.
+/// Sends one request, reported as `METHOD name`, with the identity token and the key if any; `body` makes it a JSON POST.
 async fn send(
     user: &mut GooseUser,
     name: &str,
@@ -200,7 +210,10 @@ async fn send(
     };
     let mut builder = user.get_request_builder(&method, path)?;
     if let Some(bearer) = BEARER.get() {
-        builder = builder.header("authorization", bearer);
+        builder = builder.header("x-serverless-authorization", bearer);
+    }
+    if let Some(key) = API_KEY.get() {
+        builder = builder.header("authorization", key);
     }
     if let Some(body) = body {
         builder = builder

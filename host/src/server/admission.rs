@@ -84,14 +84,9 @@ impl Admission {
 
     /// Checks that need only the head and the client, before any body is read and before a
     /// slot is taken: the per-client rate limit.
-    /// A request that presents an API key is limited per key by the component instead, with
-    /// limits shared by every instance.
     pub fn check_head(&self, head: &http::request::Parts, client: IpAddr) -> Result<(), HostError> {
-        if crate::client_ip::presents_api_key(&head.headers) {
-            return Ok(());
-        }
         self.clients
-            .check(head.uri.path(), client)
+            .check_request(head.uri.path(), client, &head.headers)
             .map_err(HostError::RateLimited)
     }
 
