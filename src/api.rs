@@ -31,7 +31,7 @@ const DOCS_HTML: &str = include_str!("docs.html");
 /// `/docs` may run only its own inline style and script (named by their sha256) and fetch only
 /// from this origin. Editing either block of docs.html changes its hash: the contract test
 /// (tests/python/contract_check.py) checks these and prints the right ones.
-pub const DOCS_CSP: &str = "default-src 'none'; connect-src 'self'; style-src 'sha256-UoXkPXjIeb6m0UTctZCfEaMmLk5lj1W59ocFzzm93lg='; script-src 'sha256-NxOiBqmfgY94KtkyuOeCZ9Emk+WcVt+uYQc8YaphJ6Y='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub const DOCS_CSP: &str = "default-src 'none'; connect-src 'self'; style-src 'sha256-wWNdOBqCBjcAJo1qEvHqWzCVjWM1zGKf5oEfocuW/Cw='; script-src 'sha256-4adQiC7SW0TaBMcT+dxrQ+QLbSL/Op6lzE1fieeOIeI='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //!   against it, under ion-host and the Vertex AI emulator;
 //! - `tests/python/contract_check.py` sends chosen requests that reach every documented status
 //!   (faults injected through the emulator) and checks each answer against the document, on
-//!   both runtimes;
+//!   both runtimes: with the default access settings, and on a second service with API keys
+//!   (`auth_mode` keys_or_anonymous), the admin API and small anonymous limits;
 //! - `tests/python/openai_client.py` runs the official `openai` package, unchanged, against
 //!   `/v1` on both runtimes.
 //!
@@ -15,6 +16,26 @@ mod common;
 
 use common::python::{python_dir, run_tool};
 use common::*;
+
+/// The admin token of the service with API keys.
+const ADMIN_TOKEN: &str = "contract-admin-token-0123456789abcdef";
+
+/// A service wired to `emulator` with API keys: a key or none (then the anonymous limits), the
+/// admin API on, and anonymous limits small enough to reach (`ANONYMOUS_LIMITS` in
+/// contract_check.py).
+fn keys_env(emulator: &Emulator) -> Vec<(String, String)> {
+    let mut env = emulator_env(emulator);
+    env.extend(
+        [
+            ("SPIN_VARIABLE_AUTH_MODE", "keys_or_anonymous"),
+            ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE", "2"),
+            ("SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS", "1000000"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
+    env
+}
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
@@ -80,15 +101,24 @@ fn every_documented_answer_matches_the_document_on_both_runtimes() {
             ),
             Runtime::Spin => Service::start(runtime, &emulator_env(&emulator)),
         };
+        let keyed = Service::start(runtime, &keys_env(&emulator));
         let script = python_dir().join("contract_check.py");
         let script = script.to_str().unwrap();
         run_tool(
             &format!("contract check on {name}"),
             "python",
-            &[script, &service.base_url, name],
+            &[
+                script,
+                &service.base_url,
+                name,
+                "--keys",
+                &keyed.base_url,
+                ADMIN_TOKEN,
+            ],
             &[],
         );
         drop(service);
+        drop(keyed);
 
         if runtime == Runtime::IonHost {
             let limited =
