@@ -143,27 +143,16 @@ fn admit(
     };
     let caller = access::identify(store, settings.mode, &credentials)?;
     record.caller = Some(caller.label());
-    access::admit(
-        store,
-        &settings,
-        caller,
-        WasiClock.unix_seconds(),
-        write_id(),
-    )
+    access::admit(store, &settings, caller, WasiClock.unix_seconds())
 }
 
 /// Adds a finished chat's tokens to its caller's day; a store failure is noted in the log line.
 fn charge(store: &SpinStore, grant: &Grant, record: &mut ChatRecord) {
     let tokens = record.billed_tokens();
-    if access::charge(store, grant, tokens, WasiClock.unix_seconds(), write_id()).is_err() {
+    if access::charge(store, grant, tokens, WasiClock.unix_seconds()).is_err() {
         record.store = Some("unavailable");
         record.limits = Some("instance");
     }
-}
-
-/// A random id for one write of an allowance record.
-fn write_id() -> u64 {
-    wasi::random::random::get_random_u64()
 }
 
 /// `/admin/keys` and `/admin/keys/{id}`.

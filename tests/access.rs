@@ -187,7 +187,7 @@ fn keys_limits_and_budgets(runtime: Runtime, store: Store<'_>) {
     assert_eq!(third.status, 429, "{}", third.body);
     assert_eq!(third.json()["code"], "rate_limited");
     let wait: u64 = third.header("retry-after").unwrap().parse().unwrap();
-    assert!((55..=61).contains(&wait), "{wait}");
+    assert!((1..=61).contains(&wait), "{wait}");
     assert_eq!(
         third.header("ratelimit"),
         Some(format!("\"requests\";r=0;t={wait}").as_str())
@@ -430,8 +430,9 @@ fn three_instances_on_one_redis_share_one_limit() {
     assert!((30..=33).contains(&keyed), "{keyed} keyed chats admitted");
 }
 
-/// Instances whose clocks are 4 s ahead and 4 s behind still hold the shared limit, and never
-/// tell a client to wait longer than the window plus the skew.
+/// Instances whose clocks are 4 s apart, across a minute's end (the one behind still counting
+/// in the old minute, the others in the new), still hold the shared limit, and never tell a
+/// client to wait longer than the window plus the skew.
 #[test]
 fn instances_whose_clocks_differ_hold_the_limit() {
     let Some(redis) = Redis::start() else { return };
@@ -448,25 +449,30 @@ fn instances_whose_clocks_differ_hold_the_limit() {
     };
     let emulator = start_emulator();
     let states: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
-    let services: Vec<Service> = ["+4s", "+0s", "-4s"]
-        .iter()
-        .zip(&states)
-        .map(|(offset, state)| {
-            start(
-                Runtime::IonHost,
-                &Store::Redis(&redis),
-                state.path(),
-                &emulator,
-                &[
-                    ("SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE", "10"),
-                    ("LD_PRELOAD", faketime),
-                    ("FAKETIME", offset),
-                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-                ],
-                &[],
-            )
-        })
-        .collect();
+    // Clocks that start at these times and run on (libfaketime's `@` form).
+    let services: Vec<Service> = [
+        "@2026-12-03 10:01:05",
+        "@2026-12-03 10:01:01",
+        "@2026-12-03 10:00:57",
+    ]
+    .iter()
+    .zip(&states)
+    .map(|(offset, state)| {
+        start(
+            Runtime::IonHost,
+            &Store::Redis(&redis),
+            state.path(),
+            &emulator,
+            &[
+                ("SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE", "10"),
+                ("LD_PRELOAD", faketime),
+                ("FAKETIME", offset),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+            &[],
+        )
+    })
+    .collect();
     let date = |s: &Service| s.get("/health").header("date").unwrap().to_owned();
     assert_ne!(date(&services[0]), date(&services[2]), "the clocks differ");
     let admitted = flood(&services, 60, None);

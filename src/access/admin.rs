@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::allowance::{DAY_SECS, Standing};
+use super::counters::DAY_SECS;
 use super::keys::{self, KeyRecord, NewKey};
-use super::{AccessSettings, Caller, Credentials, Limits};
+use super::{AccessSettings, Caller, Credentials, Limits, Standing};
 use crate::error::ApiError;
 use crate::response::ApiResponse;
 use crate::store::KeyValue;

@@ -158,8 +158,9 @@ fn change_index(
             .unwrap_or_default();
         let mut ids = before.clone();
         change(&mut ids);
-        // Nothing to write when nothing changes: this also ends a retry whose write landed
-        // but was reported as failed (see `allowance::Allowance::writes`).
+        // Nothing to write when nothing changes. This also ends a retry whose write landed but
+        // was reported as failed: Spin 4's Redis store reports every swap so (its `UNWATCH`
+        // takes an argument Redis refuses).
         (ids != before)
             .then(|| serde_json::to_vec(&ids).ok())
             .flatten()

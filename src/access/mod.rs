@@ -2,16 +2,18 @@
 //! per key and per client address, all kept in the runtime's key-value store so that every
 //! instance counts against the same numbers.
 //!
-//! One chat costs one read of the key (when one is presented) and one compare-and-swap of the
-//! caller's allowance before the chat, and one compare-and-swap afterwards to add the tokens
-//! Vertex AI reported. With nothing limited (the default) the store is not touched.
+//! Before a chat: one read of the key (when one is presented), one read of the day's tokens
+//! (when there is a budget), and one read and one atomic increment of the request counters
+//! (when there is a requests-per-minute limit). After it: one increment adding the tokens Vertex
+//! AI reported. No read-modify-write, so concurrent chats of one caller never contend (see
+//! [`counters`]). With nothing limited (the default) the store is not touched.
 //!
 //! When the store cannot be reached, a presented key cannot be checked (503), while anonymous
 //! callers go on under the runtime's per-instance limit (ion-host's
 //! `ION_RATE_LIMIT_PER_MINUTE`), and the chat's log line says `"limits":"instance"`.
 
 pub mod admin;
-pub mod allowance;
+pub mod counters;
 pub mod keys;
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +21,6 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::{ConfigError, Variables, parse_number};
 use crate::error::ApiError;
 use crate::store::{KeyValue, StoreError};
-use allowance::{Allowance, Refusal, Standing};
 use keys::KeyRecord;
 
 /// Who must present a key.
@@ -137,11 +138,11 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Its allowance record in the store.
-    fn allowance_key(&self) -> String {
+    /// The name its counters are kept under.
+    fn subject(&self) -> String {
         match self {
-            Caller::Anonymous { client } => format!("allowance/ip/{client}"),
-            Caller::Key(record) => format!("allowance/key/{}", record.id),
+            Caller::Anonymous { client } => format!("ip/{client}"),
+            Caller::Key(record) => format!("key/{}", record.id),
         }
     }
 
@@ -230,6 +231,19 @@ pub fn client_key(addr: Option<&str>) -> String {
     }
 }
 
+/// Where a caller stands: what is left of its limits, and when they reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Requests left in the last 60 seconds.
+    pub requests_left: u64,
+    /// Seconds until the current counting window ends.
+    pub requests_reset: u64,
+    /// Tokens used today (UTC).
+    pub tokens_used: u64,
+    /// Seconds until UTC midnight, when the day's tokens start again from zero.
+    pub tokens_reset: u64,
+}
+
 /// A caller let in, and what it has left.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -243,13 +257,11 @@ pub struct Grant {
 }
 
 /// Counts one request of `caller` against its limits, atomically for all instances.
-/// `write_id` is random, and marks this request's write in the record.
 pub fn admit(
     kv: &dyn KeyValue,
     settings: &AccessSettings,
     caller: Caller,
     now: u64,
-    write_id: u64,
 ) -> Result<Grant, ApiError> {
     let limits = caller.limits(settings);
     let mut grant = Grant {
@@ -261,59 +273,78 @@ pub fn admit(
     if !limits.any() {
         return Ok(grant);
     }
-    let mut outcome = None;
-    let written = kv.update(&grant.caller.allowance_key(), &mut |current| {
-        let mut allowance = Allowance::decode(current);
-        if allowance.has_write(write_id) {
-            return None; // a retry after a swap that did land: already counted
-        }
-        let taken = allowance.take(now, limits.requests_per_minute, limits.daily_tokens);
-        let write = taken.is_ok().then(|| allowance.encode(write_id));
-        outcome = Some(taken);
-        write
-    });
-    match (written, outcome) {
-        (Err(_), _) | (_, None) => grant.store_failed = true,
-        (Ok(_), Some(Ok(standing))) => grant.standing = Some(standing),
-        (Ok(_), Some(Err(Refusal::Requests { retry_after }))) => {
-            return Err(ApiError::RateLimited {
-                requests_per_minute: limits.requests_per_minute,
-                retry_after,
-            });
-        }
-        (Ok(_), Some(Err(Refusal::Tokens { used, retry_after }))) => {
-            return Err(ApiError::BudgetExceeded {
-                daily_tokens: limits.daily_tokens,
-                used,
-                retry_after,
-                now,
-            });
-        }
+    match count(kv, &grant.caller.subject(), limits, now) {
+        Ok(Ok(standing)) => grant.standing = Some(standing),
+        Ok(Err(refused)) => return Err(refused),
+        Err(_) => grant.store_failed = true,
     }
     Ok(grant)
 }
 
-/// Adds the tokens a chat used to its caller's day. Nothing to do when nothing is counted.
-/// `write_id` as for [`admit`] (another one).
-pub fn charge(
+/// The budget, then the requests-per-minute limit; a refused request leaves no count behind.
+fn count(
     kv: &dyn KeyValue,
-    grant: &Grant,
-    tokens: u64,
+    subject: &str,
+    limits: Limits,
     now: u64,
-    write_id: u64,
-) -> Result<(), StoreError> {
+) -> Result<Result<Standing, ApiError>, StoreError> {
+    let keys = counters::keys(subject, now);
+    let tokens_used = if limits.daily_tokens > 0 {
+        counters::parse(kv.get(&keys.tokens_today)?.as_deref())
+    } else {
+        0
+    };
+    if limits.daily_tokens > 0 && tokens_used >= limits.daily_tokens {
+        return Ok(Err(ApiError::BudgetExceeded {
+            daily_tokens: limits.daily_tokens,
+            used: tokens_used,
+            retry_after: counters::seconds_to_midnight(now),
+            now,
+        }));
+    }
+    let mut requests_left = 0;
+    if limits.requests_per_minute > 0 {
+        let limit = limits.requests_per_minute;
+        let previous = counters::parse(kv.get(&keys.previous_window)?.as_deref());
+        let ahead = if counters::near_window_end(now) {
+            counters::parse(kv.get(&keys.next_window)?.as_deref())
+        } else {
+            0
+        };
+        let current = kv.increment(&keys.current_window, 1)?.max(0) as u64;
+        if current == 1 {
+            // The first request of a window: three windows back is no longer read.
+            let _ = kv.delete(&keys.stale_window);
+        }
+        if !counters::admits(previous, current + ahead, now, limit) {
+            let _ = kv.increment(&keys.current_window, -1);
+            return Ok(Err(ApiError::RateLimited {
+                requests_per_minute: limit,
+                retry_after: counters::retry_after(previous, current - 1 + ahead, now, limit),
+            }));
+        }
+        requests_left = counters::remaining(previous, current + ahead, now, limit);
+    }
+    Ok(Ok(Standing {
+        requests_left,
+        requests_reset: counters::window_reset(now),
+        tokens_used,
+        tokens_reset: counters::seconds_to_midnight(now),
+    }))
+}
+
+/// Adds the tokens a chat used to its caller's day. Nothing to do when nothing is counted.
+pub fn charge(kv: &dyn KeyValue, grant: &Grant, tokens: u64, now: u64) -> Result<(), StoreError> {
     if tokens == 0 || !grant.limits.any() || grant.store_failed {
         return Ok(());
     }
-    kv.update(&grant.caller.allowance_key(), &mut |current| {
-        let mut allowance = Allowance::decode(current);
-        if allowance.has_write(write_id) {
-            return None;
-        }
-        allowance.charge(now, tokens);
-        Some(allowance.encode(write_id))
-    })
-    .map(|_| ())
+    let keys = counters::keys(&grant.caller.subject(), now);
+    let delta = i64::try_from(tokens).unwrap_or(i64::MAX);
+    if kv.increment(&keys.tokens_today, delta)? == delta {
+        // The day's first charge: yesterday's count is no longer read.
+        let _ = kv.delete(&keys.tokens_yesterday);
+    }
+    Ok(())
 }
 
 /// Where a caller stands now, without counting a request (for `GET /usage`).
@@ -323,8 +354,20 @@ pub fn standing(
     limits: Limits,
     now: u64,
 ) -> Result<Standing, StoreError> {
-    let current = kv.get(&caller.allowance_key())?;
-    Ok(Allowance::decode(current.as_deref()).standing(now, limits.requests_per_minute))
+    let keys = counters::keys(&caller.subject(), now);
+    let read =
+        |key: &str| -> Result<u64, StoreError> { Ok(counters::parse(kv.get(key)?.as_deref())) };
+    let (previous, current) = if limits.requests_per_minute > 0 {
+        (read(&keys.previous_window)?, read(&keys.current_window)?)
+    } else {
+        (0, 0)
+    };
+    Ok(Standing {
+        requests_left: counters::remaining(previous, current, now, limits.requests_per_minute),
+        requests_reset: counters::window_reset(now),
+        tokens_used: read(&keys.tokens_today)?,
+        tokens_reset: counters::seconds_to_midnight(now),
+    })
 }
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) for an admitted
@@ -339,7 +382,7 @@ pub fn grant_headers(grant: &Grant) -> Vec<(&'static str, String)> {
         policy.push(format!(
             "\"requests\";q={};w={}",
             grant.limits.requests_per_minute,
-            allowance::WINDOW_SECS
+            counters::WINDOW_SECS
         ));
         state.push(format!(
             "\"requests\";r={};t={}",
@@ -350,7 +393,7 @@ pub fn grant_headers(grant: &Grant) -> Vec<(&'static str, String)> {
         policy.push(format!(
             "\"tokens\";q={};w={}",
             grant.limits.daily_tokens,
-            allowance::DAY_SECS
+            counters::DAY_SECS
         ));
         state.push(format!(
             "\"tokens\";r={};t={}",

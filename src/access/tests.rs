@@ -11,12 +11,6 @@ fn settings(pairs: &[(&'static str, &'static str)]) -> AccessSettings {
     AccessSettings::load(&Fixed(pairs.iter().copied().collect::<HashMap<_, _>>())).unwrap()
 }
 
-/// A fresh write id.
-fn id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
 fn random() -> [u8; 16] {
     [7; 16]
 }
@@ -124,19 +118,19 @@ fn a_key_is_limited_by_its_own_settings_shared_through_the_store() {
     let s = settings(&[("auth_mode", "keys")]);
     let header = with_key(&key);
     let caller = || identify(&kv, s.mode, &creds(Some(&header), "198.51.100.1:1")).unwrap();
-    let first = admit(&kv, &s, caller(), NOW, id()).unwrap();
+    let first = admit(&kv, &s, caller(), NOW).unwrap();
     assert_eq!(first.standing.unwrap().requests_left, 1);
-    admit(&kv, &s, caller(), NOW, id()).unwrap();
+    admit(&kv, &s, caller(), NOW).unwrap();
     assert_eq!(
-        admit(&kv, &s, caller(), NOW, id()).unwrap_err(),
+        admit(&kv, &s, caller(), NOW).unwrap_err(),
         ApiError::RateLimited {
             requests_per_minute: 2,
-            retry_after: 61
+            retry_after: 21
         }
     );
     // Another address with the same key shares the limit; an anonymous caller does not.
     let other = identify(&kv, s.mode, &creds(Some(&header), "192.0.2.7:1")).unwrap();
-    assert!(admit(&kv, &s, other, NOW, id()).is_err());
+    assert!(admit(&kv, &s, other, NOW).is_err());
 }
 
 #[test]
@@ -144,16 +138,16 @@ fn budgets_refuse_once_spent_and_say_when_they_reset() {
     let kv = MemoryStore::default();
     let s = settings(&[("anonymous_daily_tokens", "1000")]);
     let caller = || identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, caller(), NOW, id()).unwrap();
-    charge(&kv, &grant, 1_200, NOW, id()).unwrap();
+    let grant = admit(&kv, &s, caller(), NOW).unwrap();
+    charge(&kv, &grant, 1_200, NOW).unwrap();
     let Err(ApiError::BudgetExceeded {
         used, retry_after, ..
-    }) = admit(&kv, &s, caller(), NOW + 5, id())
+    }) = admit(&kv, &s, caller(), NOW + 5)
     else {
         panic!("expected budget_exceeded");
     };
     assert_eq!(used, 1_200);
-    assert_eq!((NOW + 5 + retry_after) % allowance::DAY_SECS, 0);
+    assert_eq!((NOW + 5 + retry_after) % counters::DAY_SECS, 0);
     let response = ApiError::BudgetExceeded {
         daily_tokens: 1000,
         used,
@@ -171,7 +165,7 @@ fn budgets_refuse_once_spent_and_say_when_they_reset() {
     assert_eq!(body["resets_at"], "2026-11-19T00:00:00Z");
     // Another address has its own budget.
     let other = identify(&kv, s.mode, &creds(None, "203.0.113.6:80")).unwrap();
-    assert!(admit(&kv, &s, other, NOW, id()).is_ok());
+    assert!(admit(&kv, &s, other, NOW).is_ok());
 }
 
 #[test]
@@ -200,7 +194,7 @@ fn a_store_outage_falls_back_for_anonymous_callers_and_refuses_unchecked_keys() 
     ]);
     kv.down.set(true);
     let anon = identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, anon, NOW, id()).unwrap();
+    let grant = admit(&kv, &s, anon, NOW).unwrap();
     assert!(grant.store_failed && grant.standing.is_none());
     assert!(grant_headers(&grant).is_empty());
     assert!(matches!(
@@ -214,7 +208,7 @@ fn nothing_limited_touches_no_store_and_grants_carry_the_draft_headers() {
     let kv = MemoryStore::default();
     let open = settings(&[]);
     let caller = identify(&kv, open.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    admit(&kv, &open, caller, NOW, id()).unwrap();
+    admit(&kv, &open, caller, NOW).unwrap();
     assert_eq!(kv.calls.get(), 0);
 
     let s = settings(&[
@@ -222,13 +216,13 @@ fn nothing_limited_touches_no_store_and_grants_carry_the_draft_headers() {
         ("anonymous_daily_tokens", "5000"),
     ]);
     let caller = identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let grant = admit(&kv, &s, caller, NOW, id()).unwrap();
+    let grant = admit(&kv, &s, caller, NOW).unwrap();
     let headers: HashMap<_, _> = grant_headers(&grant).into_iter().collect();
     assert_eq!(
         headers["ratelimit-policy"],
         "\"requests\";q=30;w=60, \"tokens\";q=5000;w=86400"
     );
-    assert!(headers["ratelimit"].starts_with("\"requests\";r=29;t=61, \"tokens\";r=5000;t="));
+    assert!(headers["ratelimit"].starts_with("\"requests\";r=29;t=20, \"tokens\";r=5000;t="));
 }
 
 #[test]
@@ -278,13 +272,20 @@ impl KeyValue for LyingStore {
 }
 
 #[test]
-fn a_swap_reported_failed_after_it_landed_counts_once() {
+fn a_key_index_swap_reported_failed_after_it_landed_is_done() {
     let kv = LyingStore(MemoryStore::default());
+    let key = new_key(&kv, 0, 0);
+    assert_eq!(keys::list(&kv).unwrap().len(), 1, "{key}");
+}
+
+#[test]
+fn concurrent_callers_count_by_increments_and_refusals_are_taken_back() {
+    let kv = MemoryStore::default();
     let s = settings(&[("anonymous_requests_per_minute", "3")]);
     let caller = || identify(&kv, s.mode, &creds(None, "203.0.113.5:80")).unwrap();
-    let lefts: Vec<u32> = (0..3)
+    let lefts: Vec<u64> = (0..3)
         .map(|_| {
-            admit(&kv, &s, caller(), NOW, id())
+            admit(&kv, &s, caller(), NOW)
                 .unwrap()
                 .standing
                 .unwrap()
@@ -292,7 +293,17 @@ fn a_swap_reported_failed_after_it_landed_counts_once() {
         })
         .collect();
     assert_eq!(lefts, [2, 1, 0]);
-    assert!(admit(&kv, &s, caller(), NOW, id()).is_err());
-    let key = new_key(&kv, 0, 0);
-    assert_eq!(keys::list(&kv).unwrap().len(), 1, "{key}");
+    for _ in 0..5 {
+        assert!(admit(&kv, &s, caller(), NOW).is_err());
+    }
+    let window = counters::keys("ip/203.0.113.5", NOW).current_window;
+    assert_eq!(
+        kv.get(&window).unwrap(),
+        Some(b"3".to_vec()),
+        "refusals leave no count"
+    );
+    // The first request of a window deletes the one three back.
+    let later = NOW + 3 * counters::WINDOW_SECS;
+    admit(&kv, &s, caller(), later).unwrap();
+    assert_eq!(kv.get(&window).unwrap(), None);
 }

@@ -36,7 +36,7 @@ def main(base_url, key, spent_key):
     )
     check("the answer carries RateLimit", "requests" in raw.headers.get("ratelimit", ""), dict(raw.headers))
 
-    for name, bad in [("unknown", "ion_sk_000000000000_" + "0" * 32), ("foreign", "sk-proj-abc"), ("empty-ish", " ")]:
+    for name, bad in [("unknown", "ion_sk_000000000000_" + "0" * 32), ("foreign", "sk-proj-abc"), ("truncated", key[:-1])]:
         try:
             ask(client(base_url, bad))
             raise SystemExit(f"FAIL {name} key: answered")
