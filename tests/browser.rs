@@ -2,7 +2,9 @@
 //! `tests/browser/chat_page.py` (Playwright driving Debian's headless Chromium) against it.
 //!
 //! A second ion-host, whose key-value store cannot be reached (Redis at a closed port), shows
-//! the page the service's real `503 store_unavailable` and `null` conversation ids.
+//! the page the service's real `503 store_unavailable` and `null` conversation ids. Three more
+//! show it the access layer: limits for callers without a key (questions per minute; a daily
+//! token budget), and a service that requires API keys, with the admin API on to make them.
 //!
 //! The script asks this test for the facts only the server side can see, one line each way
 //! (`@@check {json}` → `ok` | `fail: why`): what the emulator received, and whether the
@@ -29,7 +31,9 @@ use serde_json::Value;
 use vertex_emulator::RecordedRequest;
 
 /// The whole browser run is bounded: past this the script and its browser are killed.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+const RUN_LIMIT: Duration = Duration::from_secs(420);
+/// The admin API's token on the service that requires keys (the script makes keys with it).
+const ADMIN_TOKEN: &str = "browser-test-admin-token-0123456789abcdef";
 
 struct BrowserTools {
     python: PathBuf,
@@ -90,6 +94,22 @@ fn the_chat_page_works_in_a_real_browser() {
         ),
     ));
     let store_down = Service::start_host(&[], &down);
+    let with = |vars: &[(&str, &str)]| {
+        let mut env = env.clone();
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Service::start_host(&[], &env)
+    };
+    // Two questions a minute and a generous budget: the allowance shown, then the minute's limit.
+    let limited = with(&[
+        ("SPIN_VARIABLE_ANONYMOUS_REQUESTS_PER_MINUTE", "2"),
+        ("SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS", "1000000"),
+    ]);
+    // One token a day: the first answer spends it, the next question is refused.
+    let budget = with(&[("SPIN_VARIABLE_ANONYMOUS_DAILY_TOKENS", "1")]);
+    let keys = with(&[
+        ("SPIN_VARIABLE_AUTH_MODE", "keys"),
+        ("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN),
+    ]);
 
     let screenshots = workspace_root().join("target/screenshots");
     let mut command = Command::new(&tools.python);
@@ -99,6 +119,14 @@ fn the_chat_page_works_in_a_real_browser() {
         .arg(&service.base_url)
         .arg("--store-down-url")
         .arg(&store_down.base_url)
+        .arg("--limited-url")
+        .arg(&limited.base_url)
+        .arg("--budget-url")
+        .arg(&budget.base_url)
+        .arg("--keys-url")
+        .arg(&keys.base_url)
+        .arg("--admin-token")
+        .arg(ADMIN_TOKEN)
         .arg("--chromium")
         .arg(&tools.chromium)
         .arg("--axe")

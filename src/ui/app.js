@@ -9,6 +9,9 @@
 // keeps a list of its conversations (id and title) and a copy of each transcript in
 // localStorage: the copy is shown, and sent as `history`, when the history service is
 // unavailable.
+//
+// In public mode the service may limit callers (questions per minute, tokens per UTC day) or
+// require an API key: see "access" below.
 
 import { renderMarkdown } from "/ui/markdown.js";
 
@@ -41,6 +44,14 @@ const ui = {
   scrim: $("scrim"),
   bar: document.querySelector(".bar"),
   chat: document.querySelector(".chat"),
+  accessStatus: $("access-status"),
+  keyForm: $("key-form"),
+  keyInput: $("api-key"),
+  useKey: $("use-key"),
+  allowance: $("allowance"),
+  keyStatus: $("key-status"),
+  keyInUse: $("key-in-use"),
+  forgetKey: $("forget-key"),
 };
 /** The width at which the list becomes a drawer (as in app.css). */
 const NARROW = window.matchMedia("(max-width: 52rem)");
@@ -492,6 +503,10 @@ function showProblem(bubble, problem, question) {
   let timer = 0;
   retry.addEventListener("click", () => {
     if (active) return;
+    if (access.wait) {
+      announce("Sending is paused until the wait is over.");
+      return;
+    }
     window.clearInterval(timer);
     bubble.article.remove();
     ask(question, false);
@@ -530,6 +545,412 @@ function retryAfterSeconds(value) {
   if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds));
   const date = Date.parse(value);
   return Number.isNaN(date) ? 0 : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+}
+
+// ---------------------------------------------------------------- access: limits and keys
+//
+// A public service may limit callers without a key (per network address: questions per
+// minute, tokens per UTC day) and may require an API key. The page says what is left (GET
+// /usage on load, then the RateLimit headers on each answer's head), says plainly when a limit
+// refused a question and for how long (sending is paused meanwhile; the question goes back to
+// the box), and takes an API key when the service asks for one. The key is kept in
+// sessionStorage only (this tab, until it closes or the key is forgotten) and sent only to this
+// origin, as `Authorization: Bearer <key>`, on /chat and /usage.
+
+/** This tab's API key, in sessionStorage. */
+const API_KEY = "ion-mentoring.api-key.v1";
+
+const access = {
+  /** The API key sent with questions, or "". */
+  key: sessionString(API_KEY),
+  /** Its name, as the service gave it. */
+  keyName: "",
+  /** The service wants a key (it refused a request without one): none is asked without it. */
+  required: false,
+  /** What is left: {requests: {limit, left, reset}|null, tokens: {limit, left, resetsAt}|null}. */
+  allowance: null,
+  /** Sending is paused by a limit: {timer}. */
+  wait: null,
+  /** The next look at GET /usage, when none is left this minute. */
+  refresh: 0,
+};
+
+function sessionString(key) {
+  try {
+    return sessionStorage.getItem(key) || "";
+  } catch {
+    return "";
+  }
+}
+
+function keepKey(key) {
+  access.key = key;
+  try {
+    if (key) sessionStorage.setItem(API_KEY, key);
+    else sessionStorage.removeItem(API_KEY);
+  } catch {
+    // Storage disabled: the key still holds until the page is closed.
+  }
+}
+
+function keyHeaders(key) {
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+/** The public part of a key (`ion_sk_<id>`), never its secret. */
+function keyPrefix(key) {
+  const match = /^(ion_sk_[0-9a-f]{12})_/.exec(key);
+  return match ? match[1] : "";
+}
+
+function count(value) {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : null;
+}
+
+function number(n) {
+  return new Intl.NumberFormat().format(n);
+}
+
+function plural(n, word) {
+  return `${number(n)} ${n === 1 ? word : `${word}s`}`;
+}
+
+/** A moment in the reader's time zone: "today at 09:00 GMT+9", "tomorrow at …". */
+function localMoment(ms) {
+  const when = new Date(ms);
+  const time = when.toLocaleTimeString(undefined, {
+    hour: "numeric", minute: "2-digit", timeZoneName: "short",
+  });
+  const midnight = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((midnight(when) - midnight(new Date())) / 86_400_000);
+  if (days === 0) return `today at ${time}`;
+  if (days === 1) return `tomorrow at ${time}`;
+  const date = when.toLocaleDateString(undefined, {
+    weekday: "long", day: "numeric", month: "long",
+  });
+  return `on ${date} at ${time}`;
+}
+
+/** A wait, to the second: "42 s", "3 min 05 s", "7 h 02 min 09 s". */
+function duration(seconds) {
+  const s = Math.max(0, Math.ceil(seconds));
+  const two = (n) => String(n).padStart(2, "0");
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (h) return `${h} h ${two(m)} min ${two(s % 60)} s`;
+  if (m) return `${m} min ${two(s % 60)} s`;
+  return `${s} s`;
+}
+
+/** A message about access, above the question box (a live region). `parts` are strings and
+ *  nodes; `kind` names it for the style sheet. */
+function showAccessStatus(kind, title, ...parts) {
+  const box = el("div", `access-box ${kind}`);
+  box.dataset.kind = kind;
+  box.append(el("p", "access-title", title));
+  if (parts.length) {
+    const detail = el("p", "access-detail");
+    detail.append(...parts);
+    box.append(detail);
+  }
+  ui.accessStatus.replaceChildren(box);
+}
+
+function clearAccessStatus() {
+  ui.accessStatus.replaceChildren();
+}
+
+/** The allowance from GET /usage. */
+function takeUsage(body) {
+  const usage = body.usage || {};
+  access.keyName = body.key && typeof body.key.name === "string" ? body.key.name : "";
+  const rpm = count(usage.requests_per_minute);
+  const budget = count(usage.daily_token_budget);
+  access.allowance = {
+    requests: rpm === null ? null : {
+      limit: rpm,
+      left: count(usage.requests_remaining) ?? rpm,
+      reset: count(usage.requests_reset_seconds) ?? 0,
+    },
+    tokens: budget === null ? null : {
+      limit: budget,
+      left: count(usage.tokens_remaining) ?? budget,
+      resetsAt: Date.parse(usage.resets_at) || null,
+    },
+  };
+  renderAllowance();
+  renderKeyStatus();
+}
+
+/** The items of a `RateLimit` or `RateLimit-Policy` header: {"requests": {q, w, r, t}, …}. */
+function limitItems(value) {
+  const items = {};
+  for (const item of (value || "").split(",")) {
+    const [name, ...params] = item.split(";").map((p) => p.trim());
+    const key = name.replace(/^"(.*)"$/, "$1");
+    if (!key) continue;
+    items[key] = {};
+    for (const param of params) {
+      const [field, raw] = param.split("=");
+      const n = Number(raw);
+      if (field && Number.isFinite(n)) items[key][field.trim()] = n;
+    }
+  }
+  return items;
+}
+
+/** What is left after a chat was counted (or refused), from its response's headers. */
+function noteLimitHeaders(headers) {
+  const policy = limitItems(headers.get("ratelimit-policy"));
+  const state = limitItems(headers.get("ratelimit"));
+  const now = Date.now();
+  const allowance = access.allowance || { requests: null, tokens: null };
+  let changed = false;
+  const requests = state.requests;
+  const requestLimit = policy.requests?.q ?? allowance.requests?.limit;
+  if (requests && count(requests.r) !== null && requestLimit) {
+    allowance.requests = { limit: requestLimit, left: requests.r, reset: count(requests.t) ?? 0 };
+    changed = true;
+  }
+  const tokens = state.tokens;
+  const tokenLimit = policy.tokens?.q ?? allowance.tokens?.limit;
+  if (tokens && count(tokens.r) !== null && tokenLimit) {
+    // `t` counts to UTC midnight: to the minute, so that a second of clock skew shows no 08:59.
+    const resetsAt = Math.round((now + (count(tokens.t) ?? 0) * 1000) / 60_000) * 60_000;
+    allowance.tokens = { limit: tokenLimit, left: tokens.r, resetsAt };
+    changed = true;
+  }
+  if (changed) {
+    access.allowance = allowance;
+    renderAllowance();
+  }
+}
+
+/** An answer's tokens (its `done` event), which the service adds to the day once it is sent. */
+function spendTokens(tokens) {
+  const budget = access.allowance && access.allowance.tokens;
+  if (!budget || !(tokens > 0)) return;
+  budget.left = Math.max(0, budget.left - tokens);
+  renderAllowance();
+}
+
+/** The line under the question box: nothing when no limit applies. */
+function renderAllowance() {
+  const allowance = access.allowance;
+  const parts = [];
+  if (allowance && allowance.requests) {
+    const { left, limit } = allowance.requests;
+    parts.push(`Left this minute: ${number(left)} of ${plural(limit, "question")}.`);
+  }
+  if (allowance && allowance.tokens) {
+    const { left, limit, resetsAt } = allowance.tokens;
+    const renews = resetsAt ? ` (renews ${localMoment(resetsAt)})` : "";
+    parts.push(`Left today: ${number(left)} of ${plural(limit, "token")}${renews}.`);
+  }
+  const text = parts.join(" ");
+  if (ui.allowance.textContent !== text) ui.allowance.textContent = text;
+  // None left this minute: look again once the oldest question has left the minute.
+  window.clearTimeout(access.refresh);
+  if (allowance && allowance.requests && allowance.requests.left === 0 && !access.wait) {
+    const seconds = Math.max(allowance.requests.reset, 1) + 1;
+    access.refresh = window.setTimeout(refreshUsage, seconds * 1000);
+  }
+}
+
+function renderKeyStatus() {
+  ui.keyStatus.hidden = !access.key;
+  if (!access.key) {
+    ui.keyInUse.textContent = "";
+    return;
+  }
+  const name = access.keyName ? ` “${access.keyName}”` : "";
+  const prefix = keyPrefix(access.key);
+  ui.keyInUse.textContent = `Using the API key${name}${prefix ? ` (${prefix}…)` : ""}.`;
+}
+
+/** Asks GET /usage where this caller stands (and whether the service needs a key). */
+async function refreshUsage() {
+  window.clearTimeout(access.refresh);
+  const sentKey = access.key;
+  let response = null;
+  let body = null;
+  try {
+    response = await fetch("/usage", {
+      headers: { accept: "application/json", ...keyHeaders(sentKey) },
+      cache: "no-store",
+    });
+    body = await response.json();
+  } catch {
+    return; // unreachable, or an older service without /usage: nothing is said about limits
+  }
+  if (sentKey !== access.key) return; // the key changed meanwhile: that answer is out of date
+  if (response.status === 401 && errorCode(body) === "invalid_api_key") {
+    keyRefused(sentKey);
+    return;
+  }
+  if (!response.ok || !body || typeof body.usage !== "object" || !body.usage) return;
+  if (sentKey && body.caller !== "key") {
+    notKeyed();
+  } else if (!sentKey) {
+    access.required = false;
+  }
+  takeUsage(body);
+}
+
+/** The service refused a key (`key` was sent, now forgotten) or wants one (`key` empty). */
+function keyRefused(key) {
+  if (key !== access.key) return; // about a key replaced meanwhile
+  ui.keyForm.hidden = false;
+  if (key) {
+    keepKey("");
+    access.keyName = "";
+    access.allowance = null;
+    renderAllowance();
+    renderKeyStatus();
+    showAccessStatus(
+      "key refused",
+      "The service refused the API key this page was using: it is unknown or was revoked.",
+      "The page forgot it. Paste another key below; your question is still in the box.",
+    );
+    return;
+  }
+  access.required = true;
+  access.allowance = null;
+  renderAllowance();
+  showAccessStatus(
+    "key needed",
+    "This service needs an API key.",
+    "Paste yours below to send questions. Whoever runs the service can give you one.",
+  );
+}
+
+/** The service does not read keys (no key mode): the page stops sending one. */
+function notKeyed() {
+  keepKey("");
+  access.keyName = "";
+  access.required = false;
+  ui.keyForm.hidden = true;
+  renderKeyStatus();
+  showAccessStatus("key", "This service does not use API keys: the page no longer sends one.");
+}
+
+/** Pauses sending after a limit refused a question (`code`: rate_limited or budget_exceeded). */
+function pauseSending(code, seconds, body, keyed) {
+  if (access.wait) window.clearInterval(access.wait.timer);
+  window.clearTimeout(access.refresh);
+  const until = Date.now() + Math.max(1, seconds) * 1000;
+  const left = el("span", "countdown", duration(seconds));
+  // Updated every second: kept out of the live announcements.
+  left.setAttribute("aria-live", "off");
+  const whose = keyed ? "for this API key" : "for your network address";
+  if (code === "budget_exceeded") {
+    const budget = count(body.daily_token_budget);
+    const of = budget === null ? "" : `of ${plural(budget, "token")} `;
+    const renews = Date.parse(body.resets_at) || until;
+    showAccessStatus(
+      "limit",
+      `Your question was not sent: today's allowance ${of}${whose} is used up.`,
+      `It renews ${localMoment(renews)}, in `,
+      left,
+      ". Your question is still in the box below.",
+    );
+  } else {
+    const rpm = count(body.requests_per_minute);
+    showAccessStatus(
+      "limit",
+      "Your question was not sent: "
+        + (rpm ? `the service takes ${plural(rpm, "question")} a minute ${whose}.`
+          : "too many questions in the last minute."),
+      "You can send it again in ",
+      left,
+      ". It is still in the box below.",
+    );
+  }
+  const tick = () => {
+    const rest = Math.ceil((until - Date.now()) / 1000);
+    if (rest > 0) {
+      left.textContent = duration(rest);
+      return;
+    }
+    window.clearInterval(access.wait.timer);
+    access.wait = null;
+    updateSend();
+    showAccessStatus("ready", "The wait is over: you can send your question now.");
+    refreshUsage();
+  };
+  access.wait = { timer: window.setInterval(tick, 1000) };
+  updateSend();
+  ui.question.focus();
+}
+
+/** Takes back a question the service did not take: off the screen, back into the box. */
+function withdraw(bubble, userMessage, question) {
+  bubble.article.remove();
+  if (userMessage) userMessage.remove();
+  if (!ui.conversation.querySelector(".message, .notice-box")) ui.empty.hidden = false;
+  const typed = ui.question.value;
+  if (!typed.trim()) ui.question.value = question;
+  else if (typed !== question) ui.question.value = `${question}\n\n${typed}`;
+}
+
+/** Checks a pasted key with GET /usage, and keeps it (in this tab) if the service takes it. */
+async function useKey(pasted) {
+  const candidate = pasted.trim().replace(/^bearer\s+/i, "");
+  if (!/^[\x21-\x7e]+$/.test(candidate)) {
+    showAccessStatus(
+      "key refused",
+      candidate ? "That is not an API key." : "Paste an API key first.",
+      "A key is one word that starts with ion_sk_.",
+    );
+    ui.keyInput.focus();
+    return;
+  }
+  ui.useKey.disabled = true;
+  let response = null;
+  let body = null;
+  try {
+    response = await fetch("/usage", {
+      headers: { accept: "application/json", ...keyHeaders(candidate) },
+      cache: "no-store",
+    });
+    body = await response.json();
+  } catch {
+    body = null;
+  } finally {
+    ui.useKey.disabled = false;
+  }
+  if (response && response.ok && body && body.caller === "key") {
+    keepKey(candidate);
+    ui.keyInput.value = "";
+    ui.keyForm.hidden = true;
+    takeUsage(body);
+    const name = access.keyName ? ` “${access.keyName}”` : "";
+    showAccessStatus(
+      "key accepted",
+      `The service accepted the API key${name}. You can send questions.`,
+    );
+    ui.question.focus();
+  } else if (response && response.ok && body) {
+    ui.keyInput.value = "";
+    notKeyed();
+    takeUsage(body);
+    ui.question.focus();
+  } else if (response && response.status === 401) {
+    showAccessStatus(
+      "key refused",
+      "The service refused this key: it is malformed, unknown or revoked.",
+      "Check that it was pasted whole, or ask for another.",
+    );
+    ui.keyInput.select();
+    ui.keyInput.focus();
+  } else {
+    const code = errorCode(body);
+    showAccessStatus(
+      "key refused",
+      "The key could not be checked right now. Try again in a moment.",
+      response ? `(HTTP ${response.status}${code ? `, ${code}` : ""})` : "(no connection)",
+    );
+  }
 }
 
 // ---------------------------------------------------------------- streaming
@@ -571,8 +992,13 @@ async function* serverSentEvents(body) {
 }
 
 function setBusy(busy) {
-  ui.send.disabled = busy;
   ui.stop.hidden = !busy;
+  updateSend();
+}
+
+/** Send waits for an answer on its way, a conversation being loaded, and a limit's pause. */
+function updateSend() {
+  ui.send.disabled = Boolean(active) || loading || Boolean(access.wait);
 }
 
 /** Asks `question` in the conversation on screen, streaming the answer into a new bubble. */
@@ -582,7 +1008,14 @@ async function ask(question, showQuestion = true) {
     startNew(false);
     show = true; // a retry from the ended conversation's screen: the question goes along
   }
-  if (show) addUserMessage(question);
+  // The question on screen: withdrawn again if the service does not take it (a limit, a key).
+  let userMessage = null;
+  if (show) {
+    userMessage = addUserMessage(question);
+  } else if (ui.conversation.lastElementChild?.classList.contains("user")) {
+    userMessage = ui.conversation.lastElementChild; // a retry: the question is already shown
+  }
+  clearAccessStatus();
   const bubble = addAnswer();
   bubble.article.classList.add("streaming");
   const chosen = ui.mentor.value !== "auto";
@@ -593,6 +1026,7 @@ async function ask(question, showQuestion = true) {
   if (chosen) request.persona = ui.mentor.value;
 
   const controller = new AbortController();
+  const sentKey = access.key;
   active = { controller };
   setBusy(true);
   let meta = null;
@@ -604,15 +1038,33 @@ async function ask(question, showQuestion = true) {
     attempt: {
       const response = await fetch("/chat", {
         method: "POST",
-        headers: { "content-type": "application/json", accept: "text/event-stream" },
+        headers: {
+          "content-type": "application/json",
+          accept: "text/event-stream",
+          ...keyHeaders(sentKey),
+        },
         body: JSON.stringify(request),
         signal: controller.signal,
       });
       const type = response.headers.get("content-type") || "";
+      noteLimitHeaders(response.headers);
       if (!response.ok) {
         let body = null;
         try { body = await response.json(); } catch { body = null; }
-        if (response.status === 503 && errorCode(body) === "store_unavailable"
+        const code = errorCode(body);
+        if (response.status === 401 && code === "invalid_api_key") {
+          // Not asked: the question goes back to the box, and the page asks for a key.
+          withdraw(bubble, userMessage, question);
+          keyRefused(sentKey);
+          ui.keyInput.focus();
+        } else if (response.status === 429
+          && (code === "rate_limited" || code === "budget_exceeded")) {
+          // Not asked: the question goes back to the box until the limit allows it.
+          withdraw(bubble, userMessage, question);
+          const wait = Number.isFinite(body?.retry_after) ? body.retry_after
+            : retryAfterSeconds(response.headers.get("retry-after"));
+          pauseSending(code, wait, body || {}, Boolean(sentKey));
+        } else if (response.status === 503 && errorCode(body) === "store_unavailable"
           && request.conversation_id) {
           // The conversation cannot be read: ask again with this browser's copy as history.
           goOffline();
@@ -644,6 +1096,7 @@ async function ask(question, showQuestion = true) {
           paintAnswer(bubble, answer);
         } else if (event === "done") {
           finished = true;
+          spendTokens(payload.usage && payload.usage.total_tokens);
           bubble.note = doneNote(payload);
           break;
         } else if (event === "error") {
@@ -796,7 +1249,7 @@ async function openConversation(id) {
   const opening = conversation;
   renderList();
   loading = true;
-  ui.send.disabled = true;
+  updateSend();
   const wait = showNotice("loading", "Loading the conversation…", "", false);
   let response = null;
   let body = null;
@@ -807,7 +1260,7 @@ async function openConversation(id) {
     body = null; // unreachable, or not JSON: handled as unavailable below
   } finally {
     loading = false;
-    ui.send.disabled = false;
+    updateSend();
     wait.remove();
   }
   if (conversation !== opening) return; // a new conversation was started meanwhile
@@ -1017,8 +1470,35 @@ ui.form.addEventListener("submit", (event) => {
     announce("An answer is still coming: wait for it or stop it first.");
     return;
   }
+  if (access.wait) {
+    announce("Sending is paused until the wait is over: your question stays in the box.");
+    return;
+  }
+  if (access.required && !access.key) {
+    // The service would refuse it: the question stays in the box until a key is given.
+    keyRefused("");
+    ui.keyInput.focus();
+    return;
+  }
   ui.question.value = "";
   ask(question);
+});
+
+ui.keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  useKey(ui.keyInput.value);
+});
+
+ui.forgetKey.addEventListener("click", async () => {
+  keepKey("");
+  access.keyName = "";
+  access.allowance = null;
+  renderAllowance();
+  renderKeyStatus();
+  showAccessStatus("key", "The page forgot the API key: it is no longer kept or sent.");
+  ui.question.focus();
+  await refreshUsage(); // without a key: the anonymous limits, or the service wants one
+  if (!ui.keyForm.hidden) ui.keyInput.focus();
 });
 
 ui.question.addEventListener("keydown", (event) => {
@@ -1064,6 +1544,14 @@ NARROW.addEventListener("change", () => {
   if (!NARROW.matches && drawerOpen()) setDrawer(false);
 });
 
+// Back to a tab left open: what is left may have changed meanwhile.
+let lastLook = 0;
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible" || active || Date.now() - lastLook < 10_000) return;
+  lastLook = Date.now();
+  refreshUsage();
+});
+
 // Another tab changed the list: show it.
 window.addEventListener("storage", (event) => {
   if (event.key === LIST_KEY) renderList();
@@ -1071,6 +1559,8 @@ window.addEventListener("storage", (event) => {
 
 loadMentor();
 ui.question.focus();
+renderKeyStatus();
+refreshUsage();
 const linked = new URLSearchParams(window.location.search).get("c");
 if (linked === null) {
   // No conversation named: this browser's unsaved one, if it has one, else a new one.

@@ -855,6 +855,277 @@ def scenario_store_down(browser: Browser, down_url: str, transcript: list[dict])
     log("ok: with the store really down, answers come and the page keeps the conversation")
 
 
+def usage_of(page: Page, base_url: str, key: str | None = None) -> dict:
+    """What the service itself counts for this caller (GET /usage counts no request)."""
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    reply = page.request.get(f"{base_url}/usage", headers=headers)
+    assert reply.status == 200, (reply.status, reply.text())
+    return reply.json()["usage"]
+
+
+def charged(page: Page, base_url: str, before: int) -> dict:
+    """/usage once the last answer's tokens are added to the day (just after its stream ends)."""
+    deadline = time.monotonic() + 10
+    while True:
+        usage = usage_of(page, base_url)
+        if usage["tokens_used"] > before or time.monotonic() > deadline:
+            assert usage["tokens_used"] > before, f"no tokens were charged: {usage}"
+            return usage
+        time.sleep(0.1)
+
+
+def seconds_in(countdown: str) -> int:
+    """A countdown as the page writes it ("42 s", "3 min 05 s", "7 h 02 min 09 s")."""
+    match = re.fullmatch(r"(?:(\d+) h )?(?:(\d+) min )?(\d+) s", countdown)
+    assert match, f"not a countdown: {countdown!r}"
+    h, m, s = (int(g or 0) for g in match.groups())
+    return 3600 * h + 60 * m + s
+
+
+def no_limits_shown(page: Page) -> None:
+    expect(page.locator("#allowance")).to_be_empty()
+    expect(page.locator("#access-status")).to_be_empty()
+    expect(page.locator("#key-form")).to_be_hidden()
+    expect(page.locator("#key-status")).to_be_hidden()
+
+
+def scenario_allowance_and_minute_limit(browser: Browser, base_url: str, axe: str) -> None:
+    """Two questions a minute and a daily budget for callers without a key: the page shows
+    what is left as the service counts it, and the third question is refused, kept, and
+    sendable again once the wait it was told is over."""
+    # Seoul is 9 hours ahead of UTC, where the budget's day ends: it renews at 09:00 there.
+    context = browser.new_context(viewport=DESKTOP, locale="en-GB", timezone_id="Asia/Seoul")
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.clock.install()  # time runs as usual, and the test can move it forward
+    watch = Watch(page, base_url)
+    line = page.locator("#allowance")
+    with page.expect_response("**/usage") as seen:
+        page.goto(f"{base_url}/")
+    fresh = seen.value.json()["usage"]
+    assert fresh["requests_per_minute"] == 2 and fresh["requests_remaining"] == 2, fresh
+    expect(line).to_have_text(
+        re.compile(
+            r"^Left this minute: 2 of 2 questions\. Left today: 1,000,000 of 1,000,000 tokens "
+            r"\(renews (today|tomorrow) at 09:00 [^)]+\)\.$"
+        )
+    )
+    expect(page.locator("#access-status")).to_be_empty()
+
+    used = 0
+    for n, question in enumerate(["Counting my questions, one.", "Counting my questions, two."]):
+        with page.expect_response("**/chat") as replied:
+            ask(page, question)
+        head = replied.value.headers
+        assert head["ratelimit-policy"] == '"requests";q=2;w=60, "tokens";q=1000000;w=86400', head
+        wait_complete(page)
+        counted = charged(page, base_url, used)
+        used = counted["tokens_used"]
+        # What the page says is what the service counts: requests, and tokens after the answer.
+        expect(line).to_contain_text(f"Left this minute: {1 - n} of 2 questions.")
+        left = counted["tokens_remaining"]
+        expect(line).to_contain_text(f"Left today: {left:,} of 1,000,000 tokens")
+    assert counted["requests_remaining"] == 0, counted
+
+    third = "And a third one, within the same minute?"
+    box = page.get_by_label("Your question")
+    with page.expect_response("**/chat") as replied:
+        ask(page, third)
+    refused = replied.value
+    assert refused.status == 429 and refused.json()["code"] == "rate_limited", refused.status
+    retry_after = int(refused.headers["retry-after"])
+    status = page.get_by_role("status").filter(has_text="Your question was not sent")
+    expect(status).to_contain_text(
+        "the service takes 2 questions a minute for your network address."
+    )
+    expect(status).to_contain_text("It is still in the box below.")
+    countdown = status.locator(".countdown")
+    shown = seconds_in(countdown.inner_text())
+    assert 0 < shown <= retry_after, (shown, retry_after)
+    # Nothing is lost and nothing is shown as asked; sending waits.
+    expect(box).to_have_value(third)
+    expect(page.locator(".message.user", has_text=third)).to_have_count(0)
+    expect(page.locator(".message.user")).to_have_count(2)
+    send = page.get_by_role("button", name="Send")
+    expect(send).to_be_disabled()
+    expect(line).to_contain_text("Left this minute: 0 of 2 questions.")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/chat") else None)
+    box.press("Enter")
+    page.wait_for_timeout(300)
+    assert not sent, sent
+    expect(box).to_have_value(third)
+    page.screenshot(path=str(SHOTS / "chat-rate-limited.png"))
+    accessibility(page, axe, "a question refused by the minute's limit")
+
+    # The countdown is live; when it ends, sending is possible again, the question still there.
+    page.clock.fast_forward(3000)
+    later = seconds_in(countdown.inner_text())
+    assert later <= shown - 3, (shown, later)
+    page.clock.fast_forward(retry_after * 1000)
+    expect(send).to_be_enabled()
+    expect(page.locator("#access-status")).to_have_text(
+        "The wait is over: you can send your question now."
+    )
+    expect(box).to_have_value(third)
+    watch.assert_clean()
+    context.close()
+    log(f"ok: the allowance follows the service's count; a refused question waits {retry_after} s")
+
+
+def scenario_daily_budget(browser: Browser, base_url: str) -> None:
+    """A one-token daily budget for callers without a key: the first answer spends it, and the
+    next question is refused until the budget renews, at UTC midnight, said in local time."""
+    context = browser.new_context(viewport=PHONE, locale="en-GB", timezone_id="Asia/Seoul")
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    watch = Watch(page, base_url)
+    line = page.locator("#allowance")
+    page.goto(f"{base_url}/")
+    expect(line).to_have_text(
+        re.compile(r"^Left today: 1 of 1 token \(renews (today|tomorrow) at 09:00 [^)]+\)\.$")
+    )
+    expect(line).not_to_contain_text("this minute")  # no such limit here
+    ask(page, "Spend my budget, please.")
+    wait_complete(page)
+    expect(line).to_contain_text("Left today: 0 of 1 token ")
+
+    question = "One more, over budget?"
+    with page.expect_response("**/chat") as replied:
+        ask(page, question)
+    refused = replied.value
+    body = refused.json()
+    assert refused.status == 429 and body["code"] == "budget_exceeded", (refused.status, body)
+    status = page.get_by_role("status").filter(has_text="Your question was not sent")
+    expect(status).to_contain_text(
+        "today's allowance of 1 token for your network address is used up."
+    )
+    expect(status).to_contain_text(re.compile(r"It renews (today|tomorrow) at 09:00 .*, in "))
+    left = seconds_in(status.locator(".countdown").inner_text())
+    assert 0 < body["retry_after"] - left <= 5 or left == body["retry_after"], (left, body)
+    expect(page.get_by_label("Your question")).to_have_value(question)
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    expect(page.locator(".message.user", has_text=question)).to_have_count(0)
+    page.screenshot(path=str(SHOTS / "chat-budget-spent.png"))
+    watch.assert_clean()
+    context.close()
+    log(f"ok: a spent daily budget is said, with its renewal in local time ({body['resets_at']})")
+
+
+KEY_STORAGE = "ion-mentoring.api-key.v1"
+
+
+def scenario_api_keys(browser: Browser, base_url: str, admin_token: str, axe: str) -> None:
+    """A service that requires API keys: the page asks for one, refuses nothing silently, sends
+    a pasted key as a bearer token, keeps it in this tab only, and can forget it."""
+    admin = {"authorization": f"Bearer {admin_token}"}
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    watch = Watch(page, base_url)
+    with page.expect_response("**/usage") as seen:
+        page.goto(f"{base_url}/")
+    assert seen.value.status == 401 and seen.value.json()["code"] == "invalid_api_key"
+    status = page.locator("#access-status")
+    asked = page.get_by_role("status").filter(has_text="This service needs an API key.")
+    expect(asked).to_be_visible()
+    key_box = page.get_by_label("API key", exact=True)
+    expect(key_box).to_be_visible()
+    expect(key_box).to_have_attribute("type", "password")
+    expect(page.locator("#allowance")).to_be_empty()
+    accessibility(page, axe, "an API key asked for")
+
+    # A question without a key is not sent: it stays in the box, and the key box has focus.
+    sent: list = []
+    page.on("request", lambda r: sent.append(r) if r.url.endswith("/chat") else None)
+    question = "Hello, may I ask something?"
+    ask(page, question)
+    expect(key_box).to_be_focused()
+    expect(page.get_by_label("Your question")).to_have_value(question)
+    assert not sent and page.locator(".message.user").count() == 0
+
+    # A key the service does not know is refused, and not kept.
+    key_box.fill("ion_sk_0123456789ab_" + "0" * 32)
+    with page.expect_response("**/usage") as checked:
+        key_box.press("Enter")
+    assert checked.value.status == 401
+    expect(status).to_contain_text("The service refused this key")
+    expect(key_box).to_be_visible()
+    assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") is None
+
+    # A key made with the admin API works once pasted; the page shows only its public part.
+    made = page.request.post(
+        f"{base_url}/admin/keys",
+        headers=admin,
+        data={"name": "Browser test", "requests_per_minute": 5, "daily_token_budget": 50000},
+    )
+    assert made.status == 201, made.text()
+    key, prefix, key_id = made.json()["key"], made.json()["prefix"], made.json()["id"]
+    key_box.fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(status).to_have_text(
+        "The service accepted the API key “Browser test”. You can send questions."
+    )
+    expect(key_box).to_be_hidden()
+    key_status = page.locator("#key-status")
+    expect(key_status).to_contain_text(f"Using the API key “Browser test” ({prefix}…).")
+    assert key not in page.content()
+    assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") == key
+    assert key not in json.dumps(page.evaluate("({...localStorage})"))
+    line = page.locator("#allowance")
+    expect(line).to_contain_text("Left this minute: 5 of 5 questions.")
+    expect(line).to_contain_text("Left today: 50,000 of 50,000 tokens")
+
+    # The question still in the box goes out with the key, and the answer counts against it.
+    with page.expect_request("**/chat") as chat:
+        page.get_by_label("Your question").press("Enter")
+    assert chat.value.all_headers().get("authorization") == f"Bearer {key}"
+    wait_complete(page)
+    expect(line).to_contain_text("Left this minute: 4 of 5 questions.")
+    spent = usage_of(page, base_url, key)
+    assert spent["requests_remaining"] == 4, spent
+
+    # Kept in this tab across a reload; conversations are read without it.
+    with page.expect_request("**/conversations/*") as loaded:
+        with page.expect_response("**/usage") as again:
+            page.reload()
+    assert again.value.status == 200
+    assert again.value.request.all_headers().get("authorization") == f"Bearer {key}"
+    assert "authorization" not in loaded.value.all_headers()
+    expect(key_status).to_be_visible()
+    expect(key_box).to_be_hidden()
+
+    # Revoked meanwhile: the question is refused and kept, the page forgets the key and asks.
+    assert page.request.delete(f"{base_url}/admin/keys/{key_id}", headers=admin).status == 204
+    after = "Still allowed after the revocation?"
+    with page.expect_response("**/chat") as replied:
+        ask(page, after)
+    assert replied.value.status == 401
+    expect(status).to_contain_text("refused the API key this page was using")
+    expect(page.get_by_label("Your question")).to_have_value(after)
+    expect(page.locator(".message.user", has_text=after)).to_have_count(0)
+    expect(key_box).to_be_visible()
+    expect(key_box).to_be_focused()
+    expect(key_status).to_be_hidden()
+    assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") is None
+
+    # Another key, then forgotten: it leaves this tab, and the page asks for a key again.
+    other = page.request.post(f"{base_url}/admin/keys", headers=admin, data={"name": "Spare"})
+    assert other.status == 201
+    key_box.fill(other.json()["key"])
+    key_box.press("Enter")
+    expect(key_status).to_contain_text("“Spare”")
+    page.get_by_role("button", name="Forget key").click()
+    expect(status).to_contain_text("This service needs an API key.")
+    expect(key_status).to_be_hidden()
+    expect(key_box).to_be_focused()
+    assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") is None
+    page.screenshot(path=str(SHOTS / "chat-api-key.png"))
+    watch.assert_clean()
+    context.close()
+    log("ok: a service that needs keys asks for one; a pasted key works, a refused one is said")
+
+
 def accessibility(page: Page, axe_source: str, label: str) -> None:
     page.evaluate(axe_source)
     result = page.evaluate(
@@ -906,6 +1177,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--store-down-url", required=True, help="a service whose store is down")
+    parser.add_argument("--limited-url", required=True, help="2 questions a minute without a key")
+    parser.add_argument("--budget-url", required=True, help="a 1-token daily budget without a key")
+    parser.add_argument("--keys-url", required=True, help="a service that requires API keys")
+    parser.add_argument("--admin-token", required=True, help="the keys service's admin token")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--axe", required=True, help="path to axe-core's axe.min.js")
     parser.add_argument("--screenshots", required=True, type=Path)
@@ -928,8 +1203,16 @@ def main() -> int:
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
-        response = page.goto(base_url + "/")
+        with page.expect_response("**/usage") as usage:
+            response = page.goto(base_url + "/")
         assert response is not None and response.status == 200
+        # No limit applies here (all null): the page says nothing about limits or keys.
+        assert usage.value.status == 200, usage.value.status
+        assert all(
+            usage.value.json()["usage"][field] is None
+            for field in ["requests_per_minute", "requests_remaining", "daily_token_budget"]
+        )
+        no_limits_shown(page)
         assert response.headers["content-type"].startswith("text/html")
         assert "'unsafe-inline'" not in response.headers["content-security-policy"]
         expect(page).to_have_title("Ion Mentoring")
@@ -965,8 +1248,13 @@ def main() -> int:
         scenario_store_down(browser, args.store_down_url.rstrip("/"), transcript["turns"][:2])
         scenario_stop(page)
         scenario_keyboard(page)
+        no_limits_shown(page)  # nor after all those answers
         watch.assert_clean()
         context.close()
+
+        scenario_allowance_and_minute_limit(browser, args.limited_url.rstrip("/"), axe)
+        scenario_daily_budget(browser, args.budget_url.rstrip("/"))
+        scenario_api_keys(browser, args.keys_url.rstrip("/"), args.admin_token, axe)
 
         screenshots(browser, base_url, storage, first, args.screenshots, axe)
         browser.close()
