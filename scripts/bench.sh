@@ -646,10 +646,11 @@ if [ "$ONLY" != state ]; then
 # ion-host as shipped on Redis (loopback), ACCESS_CONCURRENCY connections, the emulator answering
 # after LATENCY_MS, the cache off (every chat reaches the emulator and is charged its tokens).
 # Three servers, one run each: no limits (auth_mode none: the access layer reads nothing), a
-# shared limit per address (one compare-and-swap of the caller's record before the chat and
-# one after it, to add its tokens), and a key (its record read first, then the same two). The
-# limits are set too high to refuse anything; every request is one caller (one address, one
-# key), so the compare-and-swaps of concurrent chats contend, the worst case for one record.
+# shared limit per address (a read of the last minute's counter and an increment of this
+# minute's before the chat, an increment of the day's tokens after it), and a key (its record
+# read first, then the same). The limits are set too high to refuse anything; every request is
+# one caller (one address, one key): increments never contend, so the one busy caller is not a
+# worse case than many.
 log "5/5 access: a key check and a shared-limit check (Redis on loopback)"
 ACCESS_CONCURRENCY=64
 ACCESS_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
@@ -691,8 +692,8 @@ stop "$ACCESS_EMULATOR_PID"
 ION_HOST_ARGS=()
 
 access() { value "$RUN/access-$1.json" "$2"; }
-# Chats whose limits fell back to per instance (a compare-and-swap still contended after its
-# tries, or the store failed): their log lines say "limits":"instance".
+# Chats whose limits fell back to per instance (a store call failed): their log lines say
+# "limits":"instance".
 fallbacks() { grep -c '"limits":"instance"' "$RUN/access-$1.out" || true; }
 ACCESS_REPORT=$OUT/access.md
 {
