@@ -1118,6 +1118,8 @@ impl Contexts {
             ["matrix", name] => get(&self.matrix, name),
             ["env", name] => get(&self.env, name),
             ["github", "sha"] => SHA.to_owned(),
+            // No repository secret is set in the sandbox.
+            ["secrets", _] => String::new(),
             ["steps", id, "outputs", name] => self
                 .steps
                 .get(*id)
