@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks behind the README's Performance section (DESIGN.md "Targets"), every figure a ratio
+# Benchmarks behind docs/performance.md (and the README's summary of it), every figure a ratio
 # to a peer measured in the same run: ion-host as the image ships it (x86_64-unknown-linux-musl,
 # `dist` profile, precompiled component), `spin up`, `wasmtime serve` (same component, variables
 # stubbed) and the FastAPI + uvicorn reference of the original service (bench/fastapi-reference),
@@ -444,7 +444,7 @@ pinning="unpinned"
     "$([ -z "$failed_runs" ] && echo "Every request of every load run got a 200." ||
       echo "**Runs with errors:$failed_runs.**")"
   echo
-  echo "| target (DESIGN.md) | goal | measured | |"
+  echo "| target | goal | measured | |"
   echo "|---|---|---|---|"
   echo "| \`/chat\` p99 at ${CHAT_CONCURRENCY} concurrent, upstream ${LATENCY_MS} ms, vs the upstream alone | ≤ +25 ms, no errors | +${P99_OVER} ms ($(fmt "$ION_CHAT_P99") vs $(fmt "$UP_P99") ms), $(chat ion-host errors) errors | $(verdict "$P99_OVER" 25 le) |"
   echo "| \`/chat\` throughput vs FastAPI + uvicorn, same load | ≥ 4× | ${FASTAPI_RATIO}× ($(fmt "$ION_CHAT_RPS") vs $(fmt "$(chat fastapi throughput_rps)") req/s) | $(verdict "$FASTAPI_RATIO" 4 ge) |"

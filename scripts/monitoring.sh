@@ -2,7 +2,7 @@
 # Monitoring as code: applies monitoring/ to a Google Cloud project with gcloud (and the
 # Service Monitoring REST API for the SLOs, which gcloud has no command for).
 #
-#   PROJECT_ID=my-project REGION=asia-northeast3 SERVICE=ion-mentoring scripts/monitoring.sh apply
+#   PROJECT_ID=my-project REGION=us-central1 SERVICE=ion-api scripts/monitoring.sh apply
 #   scripts/monitoring.sh render DIR    # write the files with the names filled in, apply nothing
 #
 # Optional: NOTIFICATION_CHANNELS=projects/P/notificationChannels/ID[,...] for the alert
@@ -26,7 +26,7 @@ usage() {
 render() {
   local out=$1
   : "${PROJECT_ID:?set PROJECT_ID}" "${REGION:?set REGION}"
-  SERVICE=${SERVICE:-ion-mentoring}
+  SERVICE=${SERVICE:-ion-api}
   SLO_SERVICE=${SLO_SERVICE:-$SERVICE}
   for dir in metrics dashboards slo alerts; do
     mkdir -p "$out/$dir"

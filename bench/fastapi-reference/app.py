@@ -57,7 +57,7 @@ class ChatRequest(BaseModel):
         return value
 
 
-# Persona routing as the original described it (reference/original-service.md).
+# Persona routing as the original described it (docs/api.md, "Compatibility with the original service").
 TONES = [
     ("urgent", ("급해", "빨리", "!!!", "안 돼"), 0.7),
     ("curious", ("궁금", "?", "혹시", "어떻게"), 0.7),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Attacks from hostile clients against ion-host or `spin up`, on 127.0.0.1 only, each bounded in
-# time: the figures behind README's "hostile clients" notes and tests/hostile.rs.
+# time: the figures behind docs/architecture.md's notes on hostile clients, and the attacks
+# tests/hostile.rs makes.
 #
 #   bench/hostile/run.sh SERVER PORT ATTACK [N] [-- ion-host flags...]
 #

@@ -1,4 +1,4 @@
-//! ion-bench: the measurements behind the README's benchmark numbers (`scripts/bench.sh`).
+//! ion-bench: the measurements behind docs/performance.md (`scripts/bench.sh`).
 //!
 //! - `load`: closed-loop HTTP/1.1 load against a loopback URL; latency percentiles and
 //!   throughput as text, JSON or a markdown table row.
