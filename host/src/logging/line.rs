@@ -134,6 +134,14 @@ pub mod capture {
         pub fn entries(&self) -> Vec<Value> {
             ENTRIES.with(|e| e.borrow().clone().unwrap_or_default())
         }
+
+        /// The entries so far whose message contains `text`.
+        pub fn matching(&self, text: &str) -> Vec<Value> {
+            self.entries()
+                .into_iter()
+                .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+                .collect()
+        }
     }
 
     impl Drop for Capture {

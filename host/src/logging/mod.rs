@@ -8,7 +8,8 @@
 //! - [`filter`] reads `RUST_LOG`.
 //! - [`request`] holds a request's id and trace, the fields every entry of that request
 //!   carries: the access log's, the component's output's, and the host's own messages about
-//!   the request, written through [`RequestContext`].
+//!   the request (outbound calls, the credentials they wait for), written through
+//!   [`RequestContext`].
 //! - [`access`] writes the access log, one entry per request.
 //! - [`guest`] turns the component's stdout and stderr into entries.
 //!
@@ -49,6 +50,14 @@ pub fn enabled(severity: Severity) -> bool {
 /// text).
 pub fn write(severity: Severity, message: &str, fields: Map<String, Value>) {
     line::write(target::HOST, severity, message, fields);
+}
+
+/// Writes one host entry, as part of `request` when there is one.
+pub fn write_for(request: Option<&RequestContext>, severity: Severity, message: &str) {
+    match request {
+        Some(request) => request.write(severity, message),
+        None => write(severity, message, Map::new()),
+    }
 }
 
 pub fn info(message: &str) {

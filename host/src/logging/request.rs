@@ -125,6 +125,14 @@ impl RequestContext {
     pub fn write(&self, severity: Severity, message: &str) {
         super::write(severity, message, self.fields());
     }
+
+    pub fn warn(&self, message: &str) {
+        self.write(Severity::Warning, message);
+    }
+
+    pub fn error(&self, message: &str) {
+        self.write(Severity::Error, message);
+    }
 }
 
 #[cfg(test)]
