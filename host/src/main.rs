@@ -3,6 +3,8 @@
 
 mod allocator;
 mod client_ip;
+#[cfg(test)]
+mod component_world;
 mod credentials;
 mod http_client;
 mod kv;

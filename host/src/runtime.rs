@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::kv::Stores;
 use crate::kv::host::{KvCtx, KvView};
+use crate::logging::RequestContext;
 use crate::outbound::{Outbound, OutboundHooks};
 use crate::variables::ComponentVariables;
 
@@ -248,8 +249,10 @@ impl Runtime {
     }
 
     /// A fresh store for one request: in the warm pool while it has room, else in the burst pool.
+    /// The host's messages about the component's outbound calls carry `served`'s id and trace.
     pub fn new_store(
         &self,
+        served: Arc<RequestContext>,
         stdout: impl StdoutStream + 'static,
         stderr: impl StdoutStream + 'static,
     ) -> Store<RequestState> {
@@ -264,7 +267,10 @@ impl Runtime {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks(self.outbound.clone()),
+            outbound: OutboundHooks {
+                outbound: self.outbound.clone(),
+                served,
+            },
             variables: self.variables.clone(),
             kv: KvCtx::new(self.stores.clone()),
             limits: StoreLimitsBuilder::new()

@@ -17,6 +17,7 @@ use super::Tuning;
 use super::adc::Source;
 use super::oauth::AccessToken;
 use crate::http_client::HttpClient;
+use crate::logging::{self, RequestContext, Severity};
 
 /// What a refresh ends with; the error is shared by all its waiters, so it is kept as text.
 type Outcome = Result<AccessToken, String>;
@@ -55,7 +56,8 @@ impl TokenCache {
     }
 
     /// A usable token: the cached one, or the outcome of the refresh under way or started now.
-    pub(super) async fn token(&self) -> Result<String> {
+    /// A refresh started for `request` logs its failure as part of it.
+    pub(super) async fn token(&self, request: Option<&Arc<RequestContext>>) -> Result<String> {
         let mut refresh = {
             let mut state = self.shared.lock();
             let now = Instant::now();
@@ -69,12 +71,12 @@ impl TokenCache {
                     let value = current.value.clone();
                     let backing_off = state.background_after.is_some_and(|t| now < t);
                     if !backing_off {
-                        self.refresh(&mut state);
+                        self.refresh(&mut state, request);
                     }
                     return Ok(value);
                 }
             }
-            self.refresh(&mut state)
+            self.refresh(&mut state, request)
         };
         let outcome = refresh
             .wait_for(Option::is_some)
@@ -94,8 +96,12 @@ impl TokenCache {
         }
     }
 
-    /// The refresh under way, or a new one.
-    fn refresh(&self, state: &mut State) -> watch::Receiver<Option<Outcome>> {
+    /// The refresh under way, or a new one started for `request`.
+    fn refresh(
+        &self,
+        state: &mut State,
+        request: Option<&Arc<RequestContext>>,
+    ) -> watch::Receiver<Option<Outcome>> {
         if let Some(refresh) = &state.refresh {
             // A closed channel with no outcome means the refresh task died: start another.
             if refresh.has_changed().is_ok() {
@@ -105,13 +111,14 @@ impl TokenCache {
         let (sender, receiver) = watch::channel(None);
         state.refresh = Some(receiver.clone());
         let shared = self.shared.clone();
+        let request = request.cloned();
         tokio::spawn(async move {
             let outcome = shared
                 .source
                 .fetch(&shared.client, shared.tuning.request_timeout)
                 .await
                 .map_err(|e| format!("{e:#}"));
-            shared.finish(&outcome);
+            shared.finish(&outcome, request.as_deref());
             let _ = sender.send(Some(outcome));
         });
         receiver
@@ -127,7 +134,7 @@ impl Shared {
     }
 
     /// Records a refresh's outcome before its waiters see it.
-    fn finish(&self, outcome: &Outcome) {
+    fn finish(&self, outcome: &Outcome, request: Option<&RequestContext>) {
         let mut state = self.lock();
         state.refresh = None;
         match outcome {
@@ -143,10 +150,14 @@ impl Shared {
                     c.expires_at.saturating_duration_since(now) > self.tuning.min_remaining
                 });
                 if still_usable {
-                    crate::logging::warn(&format!(
-                        "background token refresh failed, the current token stays in use: \
-                         {message}"
-                    ));
+                    logging::write_for(
+                        request,
+                        Severity::Warning,
+                        &format!(
+                            "background token refresh failed, the current token stays in use: \
+                             {message}"
+                        ),
+                    );
                 }
             }
         }

@@ -19,11 +19,13 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::http_client::HttpClient;
+use crate::logging::RequestContext;
 use cache::TokenCache;
 use metadata::Detection;
 
@@ -86,9 +88,19 @@ impl Credentials {
     /// timeout; its failure is an error for every caller waiting on it, and the next call
     /// tries again.
     pub async fn token(&self) -> Result<String> {
+        self.token_as_part_of(None).await
+    }
+
+    /// [`token`](Self::token) for a call made while serving `request`: a refresh it starts
+    /// logs its failure as part of that request.
+    pub async fn token_for(&self, request: &Arc<RequestContext>) -> Result<String> {
+        self.token_as_part_of(Some(request)).await
+    }
+
+    async fn token_as_part_of(&self, request: Option<&Arc<RequestContext>>) -> Result<String> {
         match &self.kind {
             Kind::Static(token) => Ok(token.clone()),
-            Kind::Refreshing(cache) => cache.token().await,
+            Kind::Refreshing(cache) => cache.token(request).await,
         }
     }
 

@@ -432,6 +432,50 @@ async fn a_failed_background_refresh_keeps_the_current_token() {
     assert_eq!(fake.hits(), 2);
 }
 
+#[tokio::test]
+async fn a_failed_background_refresh_is_logged_as_part_of_the_request_that_started_it() {
+    let fake = FakeGoogle::start().await;
+    fake.reply(Reply::Token { expires_in: 120 });
+    let credentials = metadata_credentials(&fake, tuning()).await;
+    assert_eq!(credentials.token().await.unwrap(), "ya29.metadata-1");
+
+    let log = crate::logging::Capture::start();
+    fake.reply(Reply::Error {
+        status: 503,
+        body: "unavailable",
+    });
+    let request = Arc::new(crate::logging::RequestContext {
+        request_id: "r-refresh".into(),
+        trace: Some(crate::logging::Trace {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: Some("00f067aa0ba902b7".into()),
+            sampled: Some(true),
+        }),
+    });
+    assert_eq!(
+        credentials.token_for(&request).await.unwrap(),
+        "ya29.metadata-1"
+    );
+    fake.wait_for_hits(2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let warnings = log.matching("background token refresh failed");
+    assert_eq!(warnings.len(), 1, "{:?}", log.entries());
+    let warning = &warnings[0];
+    assert_eq!(warning["severity"], "WARNING");
+    assert_eq!(
+        warning["logging.googleapis.com/labels"]["request_id"],
+        "r-refresh"
+    );
+    assert!(
+        warning["logging.googleapis.com/trace"]
+            .as_str()
+            .unwrap()
+            .ends_with("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(warning["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_one_refresh() {
     let fake = FakeGoogle::start().await;

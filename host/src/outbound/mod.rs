@@ -14,6 +14,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use crate::http_client::{
     BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts, full_body,
 };
+use crate::logging::RequestContext;
 use policy::AllowList;
 use vertex_auth::VertexAuth;
 
@@ -28,7 +29,12 @@ pub struct Outbound {
 }
 
 /// The per-store `wasi:http` hooks.
-pub struct OutboundHooks(pub Arc<Outbound>);
+pub struct OutboundHooks {
+    pub outbound: Arc<Outbound>,
+    /// The request the component is serving: the host's messages about its calls are part of
+    /// it.
+    pub served: Arc<RequestContext>,
+}
 
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
@@ -48,9 +54,10 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         drop(fut);
-        let outbound = self.0.clone();
+        let outbound = self.outbound.clone();
+        let served = self.served.clone();
         Box::new(async move {
-            let response = outbound.send(request, options).await?;
+            let response = outbound.send(request, options, &served).await?;
             Ok((
                 response,
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
@@ -60,13 +67,15 @@ impl WasiHttpHooks for OutboundHooks {
 }
 
 impl Outbound {
+    /// Sends one request of the component, which is serving `served`.
     async fn send(
         &self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
+        served: &Arc<RequestContext>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         if !self.allowed.allows(request.uri()) {
-            crate::logging::warn(&format!(
+            served.warn(&format!(
                 "outbound request to {} denied: not in allowed_outbound_hosts",
                 origin_of(request.uri())
             ));
@@ -107,20 +116,24 @@ impl Outbound {
             Ok(request)
         };
 
-        let token = self.token(auth).await?;
+        let token = self.token(auth, served).await?;
         let response = self.exchange(build(&token)?, timeouts).await?;
         if response.status() != http::StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
         // The token was revoked or expired early: refresh once and try again.
         auth.credentials.invalidate(&token);
-        let token = self.token(auth).await?;
+        let token = self.token(auth, served).await?;
         self.exchange(build(&token)?, timeouts).await
     }
 
-    async fn token(&self, auth: &VertexAuth) -> Result<String, HttpError> {
-        auth.credentials.token().await.map_err(|e| {
-            crate::logging::error(&format!("cannot obtain Google credentials: {e:#}"));
+    async fn token(
+        &self,
+        auth: &VertexAuth,
+        served: &Arc<RequestContext>,
+    ) -> Result<String, HttpError> {
+        auth.credentials.token_for(served).await.map_err(|e| {
+            served.error(&format!("cannot obtain Google credentials: {e:#}"));
             HttpError::ConfigurationError
         })
     }
@@ -204,6 +217,59 @@ fn origin_of(uri: &Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_client::empty_body;
+    use crate::logging::{Capture, Trace};
+
+    #[tokio::test]
+    async fn a_denied_call_is_logged_as_part_of_the_request() {
+        let outbound = Outbound {
+            allowed: AllowList::default(),
+            client: HttpClient::new(Timeouts::default()),
+            auth: None,
+        };
+        let served = Arc::new(RequestContext {
+            request_id: "r-out".into(),
+            trace: Some(Trace {
+                trace_id: "105445aa7843bc8bf206b12000100000".into(),
+                span_id: Some("000000000000007b".into()),
+                sampled: Some(false),
+            }),
+        });
+        let call = http::Request::builder()
+            .uri("https://elsewhere.example:8443/v1/path?key=secret")
+            .body(
+                empty_body()
+                    .map_err(|_| HttpError::HttpProtocolError)
+                    .boxed_unsync(),
+            )
+            .unwrap();
+
+        let log = Capture::start();
+        let answer = outbound.send(call, None, &served).await;
+        assert!(matches!(answer, Err(HttpError::HttpRequestDenied)));
+
+        let entries = log.entries();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let warning = &entries[0];
+        assert_eq!(warning["severity"], "WARNING");
+        assert_eq!(
+            warning["message"],
+            "outbound request to https://elsewhere.example:8443 denied: not in \
+             allowed_outbound_hosts"
+        );
+        assert_eq!(
+            warning["logging.googleapis.com/labels"]["request_id"],
+            "r-out"
+        );
+        assert!(
+            warning["logging.googleapis.com/trace"]
+                .as_str()
+                .unwrap()
+                .ends_with("105445aa7843bc8bf206b12000100000")
+        );
+        assert_eq!(warning["logging.googleapis.com/spanId"], "000000000000007b");
+        assert_eq!(warning["logging.googleapis.com/trace_sampled"], false);
+    }
 
     #[test]
     fn credentials_add_the_token_and_the_quota_project() {

@@ -180,8 +180,10 @@ impl Server {
         slot: InstanceSlot,
     ) -> Result<(hyper::Response<HyperOutgoingBody>, GuestTask)> {
         let stdout = GuestOutput::stdout(context.clone());
-        let stderr = GuestOutput::stderr(context);
-        let mut store = self.runtime.new_store(stdout.clone(), stderr.clone());
+        let stderr = GuestOutput::stderr(context.clone());
+        let mut store = self
+            .runtime
+            .new_store(context, stdout.clone(), stderr.clone());
         let (sender, receiver) = oneshot::channel();
         let request = store
             .data_mut()
