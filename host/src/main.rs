@@ -92,8 +92,8 @@ struct ServeOptions {
     max_memory_mib: usize,
 
     /// Deadline for one request: the response must start within it and end within it (a stream
-    /// still running then ends with an error event), and the guest's CPU work stops at it
-    /// (epoch interruption). Cloud Run's own limit is 300 s by default.
+    /// still running then ends with an error event), and a guest still running at it traps
+    /// (epoch interruption, counted in wall-clock time, not CPU time). Cloud Run's own limit is 300 s by default.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     request_timeout_ms: u64,
 
@@ -277,7 +277,7 @@ fn serve(options: ServeOptions) -> Result<()> {
     })
 }
 
-/// Advances the engines' epoch so that a guest past its CPU deadline traps, and once a burst is
+/// Advances the engines' epoch with wall-clock time, so that a guest past its deadline traps, and once a burst is
 /// over (checked at every tick: a few atomic loads), asks the workers to give its memory back.
 fn spawn_ticker(
     engines: [wasmtime::Engine; 2],

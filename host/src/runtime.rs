@@ -103,7 +103,7 @@ pub struct Limits {
     pub max_instances: u32,
     /// Largest linear memory of one instance.
     pub max_memory_bytes: usize,
-    /// CPU deadline for one request, in epoch ticks.
+    /// Wall-clock deadline for one request, in epoch ticks (the epoch advances with real time).
     pub deadline_ticks: u64,
 }
 
@@ -121,7 +121,7 @@ const WARM_INSTANCES: u32 = 16;
 /// touches ~100–300 KiB of linear memory; only the pages it touched are kept (PAGEMAP_SCAN).
 const WARM_KEEP_RESIDENT: usize = 1024 * 1024;
 
-/// How often the epoch advances: the granularity of the CPU deadline.
+/// How often the epoch advances: the granularity of the request deadline.
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// CPU features every x86-64 server of the last decade has (x86-64-v2); a `.cwasm` compiled
