@@ -255,9 +255,8 @@ pub enum StreamSource<B> {
 impl<B> Reply<B> {
     /// The reply for a failure, noted in the chat's log record.
     pub fn failed(error: ApiError, record: &mut ChatRecord) -> Self {
-        let response = error.to_response();
-        record.set_failure(&response);
-        Reply::Whole(response)
+        record.set_failure(&error);
+        Reply::Whole(error.to_response())
     }
 
     pub fn stream(chat: Chat, source: StreamSource<B>, format: Box<dyn StreamFormat>) -> Self {
@@ -314,13 +313,10 @@ pub async fn chat<T: Transport>(
         Err(e) => return Reply::failed(e, record),
     };
     chat.state = turn;
-    *record = ChatRecord {
-        total_latency_ms: record.total_latency_ms,
-        ..chat.record("/chat")
-    };
+    record.note_chat(&chat);
 
     if let Some(hit) = chat_state::cached_answer(state, &mut chat, input.no_cache, now) {
-        chat.state.note(record);
+        record.note_state(&chat.state);
         if chat.request.stream {
             chat_state::open_stream(state, &mut chat);
             let source = StreamSource::Cached {
@@ -340,11 +336,11 @@ pub async fn chat<T: Transport>(
 
     if chat.request.stream {
         let (opened, stats) = chat::open(&chat, transport, clock).await;
-        note_call(record, &stats);
+        record.note_call(&stats);
         return match opened {
             Ok(opened) => {
                 chat_state::open_stream(state, &mut chat);
-                chat.state.note(record);
+                record.note_state(&chat.state);
                 Reply::stream(
                     chat,
                     StreamSource::Upstream {
@@ -355,18 +351,18 @@ pub async fn chat<T: Transport>(
                 )
             }
             Err(e) => {
-                chat.state.note(record);
+                record.note_state(&chat.state);
                 Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
             }
         };
     }
 
     let (answer, stats) = chat::answer(&chat, transport, clock).await;
-    note_call(record, &stats);
+    record.note_call(&stats);
     match answer {
         Ok(answer) => whole_answer(chat, answer, &stats, state, clock, record),
         Err(e) => {
-            chat.state.note(record);
+            record.note_state(&chat.state);
             Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
         }
     }
@@ -381,11 +377,7 @@ fn whole_answer<B>(
     clock: &impl Clock,
     record: &mut ChatRecord,
 ) -> Reply<B> {
-    record.finish_reason = Some(answer.finish_reason.clone());
-    record.set_usage(Some(answer.usage));
-    if let Some(model) = &answer.model_version {
-        record.model = Some(model.clone());
-    }
+    record.note_answer(&answer);
     let model = chat.model(answer.model_version.as_deref()).to_owned();
     let done = chat_state::Finished {
         answer: &answer.text,
@@ -393,7 +385,7 @@ fn whole_answer<B>(
         model: &model,
     };
     let stored = chat_state::finish(state, &mut chat, &done, clock.unix_seconds());
-    chat.state.note(record);
+    record.note_state(&chat.state);
     match stored {
         Ok(()) => Reply::Whole(ApiResponse::json(200, &chat_body(&chat, &answer, stats))),
         Err(e) => Reply::failed(e, record),
@@ -438,18 +430,8 @@ where
     }
     chat::close(&chat, &mut end, format.as_ref(), sink).await;
 
-    record.set_usage(end.usage);
-    record.finish_reason = end.finish_reason.clone();
-    if let Some(model) = &end.model_version {
-        record.model = Some(model.clone());
-    }
-    if let Some(error) = &end.error {
-        record.outcome = crate::chat_log::error_code(&error.to_response());
-    } else if end.client_gone {
-        record.outcome = "client_closed".into();
-        record.status = 499;
-    }
-    chat.state.note(record);
+    record.note_stream_end(&end);
+    record.note_state(&chat.state);
     end
 }
 
@@ -506,12 +488,6 @@ fn conversation_inner(
         200,
         &conversation::transcript_body(&found, &turns, &settings),
     ))
-}
-
-/// Attempts and upstream time of a call, for the log record.
-pub fn note_call(record: &mut ChatRecord, stats: &CallStats) {
-    record.attempts = stats.attempts;
-    record.upstream_latency_ms = Some(chat::millis(stats.upstream_latency));
 }
 
 /// The resonance analysis and routing, as `/chat` reports them in `metadata`.

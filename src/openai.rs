@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::api::{Reply, StreamSource};
+
 use crate::chat::{self, Chat, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
@@ -67,7 +68,7 @@ pub async fn completions<T: Transport>(
         Ok(chat) => chat,
         Err(e) => return failed(e, record),
     };
-    *record = chat.record("/v1/chat/completions");
+    record.note_chat(&chat);
     let id = format!(
         "chatcmpl-{:016x}{:016x}",
         (clock.random() * u64::MAX as f64) as u64,
@@ -77,7 +78,7 @@ pub async fn completions<T: Transport>(
 
     if completion.chat.stream {
         let (opened, stats) = chat::open(&chat, transport, clock).await;
-        crate::api::note_call(record, &stats);
+        record.note_call(&stats);
         return match opened {
             Ok(opened) => Reply::stream(
                 chat,
@@ -97,11 +98,10 @@ pub async fn completions<T: Transport>(
     }
 
     let (answer, stats) = chat::answer(&chat, transport, clock).await;
-    crate::api::note_call(record, &stats);
+    record.note_call(&stats);
     match answer {
         Ok(answer) => {
-            record.finish_reason = Some(answer.finish_reason.clone());
-            record.set_usage(Some(answer.usage));
+            record.note_answer(&answer);
             Reply::Whole(ApiResponse::json(
                 200,
                 &completion_body(
@@ -227,7 +227,7 @@ impl StreamFormat for CompletionChunks {
         bytes
     }
 
-    fn failed(&self, _chat: &Chat, error: &ApiResponse) -> Vec<u8> {
+    fn failed(&self, _chat: &Chat, error: &ApiError) -> Vec<u8> {
         sse::data(&openai_error(error).to_string())
     }
 }
@@ -236,43 +236,40 @@ impl StreamFormat for CompletionChunks {
 /// for a body it could not read (wrong Content-Type, too large), so `/v1` never answers in
 /// `/chat`'s shape.
 pub fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
-    let response = error.to_response();
-    record.set_failure(&response);
-    let mut converted = ApiResponse::json(response.status, &openai_error(&response));
-    converted.headers.extend(
-        response
-            .headers
-            .into_iter()
-            .filter(|(name, _)| *name != "content-type"),
-    );
+    record.set_failure(&error);
+    let answer = error.answer();
+    let mut converted = ApiResponse::json(answer.status, &openai_error(&error));
+    converted.headers.extend(answer.headers);
     Reply::Whole(converted)
 }
 
-/// `{"error": {"message", "type", "param", "code"}}` from one of this service's error
-/// responses (a FastAPI-shaped 422 included).
-fn openai_error(response: &ApiResponse) -> Value {
-    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    let (message, code, param) = match body.get("detail").and_then(|d| d.get(0)) {
-        Some(issue) => {
-            let param = issue["loc"]
-                .as_array()
-                .map(|loc| {
-                    loc.iter()
-                        .skip(1)
-                        .map(|p| match p {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(".")
+/// `{"error": {"message", "type", "param", "code"}}` for one of this service's errors (a
+/// FastAPI-shaped 422 included: its first issue).
+fn openai_error(error: &ApiError) -> Value {
+    let answer = error.answer();
+    let (message, code, param) = match error {
+        ApiError::Validation(issue) => {
+            let param = issue
+                .loc
+                .iter()
+                .skip(1)
+                .map(|p| match p {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
                 })
-                .filter(|p| !p.is_empty());
-            (issue["msg"].clone(), issue["type"].clone(), json!(param))
+                .collect::<Vec<_>>()
+                .join(".");
+            let param = (!param.is_empty()).then_some(param);
+            (json!(issue.msg), json!(issue.kind), json!(param))
         }
-        None => (body["error"].clone(), body["code"].clone(), Value::Null),
+        _ => (
+            answer.body["error"].clone(),
+            answer.body["code"].clone(),
+            Value::Null,
+        ),
     };
     // OpenAI's own shapes for a bad key and a spent quota.
-    let kind = match (response.status, code.as_str()) {
+    let kind = match (answer.status, code.as_str()) {
         (_, Some("invalid_api_key")) => "invalid_request_error",
         (_, Some("budget_exceeded")) => "insufficient_quota",
         (401 | 403, _) => "authentication_error",

@@ -100,10 +100,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
                 }
             };
             let reply = chat_route(route, request, &state, &mut record).await;
-            record.caller = Some(grant.caller.label());
-            if grant.store_failed {
-                record.limits = Some("instance");
-            }
+            record.note_grant(&grant);
             let limit_headers = access::grant_headers(&grant);
             let mut response = match reply {
                 Reply::Whole(response) => response,
@@ -150,8 +147,7 @@ fn admit(
 fn charge(store: &SpinStore, grant: &Grant, record: &mut ChatRecord) {
     let tokens = record.billed_tokens();
     if access::charge(store, grant, tokens, WasiClock.unix_seconds()).is_err() {
-        record.store = Some("unavailable");
-        record.limits = Some("instance");
+        record.note_charge_failed();
     }
 }
 

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::chat::{Chat, StreamEnd, StreamFormat};
-use crate::response::ApiResponse;
+use crate::error::ApiError;
 
 /// Headers of every event-stream response.
 pub const HEADERS: [(&str, &str); 3] = [
@@ -61,9 +61,8 @@ impl StreamFormat for ChatEvents {
         )
     }
 
-    fn failed(&self, _chat: &Chat, error: &ApiResponse) -> Vec<u8> {
-        let body: Value = serde_json::from_slice(&error.body).unwrap_or(Value::Null);
-        event("error", &body)
+    fn failed(&self, _chat: &Chat, error: &ApiError) -> Vec<u8> {
+        event("error", &error.answer().body)
     }
 }
 
