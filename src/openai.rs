@@ -5,14 +5,13 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::{Reply, StreamSource};
-
 use crate::chat::{self, Chat, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
 use crate::error::ApiError;
 use crate::gemini::{self, Answer, Usage};
 use crate::persona::Persona;
+use crate::reply::{Reply, StreamSource};
 use crate::response::ApiResponse;
 use crate::sse;
 use crate::validation::{self, ChatRequest, Role, Turn, ValidationIssue};
@@ -679,7 +678,7 @@ mod tests {
                    "messages": [{"role": "user", "content": "hi"}]}),
             &vertex,
         );
-        let (sent, _) = crate::api::tests::relay_to_end(reply, &clock);
+        let (sent, _) = crate::reply::tests::relay_to_end(reply, &clock);
         let sent = sent.concat();
         let events: Vec<&str> = sent.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 6, "{events:?}");

@@ -17,15 +17,20 @@ use wasi::clocks::monotonic_clock;
 
 use crate::access::admin::AdminCall;
 use crate::access::{self, AccessSettings, Credentials, Grant};
-use crate::api::{self, ChatInput, MAX_BODY_BYTES, Reply, Route};
 use crate::chat::{self, ClientGone, EventSink};
 use crate::chat_log::ChatRecord;
+use crate::chat_route::{self, ChatInput};
 use crate::chat_state::State;
 use crate::config::Variables;
+use crate::conversation_route;
 use crate::cors::CorsPolicy;
 use crate::error::ApiError;
+use crate::info;
 use crate::openai;
+use crate::reply::{self, Reply};
+use crate::request::{self, MAX_BODY_BYTES};
 use crate::response::ApiResponse;
+use crate::routes::{self, Route};
 use crate::spin_store::{self, SpinStore};
 use crate::sse;
 use crate::ui;
@@ -39,12 +44,12 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let origin = header(&request, "origin");
     let cors = CorsPolicy::load(&SpinVariables);
 
-    let response = match api::route(&method, &path) {
-        Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), api::index),
+    let response = match routes::route(&method, &path) {
+        Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), info::index),
         Ok(Route::Ui(asset)) => ui::asset(asset),
-        Ok(Route::Health) => api::health(),
-        Ok(Route::Docs) => api::docs(),
-        Ok(Route::OpenApi) => api::openapi(),
+        Ok(Route::Health) => info::health(),
+        Ok(Route::Docs) => info::docs(),
+        Ok(Route::OpenApi) => info::openapi(),
         Ok(Route::Models) => openai::models(&SpinVariables),
         Ok(Route::Options { allow }) => cors.preflight(
             origin.as_deref(),
@@ -54,7 +59,13 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         ),
         Ok(Route::Conversation) => {
             let store = SpinStore::default();
-            api::conversation(&method, &path, &SpinVariables, &state(&store), &WasiClock)
+            conversation_route::conversation(
+                &method,
+                &path,
+                &SpinVariables,
+                &state(&store),
+                &WasiClock,
+            )
         }
         Ok(Route::Usage) => {
             let store = SpinStore::default();
@@ -105,11 +116,11 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
             let mut response = match reply {
                 Reply::Whole(response) => response,
                 Reply::Stream(reply) => {
-                    let mut head = stream_head();
+                    let mut head = sse::head();
                     head.headers.extend(limit_headers);
                     let head = cors.apply(origin.as_deref(), head);
                     let mut sink = OutgoingSink::start(out, &head);
-                    api::send_stream(*reply, &WasiClock, &state, &mut sink, &mut record).await;
+                    reply::send_stream(*reply, &WasiClock, &state, &mut sink, &mut record).await;
                     charge(&store, &grant, &mut record);
                     finish(&mut record, started);
                     return;
@@ -189,8 +200,8 @@ async fn chat_route(
     state: &State<'_>,
     record: &mut ChatRecord,
 ) -> Reply<UpstreamBody> {
-    let wants_events = api::accepts_event_stream(header(&request, "accept").as_deref());
-    let no_cache = api::asks_no_cache(header(&request, "cache-control").as_deref());
+    let wants_events = request::accepts_event_stream(header(&request, "accept").as_deref());
+    let no_cache = request::asks_no_cache(header(&request, "cache-control").as_deref());
     let body = match read_request_body(request).await {
         Ok(body) => body,
         Err(e) if route == Route::ChatCompletions => return openai::failed(e, record),
@@ -213,7 +224,7 @@ async fn chat_route(
                 wants_events,
                 no_cache,
             };
-            api::chat(
+            chat_route::chat(
                 input,
                 &SpinVariables,
                 &WasiHttpTransport,
@@ -241,7 +252,7 @@ fn finish(record: &mut ChatRecord, started: Duration) {
 }
 
 async fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
-    api::check_content_type(header(&request, "content-type").as_deref())?;
+    request::check_content_type(header(&request, "content-type").as_deref())?;
     // Refuse an announced oversized body before reading any of it.
     if let Some(length) = header(&request, "content-length").and_then(|v| v.parse::<usize>().ok())
         && length > MAX_BODY_BYTES
@@ -284,13 +295,6 @@ fn header(request: &IncomingRequest, name: &str) -> Option<String> {
         .into_iter()
         .next()
         .and_then(|v| String::from_utf8(v).ok())
-}
-
-fn stream_head() -> ApiResponse {
-    let mut head = ApiResponse::with_body(200, sse::HEADERS[0].1, Vec::new());
-    head.headers
-        .extend(sse::HEADERS[1..].iter().map(|(n, v)| (*n, (*v).to_owned())));
-    head
 }
 
 fn fields(response: &ApiResponse, with_length: bool) -> Fields {
