@@ -197,6 +197,11 @@ impl ChatRecord {
     }
 }
 
+/// A structured diagnostic line for the runtime's log (stderr), apart from the per-chat lines.
+pub fn diagnostic(severity: &str, message: &str) {
+    eprintln!("{}", json!({ "severity": severity, "message": message }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

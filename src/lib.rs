@@ -2,7 +2,8 @@
 //!
 //! `POST /chat` analyses a question's tone, pace and intent ([`resonance`]), routes it to one of
 //! four mentor personas ([`persona`]), asks Vertex AI Gemini for the answer in that persona's voice
-//! ([`gemini`], [`vertex`]) and returns it ([`chat_route`]). Everything except
+//! ([`gemini`], [`vertex`]) and returns it ([`chat_route`]). A request enters through
+//! [`dispatch`], which resolves its route ([`routes`]) and runs the handler. Everything except
 //! [`spin_adapter`] and [`spin_store`] is plain Rust that unit-tests natively; the adapter is the
 //! `wasi:http` entry point and only exists in the `wasm32` build (its generated export names do
 //! not link into a native cdylib).
@@ -10,6 +11,8 @@
 // Serving a request.
 /// Cross-origin requests: the allowed origins and preflights.
 pub mod cors;
+/// Serving one request, runtime-neutral: handler, access checks, CORS, stream finishing, log.
+pub mod dispatch;
 /// Every way a request can fail, and its status, code and body.
 pub mod error;
 /// Reading a request: the bounded JSON body, `Accept` and `Cache-Control`.
@@ -70,7 +73,7 @@ pub mod store;
 #[cfg(test)]
 mod spec_contract;
 
-/// The `wasi:http` entry point.
+/// The `wasi:http` entry point: Spin's types in, [`dispatch`] out.
 #[cfg(target_arch = "wasm32")]
 mod spin_adapter;
 /// The runtime's key-value store.

@@ -231,15 +231,20 @@ impl StreamFormat for CompletionChunks {
     }
 }
 
-/// A failure in OpenAI's error shape, noted in the log record. The runtime adapter uses it too,
-/// for a body it could not read (wrong Content-Type, too large), so `/v1` never answers in
-/// `/chat`'s shape.
+/// A failure in OpenAI's error shape, noted in the log record.
 pub fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
     record.set_failure(&error);
+    Reply::Whole(error_response(&error))
+}
+
+/// An error in OpenAI's shape, with `/chat`'s status and headers. The dispatcher uses it too,
+/// for a body it could not read and a caller it refused, so `/v1` never answers in `/chat`'s
+/// shape.
+pub fn error_response(error: &ApiError) -> ApiResponse {
     let answer = error.answer();
-    let mut converted = ApiResponse::json(answer.status, &openai_error(&error));
-    converted.headers.extend(answer.headers);
-    Reply::Whole(converted)
+    let mut response = ApiResponse::json(answer.status, &openai_error(error));
+    response.headers.extend(answer.headers);
+    response
 }
 
 /// `{"error": {"message", "type", "param", "code"}}` for one of this service's errors (a
