@@ -589,6 +589,30 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_answers_like_an_unknown_path_until_its_token_is_set() {
+        let r = served(request("GET", "/admin/keys"));
+        assert_eq!(r.response.status, 404);
+        assert_eq!(r.body()["code"], "not_found");
+
+        let admin = vars(&[("admin_token", "0123456789abcdef0123456789abcdef")]);
+        let vertex = FakeVertex::new([]);
+        let create = request("POST", "/admin/keys")
+            .header("authorization", "Bearer 0123456789abcdef0123456789abcdef")
+            .body(r#"{"name": "ci"}"#);
+        let r = serve_with(create, &admin, &vertex, None);
+        assert_eq!(r.response.status, 201);
+        assert!(r.body()["key"].as_str().unwrap().starts_with("ion_sk_"));
+        // The token is checked before the body is read.
+        let wrong = request("POST", "/admin/keys")
+            .header("authorization", "Bearer nope")
+            .header("content-type", "text/plain");
+        let r = serve_with(wrong, &admin, &vertex, None);
+        assert_eq!(r.response.status, 401);
+        assert_eq!(r.body()["code"], "invalid_admin_token");
+        assert!(r.lines.is_empty());
+    }
+
+    #[test]
     fn a_whole_chat_is_answered_and_logged_once() {
         let vertex = FakeVertex::new([answer("gemini-3.5-flash-002")]);
         let r = serve_with(chat_request(), &configured(), &vertex, None);
