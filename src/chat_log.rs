@@ -7,13 +7,16 @@
 //! entries (severity, message, and the `chat` fields) and adds request id and trace; under Spin
 //! it is a plain JSON line in the component's log.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::json;
 
-use crate::access::Grant;
+use crate::access::{Caller, Grant};
 use crate::cache::CacheStatus;
 use crate::chat::{self, Chat, StreamEnd};
 use crate::chat_state::TurnState;
+use crate::conversation::ConversationId;
 use crate::error::ApiError;
 use crate::gemini::{Answer, Usage};
 use crate::vertex::CallStats;
@@ -155,9 +158,19 @@ impl ChatRecord {
         }
     }
 
+    /// The conversation the caller named, when the turn could not begin.
+    pub fn note_named_conversation(&mut self, id: &ConversationId) {
+        self.conversation = Some(id.short().to_owned());
+    }
+
+    /// Who called, once identified (before the limits are checked).
+    pub fn note_caller(&mut self, caller: &Caller) {
+        self.caller = Some(caller.label());
+    }
+
     /// Who called, and whether only per-instance limits could be applied.
     pub fn note_grant(&mut self, grant: &Grant) {
-        self.caller = Some(grant.caller.label());
+        self.note_caller(&grant.caller);
         if grant.store_failed {
             self.limits = Some("instance");
         }
@@ -167,6 +180,11 @@ impl ChatRecord {
     pub fn note_charge_failed(&mut self) {
         self.store = Some("unavailable");
         self.limits = Some("instance");
+    }
+
+    /// The time from the request's arrival to its answer's end.
+    pub fn note_total_latency(&mut self, elapsed: Duration) {
+        self.total_latency_ms = chat::millis(elapsed);
     }
 
     fn set_usage(&mut self, usage: Option<Usage>) {

@@ -53,7 +53,7 @@ pub async fn chat<T: Transport>(
         Ok(turn) => turn,
         Err(e) => {
             if let Some(id) = &request.conversation_id {
-                record.conversation = Some(id.short().to_owned());
+                record.note_named_conversation(id);
             }
             return Reply::failed(e, record);
         }

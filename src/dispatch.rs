@@ -9,7 +9,7 @@ use futures::Stream;
 
 use crate::access::admin::AdminCall;
 use crate::access::{self, AccessSettings, Credentials, Grant};
-use crate::chat::{self, EventSink};
+use crate::chat::EventSink;
 use crate::chat_log::ChatRecord;
 use crate::chat_route::{self, ChatInput};
 use crate::chat_state::State;
@@ -238,7 +238,7 @@ fn admit<V: Variables, T, C: Clock>(
         client_addr: client_addr.as_deref(),
     };
     let caller = access::identify(rt.state.kv, settings.mode, &credentials)?;
-    record.caller = Some(caller.label());
+    record.note_caller(&caller);
     access::admit(rt.state.kv, &settings, caller, rt.clock.unix_seconds())
 }
 
@@ -256,7 +256,7 @@ fn write_record<V, T, C: Clock>(
     record: &mut ChatRecord,
     started: Duration,
 ) {
-    record.total_latency_ms = chat::millis(rt.clock.now().saturating_sub(started));
+    record.note_total_latency(rt.clock.now().saturating_sub(started));
     (rt.write_line)(&record.to_line());
 }
 
