@@ -4,14 +4,12 @@
 
 use std::time::Duration;
 
-use crate::chat_log::ChatRecord;
 use crate::chat_state::TurnState;
 use crate::config::{Settings, Variables};
 use crate::error::{ApiError, UpstreamError};
 use crate::gemini::{self, Answer, Chunk, GenerateContentRequest, Usage};
 use crate::persona::{self, Persona, Routing};
 use crate::resonance::{self, Resonance};
-use crate::response::ApiResponse;
 use crate::validation::ChatRequest;
 use crate::vertex::{self, AnswerStream, CallStats, Clock, Transport, TransportError};
 
@@ -62,18 +60,6 @@ impl Chat {
     /// The model that answered, as Vertex AI named it, else the configured one.
     pub fn model<'a>(&'a self, reported: Option<&'a str>) -> &'a str {
         reported.unwrap_or(&self.settings.model)
-    }
-
-    /// A log record for this chat, to be completed with its outcome.
-    pub fn record(&self, route: &'static str) -> ChatRecord {
-        ChatRecord {
-            route,
-            stream: self.request.stream,
-            model: Some(self.settings.model.clone()),
-            persona: Some(self.routing.persona.name()),
-            resonance_key: Some(self.resonance.key()),
-            ..ChatRecord::new(route)
-        }
     }
 }
 
@@ -129,7 +115,7 @@ pub trait StreamFormat {
     /// The last event of a complete answer.
     fn done(&self, chat: &Chat, end: &StreamEnd) -> Vec<u8>;
     /// The last event when the upstream failed after the stream started.
-    fn failed(&self, chat: &Chat, error: &ApiResponse) -> Vec<u8>;
+    fn failed(&self, chat: &Chat, error: &ApiError) -> Vec<u8>;
 }
 
 /// How a relayed stream ended.
@@ -284,7 +270,7 @@ pub async fn close(
         return;
     }
     let last = match &end.error {
-        Some(error) => format.failed(chat, &error.to_response()),
+        Some(error) => format.failed(chat, error),
         None => format.done(chat, end),
     };
     if sink.send(last).await.is_err() {

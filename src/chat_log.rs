@@ -1,15 +1,25 @@
 //! The one structured log line written per chat: what an operator needs for metrics and alerts
 //! (model, persona, tokens, attempts, latencies, outcome), never the message or answer text.
+//! [`ChatRecord`] is its only owner: `/chat`, `/v1/chat/completions` and their streams all note
+//! what happened through its methods, so the routes' lines cannot drift apart.
 //!
 //! It is a JSON object on the component's stdout. ion-host reads such lines as structured
 //! entries (severity, message, and the `chat` fields) and adds request id and trace; under Spin
 //! it is a plain JSON line in the component's log.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::json;
 
-use crate::gemini::Usage;
-use crate::response::ApiResponse;
+use crate::access::{Caller, Grant};
+use crate::cache::CacheStatus;
+use crate::chat::{self, Chat, StreamEnd};
+use crate::chat_state::TurnState;
+use crate::conversation::ConversationId;
+use crate::error::ApiError;
+use crate::gemini::{Answer, Usage};
+use crate::vertex::CallStats;
 
 /// Fields of the per-chat log line (`chat` in the log entry).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,7 +96,98 @@ impl ChatRecord {
         .sum()
     }
 
-    pub fn set_usage(&mut self, usage: Option<Usage>) {
+    /// A prepared chat: whether it streams, the configured model, persona and resonance.
+    pub fn note_chat(&mut self, chat: &Chat) {
+        self.stream = chat.request.stream;
+        self.model = Some(chat.settings.model.clone());
+        self.persona = Some(chat.routing.persona.name());
+        self.resonance_key = Some(chat.resonance.key());
+    }
+
+    /// Attempts and upstream time of a call to Vertex AI.
+    pub fn note_call(&mut self, stats: &CallStats) {
+        self.attempts = stats.attempts;
+        self.upstream_latency_ms = Some(chat::millis(stats.upstream_latency));
+    }
+
+    /// A whole answer (from Vertex AI or the cache).
+    pub fn note_answer(&mut self, answer: &Answer) {
+        self.note_result(
+            Some(&answer.finish_reason),
+            Some(answer.usage),
+            answer.model_version.as_deref(),
+        );
+    }
+
+    /// How a stream ended: its answer so far, and a failure after the 200 or a client gone.
+    pub fn note_stream_end(&mut self, end: &StreamEnd) {
+        self.note_result(
+            end.finish_reason.as_deref(),
+            end.usage,
+            end.model_version.as_deref(),
+        );
+        if let Some(error) = &end.error {
+            self.outcome = error.code().into();
+        } else if end.client_gone {
+            self.outcome = "client_closed".into();
+            self.status = 499;
+        }
+    }
+
+    /// Finish reason and tokens as Vertex AI reported them; the model it named replaces the
+    /// configured one.
+    fn note_result(
+        &mut self,
+        finish_reason: Option<&str>,
+        usage: Option<Usage>,
+        model: Option<&str>,
+    ) {
+        self.finish_reason = finish_reason.map(str::to_owned);
+        self.set_usage(usage);
+        if let Some(model) = model {
+            self.model = Some(model.to_owned());
+        }
+    }
+
+    /// The store's part: the conversation, the cache, and whether the store failed.
+    pub fn note_state(&mut self, state: &TurnState) {
+        self.conversation = state.conversation.as_ref().map(|c| c.short().to_owned());
+        self.cache = state.cache.map(CacheStatus::as_str);
+        if state.store_failed {
+            self.store = Some("unavailable");
+        }
+    }
+
+    /// The conversation the caller named, when the turn could not begin.
+    pub fn note_named_conversation(&mut self, id: &ConversationId) {
+        self.conversation = Some(id.short().to_owned());
+    }
+
+    /// Who called, once identified (before the limits are checked).
+    pub fn note_caller(&mut self, caller: &Caller) {
+        self.caller = Some(caller.label());
+    }
+
+    /// Who called, and whether only per-instance limits could be applied.
+    pub fn note_grant(&mut self, grant: &Grant) {
+        self.note_caller(&grant.caller);
+        if grant.store_failed {
+            self.limits = Some("instance");
+        }
+    }
+
+    /// Charging the caller's tokens failed: the store is down and limits are per instance.
+    pub fn note_charge_failed(&mut self) {
+        self.store = Some("unavailable");
+        self.limits = Some("instance");
+    }
+
+    /// The time from the request's arrival to its answer's end.
+    pub fn note_total_latency(&mut self, elapsed: Duration) {
+        self.total_latency_ms = chat::millis(elapsed);
+    }
+
+    fn set_usage(&mut self, usage: Option<Usage>) {
         if let Some(u) = usage {
             self.prompt_tokens = Some(u.prompt_tokens);
             self.completion_tokens = Some(u.completion_tokens);
@@ -96,10 +197,10 @@ impl ChatRecord {
         }
     }
 
-    /// Takes status and `code` from the error response the client got.
-    pub fn set_failure(&mut self, response: &ApiResponse) {
-        self.status = response.status;
-        self.outcome = error_code(response);
+    /// The error the client was given, as status and `code`.
+    pub fn set_failure(&mut self, error: &ApiError) {
+        self.status = error.status();
+        self.outcome = error.code().into();
     }
 
     /// The line to write: `{"severity", "message": "chat", "chat": {...}}`.
@@ -114,15 +215,9 @@ impl ChatRecord {
     }
 }
 
-/// The stable `code` of an error response; FastAPI-shaped 422s have none of their own.
-pub fn error_code(response: &ApiResponse) -> String {
-    serde_json::from_slice::<serde_json::Value>(&response.body)
-        .ok()
-        .and_then(|b| b["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| match response.status {
-            422 => "validation_error".into(),
-            status => format!("http_{status}"),
-        })
+/// A structured diagnostic line for the runtime's log (stderr), apart from the per-chat lines.
+pub fn diagnostic(severity: &str, message: &str) {
+    eprintln!("{}", json!({ "severity": severity, "message": message }));
 }
 
 #[cfg(test)]
@@ -136,13 +231,17 @@ mod tests {
         let mut record = ChatRecord::new("/chat");
         record.persona = Some("Elro");
         record.attempts = 2;
-        record.set_usage(Some(Usage {
-            prompt_tokens: 1,
-            completion_tokens: 2,
-            thoughts_tokens: 3,
-            total_tokens: 6,
-            cached_tokens: 0,
-        }));
+        record.note_result(
+            Some("STOP"),
+            Some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+                thoughts_tokens: 3,
+                total_tokens: 6,
+                cached_tokens: 0,
+            }),
+            None,
+        );
         let line: Value = serde_json::from_str(&record.to_line()).unwrap();
         assert_eq!(line["severity"], "INFO");
         assert_eq!(line["message"], "chat");
@@ -172,12 +271,42 @@ mod tests {
     #[test]
     fn failures_carry_the_client_facing_code_and_severity() {
         let mut record = ChatRecord::new("/chat");
-        record.set_failure(&ApiError::NotFound { path: "/x".into() }.to_response());
-        assert_eq!(record.outcome, "not_found");
+        record.set_failure(&ApiError::NotFound { path: "/x".into() });
+        assert_eq!((record.outcome.as_str(), record.status), ("not_found", 404));
         let line: Value = serde_json::from_str(&record.to_line()).unwrap();
         assert_eq!(line["severity"], "WARNING");
         let mut record = ChatRecord::new("/chat");
-        record.set_failure(&ApiResponse::json(422, &json!({"detail": []})));
+        let issue = crate::validation::parse_chat_request(b"{}").unwrap_err();
+        record.set_failure(&ApiError::Validation(issue));
         assert_eq!(record.outcome, "validation_error");
+    }
+
+    #[test]
+    fn a_stream_that_fails_after_its_200_keeps_the_status_and_names_the_error() {
+        let mut record = ChatRecord::new("/chat");
+        record.note_stream_end(&StreamEnd {
+            error: Some(ApiError::Upstream(crate::error::UpstreamError::Timeout {
+                after: std::time::Duration::from_secs(1),
+            })),
+            model_version: Some("gemini-x".into()),
+            ..StreamEnd::default()
+        });
+        assert_eq!(
+            (record.outcome.as_str(), record.status),
+            ("upstream_timeout", 200)
+        );
+        assert_eq!(record.model.as_deref(), Some("gemini-x"));
+        let line: Value = serde_json::from_str(&record.to_line()).unwrap();
+        assert_eq!(line["severity"], "ERROR");
+
+        let mut record = ChatRecord::new("/chat");
+        record.note_stream_end(&StreamEnd {
+            client_gone: true,
+            ..StreamEnd::default()
+        });
+        assert_eq!(
+            (record.outcome.as_str(), record.status),
+            ("client_closed", 499)
+        );
     }
 }

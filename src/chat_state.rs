@@ -10,7 +10,6 @@
 
 use crate::cache::{self, CacheStatus, Entry};
 use crate::chat::Chat;
-use crate::chat_log::ChatRecord;
 use crate::conversation::{self, ConversationId, Lookup, NumberedTurn, TurnRecord};
 use crate::error::ApiError;
 use crate::gemini;
@@ -46,15 +45,6 @@ impl TurnState {
     /// The id to tell the caller, once the conversation is known to exist.
     pub fn conversation_id(&self) -> Option<&str> {
         self.conversation.as_ref().map(ConversationId::as_str)
-    }
-
-    /// Notes the store's part in the chat's log line.
-    pub fn note(&self, record: &mut ChatRecord) {
-        record.conversation = self.conversation.as_ref().map(|c| c.short().to_owned());
-        record.cache = self.cache.map(CacheStatus::as_str);
-        if self.store_failed {
-            record.store = Some("unavailable");
-        }
     }
 
     /// Stops using the store for this chat. A named conversation stays named: its caller is

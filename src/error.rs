@@ -131,6 +131,36 @@ impl From<Box<ValidationIssue>> for ApiError {
     }
 }
 
+/// An error as the client is told it: status, code, JSON body and the headers that go with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    /// The body's `code`, or for the two FastAPI shapes that carry none of their own,
+    /// `validation_error` (422) and `redirect` (307).
+    pub code: &'static str,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The code of a FastAPI-shaped 422 (`{"detail": [...]}`), which has none in its body.
+pub const VALIDATION_ERROR: &str = "validation_error";
+/// The code of a trailing-slash 307, which has none in its body.
+const REDIRECT: &str = "redirect";
+
+impl ErrorResponse {
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A JSON response: `content-type`, then this error's own headers.
+    pub fn into_response(self) -> ApiResponse {
+        let mut response = ApiResponse::json(self.status, &self.body);
+        response.headers.extend(self.headers);
+        response
+    }
+}
+
 /// Seconds a client is told to wait after a 429 when Vertex gave no hint.
 const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 /// Longest upstream message passed on to the caller.
@@ -145,10 +175,30 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status the client is given.
+    pub fn status(&self) -> u16 {
+        self.answer().status
+    }
+
+    /// The stable machine-readable code (the body's `code`; see [`ErrorResponse::code`]).
+    pub fn code(&self) -> &'static str {
+        self.answer().code
+    }
+
     /// The HTTP response for this error.
     pub fn to_response(&self) -> ApiResponse {
+        self.answer().into_response()
+    }
+
+    /// This error as the client is told it.
+    pub fn answer(&self) -> ErrorResponse {
         match self {
-            ApiError::Validation(issue) => ApiResponse::json(422, &json!({ "detail": [issue] })),
+            ApiError::Validation(issue) => ErrorResponse {
+                status: 422,
+                code: VALIDATION_ERROR,
+                body: json!({ "detail": [issue] }),
+                headers: Vec::new(),
+            },
             ApiError::PayloadTooLarge { limit } => error_body(
                 413,
                 "payload_too_large",
@@ -188,19 +238,20 @@ impl ApiError {
                 format!("the service is not configured: {}", e.hint()),
                 json!({ "variable": e.variable }),
             ),
-            ApiError::Upstream(e) => e.to_response(),
+            ApiError::Upstream(e) => e.answer(),
             ApiError::UpstreamAfter { error, attempts } => {
-                let mut response = error.to_response();
-                if let Ok(Value::Object(mut body)) = serde_json::from_slice(&response.body) {
+                let mut answer = error.answer();
+                if let Value::Object(body) = &mut answer.body {
                     body.insert("attempts".into(), json!(attempts));
-                    response.body = Value::Object(body).to_string().into_bytes();
                 }
-                response
+                answer
             }
-            ApiError::Redirect { location } => ApiResponse::json(
-                307,
-                &json!({ "detail": format!("this endpoint is {location}"), "location": location }),
-            )
+            ApiError::Redirect { location } => ErrorResponse {
+                status: 307,
+                code: REDIRECT,
+                body: json!({ "detail": format!("this endpoint is {location}"), "location": location }),
+                headers: Vec::new(),
+            }
             .with_header("location", location.clone()),
             ApiError::ModelNotFound { model } => error_body(
                 404,
@@ -327,7 +378,7 @@ impl From<crate::store::StoreError> for ApiError {
 }
 
 impl UpstreamError {
-    fn to_response(&self) -> ApiResponse {
+    fn answer(&self) -> ErrorResponse {
         match self {
             UpstreamError::Status {
                 status,
@@ -456,12 +507,17 @@ fn describe(status: u16, reason: Option<&str>, message: Option<&str>) -> String 
     said
 }
 
-fn error_body(status: u16, code: &str, message: String, extra: Value) -> ApiResponse {
+fn error_body(status: u16, code: &'static str, message: String, extra: Value) -> ErrorResponse {
     let mut body = json!({ "error": message, "status_code": status, "code": code });
     if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
         body.extend(extra);
     }
-    ApiResponse::json(status, &body)
+    ErrorResponse {
+        status,
+        code,
+        body,
+        headers: Vec::new(),
+    }
 }
 
 /// Reads an upstream error status and its google.rpc.Status body.
@@ -565,6 +621,35 @@ mod tests {
             assert_eq!(r.status, status, "upstream {upstream}");
             assert_eq!(body(&r)["code"], code, "upstream {upstream}");
         }
+    }
+
+    #[test]
+    fn an_error_knows_the_code_and_status_its_body_says() {
+        let errors = [
+            ApiError::NotFound { path: "/x".into() },
+            ApiError::MethodNotAllowed { allow: "POST" },
+            ApiError::ConversationNotFound,
+            ApiError::Upstream(UpstreamError::Timeout {
+                after: Duration::from_secs(1),
+            })
+            .with_attempts(3),
+            ApiError::from(upstream_status_error(429, None, b"")),
+        ];
+        for e in errors {
+            let r = e.to_response();
+            assert_eq!(e.status(), r.status);
+            assert_eq!(body(&r)["code"], e.code(), "{e:?}");
+        }
+        let after = ApiError::Upstream(UpstreamError::CredentialsUnavailable).with_attempts(2);
+        assert_eq!(after.code(), "credentials_unavailable");
+        assert_eq!(body(&after.to_response())["attempts"], 2);
+        let issue = crate::validation::parse_chat_request(b"{}").unwrap_err();
+        let validation = ApiError::Validation(issue);
+        assert_eq!(
+            (validation.status(), validation.code()),
+            (422, VALIDATION_ERROR)
+        );
+        assert!(body(&validation.to_response()).get("code").is_none());
     }
 
     #[test]

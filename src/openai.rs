@@ -5,13 +5,13 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::{Reply, StreamSource};
 use crate::chat::{self, Chat, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
 use crate::error::ApiError;
 use crate::gemini::{self, Answer, Usage};
 use crate::persona::Persona;
+use crate::reply::{Reply, StreamSource};
 use crate::response::ApiResponse;
 use crate::sse;
 use crate::validation::{self, ChatRequest, Role, Turn, ValidationIssue};
@@ -67,7 +67,7 @@ pub async fn completions<T: Transport>(
         Ok(chat) => chat,
         Err(e) => return failed(e, record),
     };
-    *record = chat.record("/v1/chat/completions");
+    record.note_chat(&chat);
     let id = format!(
         "chatcmpl-{:016x}{:016x}",
         (clock.random() * u64::MAX as f64) as u64,
@@ -77,7 +77,7 @@ pub async fn completions<T: Transport>(
 
     if completion.chat.stream {
         let (opened, stats) = chat::open(&chat, transport, clock).await;
-        crate::api::note_call(record, &stats);
+        record.note_call(&stats);
         return match opened {
             Ok(opened) => Reply::stream(
                 chat,
@@ -97,11 +97,10 @@ pub async fn completions<T: Transport>(
     }
 
     let (answer, stats) = chat::answer(&chat, transport, clock).await;
-    crate::api::note_call(record, &stats);
+    record.note_call(&stats);
     match answer {
         Ok(answer) => {
-            record.finish_reason = Some(answer.finish_reason.clone());
-            record.set_usage(Some(answer.usage));
+            record.note_answer(&answer);
             Reply::Whole(ApiResponse::json(
                 200,
                 &completion_body(
@@ -227,52 +226,54 @@ impl StreamFormat for CompletionChunks {
         bytes
     }
 
-    fn failed(&self, _chat: &Chat, error: &ApiResponse) -> Vec<u8> {
+    fn failed(&self, _chat: &Chat, error: &ApiError) -> Vec<u8> {
         sse::data(&openai_error(error).to_string())
     }
 }
 
-/// A failure in OpenAI's error shape, noted in the log record. The runtime adapter uses it too,
-/// for a body it could not read (wrong Content-Type, too large), so `/v1` never answers in
-/// `/chat`'s shape.
+/// A failure in OpenAI's error shape, noted in the log record.
 pub fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
-    let response = error.to_response();
-    record.set_failure(&response);
-    let mut converted = ApiResponse::json(response.status, &openai_error(&response));
-    converted.headers.extend(
-        response
-            .headers
-            .into_iter()
-            .filter(|(name, _)| *name != "content-type"),
-    );
-    Reply::Whole(converted)
+    record.set_failure(&error);
+    Reply::Whole(error_response(&error))
 }
 
-/// `{"error": {"message", "type", "param", "code"}}` from one of this service's error
-/// responses (a FastAPI-shaped 422 included).
-fn openai_error(response: &ApiResponse) -> Value {
-    let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    let (message, code, param) = match body.get("detail").and_then(|d| d.get(0)) {
-        Some(issue) => {
-            let param = issue["loc"]
-                .as_array()
-                .map(|loc| {
-                    loc.iter()
-                        .skip(1)
-                        .map(|p| match p {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(".")
+/// An error in OpenAI's shape, with `/chat`'s status and headers. The dispatcher uses it too,
+/// for a body it could not read and a caller it refused, so `/v1` never answers in `/chat`'s
+/// shape.
+pub fn error_response(error: &ApiError) -> ApiResponse {
+    let answer = error.answer();
+    let mut response = ApiResponse::json(answer.status, &openai_error(error));
+    response.headers.extend(answer.headers);
+    response
+}
+
+/// `{"error": {"message", "type", "param", "code"}}` for one of this service's errors (a
+/// FastAPI-shaped 422 included: its first issue).
+fn openai_error(error: &ApiError) -> Value {
+    let answer = error.answer();
+    let (message, code, param) = match error {
+        ApiError::Validation(issue) => {
+            let param = issue
+                .loc
+                .iter()
+                .skip(1)
+                .map(|p| match p {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
                 })
-                .filter(|p| !p.is_empty());
-            (issue["msg"].clone(), issue["type"].clone(), json!(param))
+                .collect::<Vec<_>>()
+                .join(".");
+            let param = (!param.is_empty()).then_some(param);
+            (json!(issue.msg), json!(issue.kind), json!(param))
         }
-        None => (body["error"].clone(), body["code"].clone(), Value::Null),
+        _ => (
+            answer.body["error"].clone(),
+            answer.body["code"].clone(),
+            Value::Null,
+        ),
     };
     // OpenAI's own shapes for a bad key and a spent quota.
-    let kind = match (response.status, code.as_str()) {
+    let kind = match (answer.status, code.as_str()) {
         (_, Some("invalid_api_key")) => "invalid_request_error",
         (_, Some("budget_exceeded")) => "insufficient_quota",
         (401 | 403, _) => "authentication_error",
@@ -682,7 +683,7 @@ mod tests {
                    "messages": [{"role": "user", "content": "hi"}]}),
             &vertex,
         );
-        let (sent, _) = crate::api::tests::relay_to_end(reply, &clock);
+        let (sent, _) = crate::reply::tests::relay_to_end(reply, &clock);
         let sent = sent.concat();
         let events: Vec<&str> = sent.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 6, "{events:?}");

@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use crate::access::admin::{self, AdminCall};
 use crate::access::{AccessSettings, Credentials};
-use crate::api::ROUTES;
-use crate::api::Route;
 use crate::config::ConfigError;
 use crate::config::tests::Fixed;
 use crate::error::{ApiError, UpstreamError};
 use crate::response::ApiResponse;
+use crate::routes::ROUTES;
+use crate::routes::Route;
 use crate::store::tests::MemoryStore;
 use crate::validation::ValidationIssue;
 
@@ -244,7 +244,7 @@ fn every_route_and_method_is_documented() {
         let item = paths
             .get(template)
             .unwrap_or_else(|| panic!("{template} is not in openapi.json"));
-        let Ok(Route::Options { allow }) = crate::api::route("OPTIONS", &sample) else {
+        let Ok(Route::Options { allow }) = crate::routes::route("OPTIONS", &sample) else {
             panic!("OPTIONS {sample} is not routed");
         };
         let served: BTreeSet<String> = allow
@@ -258,7 +258,7 @@ fn every_route_and_method_is_documented() {
             .and_then(|(_, rest)| rest.strip_suffix('}'))
             .unwrap();
         for method in &served {
-            let routed = crate::api::route(method, &sample);
+            let routed = crate::routes::route(method, &sample);
             assert!(
                 matches!(routed, Ok(r) if (r == Route::Options { allow }) == (method == "OPTIONS")),
                 "{method} {sample}: {routed:?}"
@@ -271,14 +271,14 @@ fn every_route_and_method_is_documented() {
                 .unwrap_or_else(|| panic!("{method} {template} names no example {parameter}"));
             let concrete = template.replace(&format!("{{{parameter}}}"), example);
             assert!(
-                crate::api::route(method, &concrete).is_ok(),
+                crate::routes::route(method, &concrete).is_ok(),
                 "{method} {concrete}"
             );
         }
         for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
             if !served.contains(method) {
                 assert_eq!(
-                    crate::api::route(method, &sample),
+                    crate::routes::route(method, &sample),
                     Err(ApiError::MethodNotAllowed { allow }),
                     "{method} {sample}"
                 );
@@ -411,7 +411,7 @@ fn every_error_code_and_its_status_is_documented() {
     ];
     for error in samples() {
         // The OpenAI shape of every error has a documented `type`.
-        let crate::api::Reply::<()>::Whole(openai) =
+        let crate::reply::Reply::<()>::Whole(openai) =
             crate::openai::failed(error.clone(), &mut crate::chat_log::ChatRecord::new("/v1"))
         else {
             unreachable!("a failure is a whole response")
@@ -666,7 +666,7 @@ fn the_access_bodies_have_the_documented_fields() {
         .unwrap();
     body_of("DELETE /admin/keys/{key_id}", &revoked, &spec);
 
-    let index = crate::api::index();
+    let index = crate::info::index();
     let index = body_of("GET /", &index, &spec);
     assert_fields(&spec, &schema("ServiceInfo"), &index, "GET /");
 }

@@ -1,7 +1,7 @@
-//! The thin runtime adapter: `wasi:http` incoming requests in, responses (whole or streamed)
-//! out, Spin variables for configuration, `wasi:http` outbound requests and WASI clocks for
-//! Vertex AI. Only compiled for `wasm32`; everything it calls is plain Rust that unit-tests
-//! natively.
+//! The thin runtime adapter: a `wasi:http` incoming request becomes a [`dispatch`] request and
+//! its answer a `wasi:http` response (whole, or a head and then streamed events); Spin
+//! variables give the configuration, `wasi:http` outbound requests and WASI clocks reach
+//! Vertex AI. Only compiled for `wasm32`; what it calls is plain Rust that unit-tests natively.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,286 +15,89 @@ use spin_sdk::http::{
 };
 use wasi::clocks::monotonic_clock;
 
-use crate::access::admin::AdminCall;
-use crate::access::{self, AccessSettings, Credentials, Grant};
-use crate::api::{self, ChatInput, MAX_BODY_BYTES, Reply, Route};
-use crate::chat::{self, ClientGone, EventSink};
-use crate::chat_log::ChatRecord;
+use crate::chat::{ClientGone, EventSink};
+use crate::chat_log::diagnostic;
 use crate::chat_state::State;
 use crate::config::Variables;
-use crate::cors::CorsPolicy;
-use crate::error::ApiError;
-use crate::openai;
+use crate::dispatch::{self, Incoming, Respond, Runtime};
 use crate::response::ApiResponse;
 use crate::spin_store::{self, SpinStore};
-use crate::sse;
-use crate::ui;
 use crate::vertex::{Clock, Reply as VertexReply, Transport, TransportError, VertexCall};
 
 #[spin_sdk::http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    let started = WasiClock.now();
-    let method = request.method().to_string();
-    let path = request.path_with_query().unwrap_or_else(|| "/".into());
-    let origin = header(&request, "origin");
-    let cors = CorsPolicy::load(&SpinVariables);
-
-    let response = match api::route(&method, &path) {
-        Ok(Route::Index) => ui::index(header(&request, "accept").as_deref(), api::index),
-        Ok(Route::Ui(asset)) => ui::asset(asset),
-        Ok(Route::Health) => api::health(),
-        Ok(Route::Docs) => api::docs(),
-        Ok(Route::OpenApi) => api::openapi(),
-        Ok(Route::Models) => openai::models(&SpinVariables),
-        Ok(Route::Options { allow }) => cors.preflight(
-            origin.as_deref(),
-            header(&request, "access-control-request-method").as_deref(),
-            header(&request, "access-control-request-headers").as_deref(),
-            allow,
-        ),
-        Ok(Route::Conversation) => {
-            let store = SpinStore::default();
-            api::conversation(&method, &path, &SpinVariables, &state(&store), &WasiClock)
-        }
-        Ok(Route::Usage) => {
-            let store = SpinStore::default();
-            let authorization = header_bytes(&request, "authorization");
-            let client_addr = header(&request, "spin-client-addr");
-            let credentials = Credentials {
-                authorization: authorization.as_deref(),
-                client_addr: client_addr.as_deref(),
-            };
-            AccessSettings::load(&SpinVariables)
-                .map_err(ApiError::from)
-                .and_then(|settings| {
-                    access::admin::usage(&credentials, &settings, &store, WasiClock.unix_seconds())
-                })
-                .unwrap_or_else(|e| e.to_response())
-        }
-        Ok(Route::AdminKeys) => admin_keys(request, &method, &path)
-            .await
-            .unwrap_or_else(|e| e.to_response()),
-        Ok(route @ (Route::Chat | Route::ChatCompletions)) => {
-            let name = if route == Route::Chat {
-                "/chat"
-            } else {
-                "/v1/chat/completions"
-            };
-            let mut record = ChatRecord::new(name);
-            let store = SpinStore::default();
-            let state = state(&store);
-            let grant = match admit(&request, &store, &mut record) {
-                Ok(grant) => grant,
-                Err(e) => {
-                    let reply = if route == Route::ChatCompletions {
-                        openai::failed(e, &mut record)
-                    } else {
-                        Reply::<UpstreamBody>::failed(e, &mut record)
-                    };
-                    let Reply::Whole(response) = reply else {
-                        unreachable!("a failure is a whole response")
-                    };
-                    finish(&mut record, started);
-                    send_whole(out, cors.apply(origin.as_deref(), response)).await;
-                    return;
-                }
-            };
-            let reply = chat_route(route, request, &state, &mut record).await;
-            record.caller = Some(grant.caller.label());
-            if grant.store_failed {
-                record.limits = Some("instance");
-            }
-            let limit_headers = access::grant_headers(&grant);
-            let mut response = match reply {
-                Reply::Whole(response) => response,
-                Reply::Stream(reply) => {
-                    let mut head = stream_head();
-                    head.headers.extend(limit_headers);
-                    let head = cors.apply(origin.as_deref(), head);
-                    let mut sink = OutgoingSink::start(out, &head);
-                    api::send_stream(*reply, &WasiClock, &state, &mut sink, &mut record).await;
-                    charge(&store, &grant, &mut record);
-                    finish(&mut record, started);
-                    return;
-                }
-            };
-            charge(&store, &grant, &mut record);
-            finish(&mut record, started);
-            response.headers.extend(limit_headers);
-            response
-        }
-        Err(e) => e.to_response(),
-    };
-    send_whole(out, cors.apply(origin.as_deref(), response)).await;
-}
-
-/// Identifies the caller of a chat route and counts the request against its limits.
-fn admit(
-    request: &IncomingRequest,
-    store: &SpinStore,
-    record: &mut ChatRecord,
-) -> Result<Grant, ApiError> {
-    let settings = AccessSettings::load(&SpinVariables)?;
-    let authorization = header_bytes(request, "authorization");
-    let client_addr = header(request, "spin-client-addr");
-    let credentials = Credentials {
-        authorization: authorization.as_deref(),
-        client_addr: client_addr.as_deref(),
-    };
-    let caller = access::identify(store, settings.mode, &credentials)?;
-    record.caller = Some(caller.label());
-    access::admit(store, &settings, caller, WasiClock.unix_seconds())
-}
-
-/// Adds a finished chat's tokens to its caller's day; a store failure is noted in the log line.
-fn charge(store: &SpinStore, grant: &Grant, record: &mut ChatRecord) {
-    let tokens = record.billed_tokens();
-    if access::charge(store, grant, tokens, WasiClock.unix_seconds()).is_err() {
-        record.store = Some("unavailable");
-        record.limits = Some("instance");
-    }
-}
-
-/// `/admin/keys` and `/admin/keys/{id}`.
-async fn admin_keys(
-    request: IncomingRequest,
-    method: &str,
-    path: &str,
-) -> Result<crate::response::ApiResponse, ApiError> {
-    let settings = AccessSettings::load(&SpinVariables)?;
-    let authorization = header_bytes(&request, "authorization");
-    let path = path.split('?').next().unwrap_or_default();
-    access::admin::authorize(&settings, authorization.as_deref(), path)?;
-    let body = if method == "POST" {
-        read_request_body(request).await?
-    } else {
-        Vec::new()
-    };
     let store = SpinStore::default();
-    let call = AdminCall {
-        method,
-        path,
-        authorization: authorization.as_deref(),
-        body: &body,
+    let runtime = Runtime {
+        vars: &SpinVariables,
+        transport: &WasiHttpTransport,
+        clock: &WasiClock,
+        state: State {
+            kv: &store,
+            random_id: &spin_store::random_id,
+        },
+        write_line: &|line| println!("{line}"),
     };
-    access::admin::keys_api(
-        &call,
-        &settings,
-        &store,
-        &spin_store::random_id,
-        WasiClock.unix_seconds(),
-    )
+    let request = SpinRequest {
+        method: request.method().to_string(),
+        path: request.path_with_query().unwrap_or_else(|| "/".into()),
+        request,
+    };
+    dispatch::serve(&runtime, request, SpinResponse(out)).await;
 }
 
-/// Reads and answers a chat route's body.
-async fn chat_route(
-    route: Route,
+/// An incoming `wasi:http` request, as [`dispatch`] reads it.
+struct SpinRequest {
+    method: String,
+    path: String,
     request: IncomingRequest,
-    state: &State<'_>,
-    record: &mut ChatRecord,
-) -> Reply<UpstreamBody> {
-    let wants_events = api::accepts_event_stream(header(&request, "accept").as_deref());
-    let no_cache = api::asks_no_cache(header(&request, "cache-control").as_deref());
-    let body = match read_request_body(request).await {
-        Ok(body) => body,
-        Err(e) if route == Route::ChatCompletions => return openai::failed(e, record),
-        Err(e) => return Reply::failed(e, record),
-    };
-    match route {
-        Route::ChatCompletions => {
-            openai::completions(
-                &body,
-                &SpinVariables,
-                &WasiHttpTransport,
-                &WasiClock,
-                record,
-            )
-            .await
+}
+
+impl Incoming for SpinRequest {
+    type Body = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>>>>;
+
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    fn path_and_query(&self) -> &str {
+        &self.path
+    }
+
+    fn header_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.request.headers().get(name).into_iter().next()
+    }
+
+    fn into_body(self) -> Self::Body {
+        Box::pin(
+            self.request
+                .into_body_stream()
+                .map(|chunk| chunk.map_err(|e| format!("{e:?}"))),
+        )
+    }
+}
+
+/// The response outparam: a whole response, or a streamed one's head and then its body.
+struct SpinResponse(ResponseOutparam);
+
+impl Respond for SpinResponse {
+    type Sink = OutgoingSink;
+
+    async fn whole(self, response: ApiResponse) {
+        let outgoing = OutgoingResponse::new(fields(&response, true));
+        let _ = outgoing.set_status_code(response.status);
+        // A client that has gone away cannot be told anything more.
+        let _ = self.0.set_with_body(outgoing, response.body).await;
+    }
+
+    fn stream(self, head: &ApiResponse) -> OutgoingSink {
+        let outgoing = OutgoingResponse::new(fields(head, false));
+        let _ = outgoing.set_status_code(head.status);
+        let body = outgoing.take_body();
+        self.0.set(outgoing);
+        OutgoingSink {
+            body: Box::pin(body),
         }
-        _ => {
-            let input = ChatInput {
-                body: &body,
-                wants_events,
-                no_cache,
-            };
-            api::chat(
-                input,
-                &SpinVariables,
-                &WasiHttpTransport,
-                &WasiClock,
-                state,
-                record,
-            )
-            .await
-        }
     }
-}
-
-/// The state layer on the runtime's key-value store.
-fn state(store: &SpinStore) -> State<'_> {
-    State {
-        kv: store,
-        random_id: &spin_store::random_id,
-    }
-}
-
-/// Writes the per-chat log line (stdout; ion-host reads it as a structured entry).
-fn finish(record: &mut ChatRecord, started: Duration) {
-    record.total_latency_ms = chat::millis(WasiClock.now().saturating_sub(started));
-    println!("{}", record.to_line());
-}
-
-async fn read_request_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
-    api::check_content_type(header(&request, "content-type").as_deref())?;
-    // Refuse an announced oversized body before reading any of it.
-    if let Some(length) = header(&request, "content-length").and_then(|v| v.parse::<usize>().ok())
-        && length > MAX_BODY_BYTES
-    {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
-    }
-    let mut stream = request.into_body_stream();
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            log(
-                "WARNING",
-                &format!("reading the request body failed: {e:?}"),
-            );
-            ApiError::BodyUnreadable {
-                detail: format!("{e:?}"),
-            }
-        })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A header's raw bytes (present but not UTF-8 is not the same as absent).
-fn header_bytes(request: &IncomingRequest, name: &str) -> Option<Vec<u8>> {
-    request.headers().get(name).into_iter().next()
-}
-
-fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get(name)
-        .into_iter()
-        .next()
-        .and_then(|v| String::from_utf8(v).ok())
-}
-
-fn stream_head() -> ApiResponse {
-    let mut head = ApiResponse::with_body(200, sse::HEADERS[0].1, Vec::new());
-    head.headers
-        .extend(sse::HEADERS[1..].iter().map(|(n, v)| (*n, (*v).to_owned())));
-    head
 }
 
 fn fields(response: &ApiResponse, with_length: bool) -> Fields {
@@ -313,47 +116,16 @@ fn fields(response: &ApiResponse, with_length: bool) -> Fields {
     Fields::from_list(&list).unwrap_or_else(|_| Fields::new())
 }
 
-async fn send_whole(out: ResponseOutparam, response: ApiResponse) {
-    let outgoing = OutgoingResponse::new(fields(&response, true));
-    let _ = outgoing.set_status_code(response.status);
-    // A client that has gone away cannot be told anything more.
-    let _ = out.set_with_body(outgoing, response.body).await;
-}
-
 /// The body of a streamed response, opened by sending its head.
-struct OutgoingSink<S> {
-    body: S,
+struct OutgoingSink {
+    body: Pin<Box<dyn futures::Sink<Vec<u8>, Error = wasi::io::streams::StreamError>>>,
 }
 
-impl OutgoingSink<()> {
-    fn start(
-        out: ResponseOutparam,
-        head: &ApiResponse,
-    ) -> OutgoingSink<impl futures::Sink<Vec<u8>, Error = wasi::io::streams::StreamError>> {
-        let outgoing = OutgoingResponse::new(fields(head, false));
-        let _ = outgoing.set_status_code(head.status);
-        let body = outgoing.take_body();
-        out.set(outgoing);
-        OutgoingSink { body }
-    }
-}
-
-impl<S> EventSink for OutgoingSink<S>
-where
-    S: futures::Sink<Vec<u8>> + Unpin,
-{
+impl EventSink for OutgoingSink {
     async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ClientGone> {
         // `send` flushes, so each event leaves as it is written.
         self.body.send(bytes).await.map_err(|_| ClientGone)
     }
-}
-
-/// A structured diagnostic line for the runtime's log.
-fn log(severity: &str, message: &str) {
-    eprintln!(
-        "{}",
-        serde_json::json!({ "severity": severity, "message": message })
-    );
 }
 
 /// Spin application variables (`fermyon:spin/variables`).
@@ -444,7 +216,7 @@ impl Transport for WasiHttpTransport {
 }
 
 fn failed(what: &'static str, detail: String) -> TransportError {
-    log("WARNING", &format!("Vertex AI call failed: {detail}"));
+    diagnostic("WARNING", &format!("Vertex AI call failed: {detail}"));
     TransportError::Failed { what, detail }
 }
 

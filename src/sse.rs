@@ -1,8 +1,8 @@
-//! Server-Sent Events as `/chat` sends them: `meta`, then `delta`s, then `done` (or `error`).
+//! Server-Sent Events framing: the response head and the two event forms the chat streams use
+//! (named events for `/chat`, `data:`-only ones for `/v1`).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::chat::{Chat, StreamEnd, StreamFormat};
 use crate::response::ApiResponse;
 
 /// Headers of every event-stream response.
@@ -12,6 +12,14 @@ pub const HEADERS: [(&str, &str); 3] = [
     // Proxies that buffer (nginx and the like) would hold the deltas back.
     ("x-accel-buffering", "no"),
 ];
+
+/// The head of an event-stream response: a 200 with [`HEADERS`], its body to follow.
+pub fn head() -> ApiResponse {
+    let mut head = ApiResponse::with_body(200, HEADERS[0].1, Vec::new());
+    head.headers
+        .extend(HEADERS[1..].iter().map(|(n, v)| (*n, (*v).to_owned())));
+    head
+}
 
 /// One event: `event: NAME` and a single `data:` line (compact JSON has no raw newlines).
 pub fn event(name: &str, data: &Value) -> Vec<u8> {
@@ -23,53 +31,10 @@ pub fn data(data: &str) -> Vec<u8> {
     format!("data: {data}\n\n").into_bytes()
 }
 
-/// The `/chat` event stream.
-pub struct ChatEvents;
-
-impl StreamFormat for ChatEvents {
-    fn opening(&self, chat: &Chat) -> Vec<u8> {
-        event(
-            "meta",
-            &json!({
-                "persona_used": chat.persona().name(),
-                "resonance_key": chat.resonance.key(),
-                "confidence": chat.routing.confidence,
-                "conversation_id": chat.state.conversation_id(),
-                "metadata": crate::api::analysis_metadata(chat),
-            }),
-        )
-    }
-
-    fn delta(&self, _chat: &Chat, text: &str) -> Vec<u8> {
-        event("delta", &json!({ "text": text }))
-    }
-
-    fn done(&self, chat: &Chat, end: &StreamEnd) -> Vec<u8> {
-        event(
-            "done",
-            &json!({
-                "finish_reason": end.finish_reason,
-                "truncated": end.truncated(),
-                "usage": end.usage.unwrap_or_default(),
-                "conversation_id": chat.state.conversation_id(),
-                "metadata": {
-                    "attempts": end.attempts,
-                    "model": chat.model(end.model_version.as_deref()),
-                    "cache": crate::api::cache_status(chat),
-                },
-            }),
-        )
-    }
-
-    fn failed(&self, _chat: &Chat, error: &ApiResponse) -> Vec<u8> {
-        let body: Value = serde_json::from_slice(&error.body).unwrap_or(Value::Null);
-        event("error", &body)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn events_are_one_data_line_each() {

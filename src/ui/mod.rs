@@ -48,7 +48,7 @@ pub enum Asset {
 impl Asset {
     pub const ALL: [Asset; 4] = [Asset::Script, Asset::Markdown, Asset::Style, Asset::Icon];
 
-    /// Where the page links it (and `api::route` serves it).
+    /// Where the page links it (and `routes::route` serves it).
     pub fn path(self) -> &'static str {
         match self {
             Asset::Script => "/ui/app.js",
@@ -209,19 +209,19 @@ mod tests {
     fn the_router_serves_every_file_where_the_page_links_it() {
         for asset in Asset::ALL {
             assert_eq!(
-                crate::api::route("GET", asset.path()),
-                Ok(crate::api::Route::Ui(asset))
+                crate::routes::route("GET", asset.path()),
+                Ok(crate::routes::Route::Ui(asset))
             );
         }
         assert_eq!(
-            crate::api::route("POST", "/ui/app.js"),
+            crate::routes::route("POST", "/ui/app.js"),
             Err(crate::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" })
         );
-        assert!(crate::api::route("GET", "/ui/").is_err());
-        assert!(crate::api::route("GET", "/ui/app.js/").is_err());
+        assert!(crate::routes::route("GET", "/ui/").is_err());
+        assert!(crate::routes::route("GET", "/ui/app.js/").is_err());
         assert_eq!(
-            crate::api::route("GET", "/ui/app.css?v=2"),
-            Ok(crate::api::Route::Ui(Asset::Style))
+            crate::routes::route("GET", "/ui/app.css?v=2"),
+            Ok(crate::routes::Route::Ui(Asset::Style))
         );
     }
 

@@ -1,277 +1,27 @@
-//! Routes and handlers: plain functions from request parts to [`ApiResponse`]s, and the
-//! `/chat` flow, generic over the runtime's [`Transport`] and [`Clock`].
+//! `POST /chat`, this service's own chat protocol: the request as the runtime received it, the
+//! JSON answer, and the event stream (`meta`, then `delta`s, then `done` or `error`). Continues
+//! or starts a server-side conversation and answers a repeated first question from the cache
+//! (see [`chat_state`]).
 
 use serde_json::{Value, json};
 
 use crate::cache::CacheStatus;
-use crate::chat::{self, Chat, EventSink, OpenStream, StreamEnd, StreamFormat};
+use crate::chat::{self, Chat, StreamEnd, StreamFormat};
 use crate::chat_log::ChatRecord;
 use crate::chat_state::{self, State};
 use crate::config::Variables;
-use crate::conversation::{self, ConversationId, Lookup};
 use crate::error::ApiError;
 use crate::gemini::{self, Answer, Usage};
-use crate::persona;
+use crate::reply::{Reply, StreamSource};
 use crate::response::ApiResponse;
-use crate::sse::ChatEvents;
+use crate::sse;
 use crate::store::StateSettings;
-use crate::ui;
 use crate::validation;
-use crate::vertex::{CallStats, Clock, Transport, TransportError};
-
-pub const SERVICE_NAME: &str = "Ion Mentoring API";
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Largest `/chat` body accepted, in bytes: a full history (24,000 characters, up to 4 bytes
-/// each as UTF-8) and a 1000-character message fit; more only invites abuse.
-pub const MAX_BODY_BYTES: usize = 128 * 1024;
-
-const OPENAPI: &str = include_str!("openapi.json");
-const DOCS_HTML: &str = include_str!("docs.html");
-/// `/docs` may run only its own inline style and script (named by their sha256) and fetch only
-/// from this origin. Editing either block of docs.html changes its hash: the contract test
-/// (tests/python/contract_check.py) checks these and prints the right ones.
-pub const DOCS_CSP: &str = "default-src 'none'; connect-src 'self'; style-src 'sha256-wWNdOBqCBjcAJo1qEvHqWzCVjWM1zGKf5oEfocuW/Cw='; script-src 'sha256-4adQiC7SW0TaBMcT+dxrQ+QLbSL/Op6lzE1fieeOIeI='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-/// The endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Index,
-    Health,
-    Chat,
-    Docs,
-    OpenApi,
-    ChatCompletions,
-    Models,
-    /// `OPTIONS` on an endpoint whose methods are these.
-    Options {
-        allow: &'static str,
-    },
-    /// A file of the chat page.
-    Ui(ui::Asset),
-    /// `/conversations/{id}` (the handler reads the id from the path).
-    Conversation,
-    /// `/admin/keys` and `/admin/keys/{id}`: the admin API.
-    AdminKeys,
-    /// `GET /usage`: the caller's own limits and use today.
-    Usage,
-}
-
-/// Methods of `/conversations/{id}`.
-const CONVERSATION_METHODS: &str = "GET, HEAD, DELETE";
-const CONVERSATIONS_PREFIX: &str = "/conversations/";
-/// Methods of `/admin/keys/{id}`.
-const KEY_METHODS: &str = "GET, DELETE";
-
-/// Every path and the methods it takes.
-pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
-    ("/", Route::Index, "GET, HEAD"),
-    ("/health", Route::Health, "GET, HEAD"),
-    ("/docs", Route::Docs, "GET, HEAD"),
-    ("/openapi.json", Route::OpenApi, "GET, HEAD"),
-    ("/chat", Route::Chat, "POST"),
-    ("/v1/chat/completions", Route::ChatCompletions, "POST"),
-    ("/v1/models", Route::Models, "GET, HEAD"),
-    ("/usage", Route::Usage, "GET, HEAD"),
-    (
-        crate::access::admin::KEYS_PATH,
-        Route::AdminKeys,
-        "GET, POST",
-    ),
-];
-
-/// Resolves a method and path (query string allowed) to a route, or a 404/405, or (as
-/// FastAPI does) a 307 from a trailing-slash path to the route without it.
-pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_and_query, None),
-    };
-    // The chat page's files are not part of the API (nor of openapi.json).
-    if let Some(asset) = ui::Asset::from_path(path) {
-        return match method {
-            "GET" | "HEAD" => Ok(Route::Ui(asset)),
-            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
-        };
-    }
-    if let Some(id) = path.strip_prefix(CONVERSATIONS_PREFIX)
-        && !id.is_empty()
-        && !id.contains('/')
-    {
-        return match method {
-            "OPTIONS" => Ok(Route::Options {
-                allow: CONVERSATION_METHODS,
-            }),
-            "GET" | "HEAD" | "DELETE" => Ok(Route::Conversation),
-            _ => Err(ApiError::MethodNotAllowed {
-                allow: CONVERSATION_METHODS,
-            }),
-        };
-    }
-    if let Some(id) = path.strip_prefix(crate::access::admin::KEY_PATH_PREFIX)
-        && !id.is_empty()
-        && !id.contains('/')
-    {
-        return match method {
-            "OPTIONS" => Ok(Route::Options { allow: KEY_METHODS }),
-            "GET" | "DELETE" => Ok(Route::AdminKeys),
-            _ => Err(ApiError::MethodNotAllowed { allow: KEY_METHODS }),
-        };
-    }
-    let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
-        let trimmed = path.trim_end_matches('/');
-        if trimmed.len() + 1 == path.len() && ROUTES.iter().any(|(p, _, _)| *p == trimmed) {
-            let location = match query {
-                Some(q) => format!("{trimmed}?{q}"),
-                None => trimmed.to_owned(),
-            };
-            return Err(ApiError::Redirect { location });
-        }
-        return Err(ApiError::NotFound {
-            path: printable(path),
-        });
-    };
-    if method == "OPTIONS" {
-        return Ok(Route::Options { allow });
-    }
-    if allow.split(", ").any(|m| m == method) {
-        Ok(route)
-    } else {
-        Err(ApiError::MethodNotAllowed { allow })
-    }
-}
-
-/// `GET /`
-pub fn index() -> ApiResponse {
-    ApiResponse::json(
-        200,
-        &json!({
-            "service": SERVICE_NAME,
-            "version": VERSION,
-            "status": "running",
-            "docs": "/docs",
-            "openapi": "/openapi.json",
-            "health": "/health",
-            "chat": "/chat",
-            "openai": "/v1/chat/completions",
-            "usage": "/usage",
-            "personas": persona::Persona::ALL
-                .map(|p| json!({ "name": p.name(), "character": p.character() })),
-        }),
-    )
-}
-
-/// `GET /health`: liveness only, no upstream call.
-pub fn health() -> ApiResponse {
-    ApiResponse::json(
-        200,
-        &json!({ "status": "healthy", "version": VERSION, "pipeline_ready": true }),
-    )
-}
-
-/// `GET /openapi.json`
-pub fn openapi() -> ApiResponse {
-    ApiResponse::with_body(200, "application/json", OPENAPI)
-}
-
-/// `GET /docs`
-pub fn docs() -> ApiResponse {
-    ApiResponse::with_body(200, "text/html; charset=utf-8", DOCS_HTML)
-        .with_header("content-security-policy", DOCS_CSP)
-}
-
-/// `/chat` takes JSON; a missing Content-Type is read as JSON, as the original service did.
-pub fn check_content_type(content_type: Option<&str>) -> Result<(), ApiError> {
-    let Some(value) = content_type else {
-        return Ok(());
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType {
-            content_type: printable(value),
-        })
-    }
-}
-
-/// Whether an `Accept` header asks for Server-Sent Events (and not also for JSON).
-pub fn accepts_event_stream(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else {
-        return false;
-    };
-    let lists = |wanted: &str| {
-        accept.split(',').any(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case(wanted)
-        })
-    };
-    lists("text/event-stream") && !lists("application/json")
-}
-
-/// Whether a `Cache-Control` request header says `no-cache` (the response cache is skipped).
-pub fn asks_no_cache(cache_control: Option<&str>) -> bool {
-    cache_control.is_some_and(|value| {
-        value
-            .split(',')
-            .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-    })
-}
-
-/// What a chat route answers: a whole response, or a stream to send after a 200 head.
-pub enum Reply<B> {
-    Whole(ApiResponse),
-    Stream(Box<StreamReply<B>>),
-}
-
-/// A streamed answer whose first event can be sent.
-pub struct StreamReply<B> {
-    pub chat: Chat,
-    pub source: StreamSource<B>,
-    pub format: Box<dyn StreamFormat>,
-}
-
-/// Where a streamed answer's text comes from.
-pub enum StreamSource<B> {
-    /// Vertex AI, already answering.
-    Upstream {
-        opened: Box<OpenStream<B>>,
-        stats: CallStats,
-    },
-    /// The response cache.
-    Cached { answer: String, model: String },
-}
-
-impl<B> Reply<B> {
-    /// The reply for a failure, noted in the chat's log record.
-    pub fn failed(error: ApiError, record: &mut ChatRecord) -> Self {
-        let response = error.to_response();
-        record.set_failure(&response);
-        Reply::Whole(response)
-    }
-
-    pub fn stream(chat: Chat, source: StreamSource<B>, format: Box<dyn StreamFormat>) -> Self {
-        Reply::Stream(Box::new(StreamReply {
-            chat,
-            source,
-            format,
-        }))
-    }
-}
+use crate::vertex::{CallStats, Clock, Transport};
 
 /// A `/chat` request as the runtime received it.
 pub struct ChatInput<'a> {
-    /// The body, already read (at most [`MAX_BODY_BYTES`]).
+    /// The body, already read (at most [`crate::request::MAX_BODY_BYTES`]).
     pub body: &'a [u8],
     /// The caller accepts only `text/event-stream`.
     pub wants_events: bool,
@@ -280,8 +30,7 @@ pub struct ChatInput<'a> {
 }
 
 /// `POST /chat`. Streams when the body says `"stream": true` or the caller accepts only
-/// `text/event-stream`. Continues or starts a server-side conversation, and answers a repeated
-/// first question from the cache (see [`chat_state`]).
+/// `text/event-stream`.
 pub async fn chat<T: Transport>(
     input: ChatInput<'_>,
     vars: &impl Variables,
@@ -304,7 +53,7 @@ pub async fn chat<T: Transport>(
         Ok(turn) => turn,
         Err(e) => {
             if let Some(id) = &request.conversation_id {
-                record.conversation = Some(id.short().to_owned());
+                record.note_named_conversation(id);
             }
             return Reply::failed(e, record);
         }
@@ -314,13 +63,10 @@ pub async fn chat<T: Transport>(
         Err(e) => return Reply::failed(e, record),
     };
     chat.state = turn;
-    *record = ChatRecord {
-        total_latency_ms: record.total_latency_ms,
-        ..chat.record("/chat")
-    };
+    record.note_chat(&chat);
 
     if let Some(hit) = chat_state::cached_answer(state, &mut chat, input.no_cache, now) {
-        chat.state.note(record);
+        record.note_state(&chat.state);
         if chat.request.stream {
             chat_state::open_stream(state, &mut chat);
             let source = StreamSource::Cached {
@@ -340,11 +86,11 @@ pub async fn chat<T: Transport>(
 
     if chat.request.stream {
         let (opened, stats) = chat::open(&chat, transport, clock).await;
-        note_call(record, &stats);
+        record.note_call(&stats);
         return match opened {
             Ok(opened) => {
                 chat_state::open_stream(state, &mut chat);
-                chat.state.note(record);
+                record.note_state(&chat.state);
                 Reply::stream(
                     chat,
                     StreamSource::Upstream {
@@ -355,18 +101,18 @@ pub async fn chat<T: Transport>(
                 )
             }
             Err(e) => {
-                chat.state.note(record);
+                record.note_state(&chat.state);
                 Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
             }
         };
     }
 
     let (answer, stats) = chat::answer(&chat, transport, clock).await;
-    note_call(record, &stats);
+    record.note_call(&stats);
     match answer {
         Ok(answer) => whole_answer(chat, answer, &stats, state, clock, record),
         Err(e) => {
-            chat.state.note(record);
+            record.note_state(&chat.state);
             Reply::failed(ApiError::Upstream(e).with_attempts(stats.attempts), record)
         }
     }
@@ -381,11 +127,7 @@ fn whole_answer<B>(
     clock: &impl Clock,
     record: &mut ChatRecord,
 ) -> Reply<B> {
-    record.finish_reason = Some(answer.finish_reason.clone());
-    record.set_usage(Some(answer.usage));
-    if let Some(model) = &answer.model_version {
-        record.model = Some(model.clone());
-    }
+    record.note_answer(&answer);
     let model = chat.model(answer.model_version.as_deref()).to_owned();
     let done = chat_state::Finished {
         answer: &answer.text,
@@ -393,125 +135,11 @@ fn whole_answer<B>(
         model: &model,
     };
     let stored = chat_state::finish(state, &mut chat, &done, clock.unix_seconds());
-    chat.state.note(record);
+    record.note_state(&chat.state);
     match stored {
         Ok(()) => Reply::Whole(ApiResponse::json(200, &chat_body(&chat, &answer, stats))),
         Err(e) => Reply::failed(e, record),
     }
-}
-
-/// Sends a streamed reply to its end: the events, then (once the answer is complete) the
-/// stored turn, then the last event; the log record is completed on the way.
-pub async fn send_stream<B>(
-    reply: StreamReply<B>,
-    clock: &impl Clock,
-    state: &State<'_>,
-    sink: &mut impl EventSink,
-    record: &mut ChatRecord,
-) -> StreamEnd
-where
-    B: futures::Stream<Item = Result<Vec<u8>, TransportError>> + Unpin,
-{
-    let StreamReply {
-        mut chat,
-        source,
-        format,
-    } = reply;
-    let mut end = match source {
-        StreamSource::Upstream { opened, stats } => {
-            chat::relay(&chat, *opened, stats, clock, format.as_ref(), sink).await
-        }
-        StreamSource::Cached { answer, model } => {
-            chat::replay(&chat, &answer, &model, format.as_ref(), sink).await
-        }
-    };
-    if end.error.is_none() && !end.client_gone {
-        let model = chat.model(end.model_version.as_deref()).to_owned();
-        let done = chat_state::Finished {
-            answer: &end.text,
-            finish_reason: end.finish_reason.as_deref().unwrap_or_default(),
-            model: &model,
-        };
-        if let Err(e) = chat_state::finish(state, &mut chat, &done, clock.unix_seconds()) {
-            end.error = Some(e);
-        }
-    }
-    chat::close(&chat, &mut end, format.as_ref(), sink).await;
-
-    record.set_usage(end.usage);
-    record.finish_reason = end.finish_reason.clone();
-    if let Some(model) = &end.model_version {
-        record.model = Some(model.clone());
-    }
-    if let Some(error) = &end.error {
-        record.outcome = crate::chat_log::error_code(&error.to_response());
-    } else if end.client_gone {
-        record.outcome = "client_closed".into();
-        record.status = 499;
-    }
-    chat.state.note(record);
-    end
-}
-
-/// `GET` (or `HEAD`) and `DELETE /conversations/{id}`.
-pub fn conversation(
-    method: &str,
-    path_and_query: &str,
-    vars: &impl Variables,
-    state: &State<'_>,
-    clock: &impl Clock,
-) -> ApiResponse {
-    match conversation_inner(method, path_and_query, vars, state, clock) {
-        Ok(response) => response,
-        Err(e) => e.to_response(),
-    }
-}
-
-fn conversation_inner(
-    method: &str,
-    path_and_query: &str,
-    vars: &impl Variables,
-    state: &State<'_>,
-    clock: &impl Clock,
-) -> Result<ApiResponse, ApiError> {
-    let path = path_and_query.split('?').next().unwrap_or_default();
-    let raw = path.strip_prefix(CONVERSATIONS_PREFIX).unwrap_or_default();
-    let id = ConversationId::parse(raw).ok_or_else(|| {
-        ApiError::Validation(Box::new(validation::ValidationIssue {
-            kind: "string_pattern_mismatch",
-            loc: vec![json!("path"), json!("conversation_id")],
-            msg: "String should match pattern '^[0-9a-f]{32}$'".into(),
-            input: json!(printable(raw)),
-            ctx: Some(json!({"pattern": "^[0-9a-f]{32}$"})),
-        }))
-    })?;
-    let settings = StateSettings::load(vars)?;
-    let now = clock.unix_seconds();
-    if method == "DELETE" {
-        return if conversation::delete(state.kv, &id, now)? {
-            Ok(ApiResponse {
-                status: 204,
-                headers: Vec::new(),
-                body: Vec::new(),
-            })
-        } else {
-            Err(ApiError::ConversationNotFound)
-        };
-    }
-    let Lookup::Found(found) = conversation::find(state.kv, &id, now)? else {
-        return Err(ApiError::ConversationNotFound);
-    };
-    let turns = conversation::transcript(state.kv, &found)?;
-    Ok(ApiResponse::json(
-        200,
-        &conversation::transcript_body(&found, &turns, &settings),
-    ))
-}
-
-/// Attempts and upstream time of a call, for the log record.
-pub fn note_call(record: &mut ChatRecord, stats: &CallStats) {
-    record.attempts = stats.attempts;
-    record.upstream_latency_ms = Some(chat::millis(stats.upstream_latency));
 }
 
 /// The resonance analysis and routing, as `/chat` reports them in `metadata`.
@@ -556,21 +184,59 @@ pub fn cache_status(chat: &Chat) -> &'static str {
     chat.state.cache.unwrap_or(CacheStatus::Miss).as_str()
 }
 
-/// Caller-supplied text echoed in an error: bounded and free of control characters.
-fn printable(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
+/// The `/chat` event stream.
+pub struct ChatEvents;
+
+impl StreamFormat for ChatEvents {
+    fn opening(&self, chat: &Chat) -> Vec<u8> {
+        sse::event(
+            "meta",
+            &json!({
+                "persona_used": chat.persona().name(),
+                "resonance_key": chat.resonance.key(),
+                "confidence": chat.routing.confidence,
+                "conversation_id": chat.state.conversation_id(),
+                "metadata": analysis_metadata(chat),
+            }),
+        )
+    }
+
+    fn delta(&self, _chat: &Chat, text: &str) -> Vec<u8> {
+        sse::event("delta", &json!({ "text": text }))
+    }
+
+    fn done(&self, chat: &Chat, end: &StreamEnd) -> Vec<u8> {
+        sse::event(
+            "done",
+            &json!({
+                "finish_reason": end.finish_reason,
+                "truncated": end.truncated(),
+                "usage": end.usage.unwrap_or_default(),
+                "conversation_id": chat.state.conversation_id(),
+                "metadata": {
+                    "attempts": end.attempts,
+                    "model": chat.model(end.model_version.as_deref()),
+                    "cache": cache_status(chat),
+                },
+            }),
+        )
+    }
+
+    fn failed(&self, _chat: &Chat, error: &ApiError) -> Vec<u8> {
+        sse::event("error", &error.answer().body)
+    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::chat::{ClientGone, EventSink};
     use crate::config::tests::vars;
+    use crate::conversation_route::conversation;
+    use crate::reply::send_stream;
+    use crate::reply::tests::{Collected, relay_to_end};
+    use crate::routes::route;
     use crate::store::tests::MemoryStore;
+    use crate::vertex::TransportError;
     use crate::vertex::tests::{FakeClock, FakeVertex, Scripted};
     use futures::executor::block_on;
 
@@ -583,7 +249,7 @@ pub(crate) mod tests {
     }
 
     /// `chat` with a store of its own.
-    pub(crate) async fn call<T: Transport>(
+    async fn call<T: Transport>(
         body: &[u8],
         wants_events: bool,
         vars: &impl Variables,
@@ -635,105 +301,6 @@ pub(crate) mod tests {
                 "modelVersion": "gemini-3.5-flash"
             }),
         )
-    }
-
-    #[test]
-    fn routes_and_methods() {
-        assert_eq!(route("GET", "/").unwrap(), Route::Index);
-        assert_eq!(route("HEAD", "/health?probe=1").unwrap(), Route::Health);
-        assert_eq!(route("POST", "/chat").unwrap(), Route::Chat);
-        assert_eq!(
-            route("POST", "/v1/chat/completions").unwrap(),
-            Route::ChatCompletions
-        );
-        assert_eq!(route("GET", "/v1/models").unwrap(), Route::Models);
-        assert_eq!(
-            route("GET", "/chat"),
-            Err(ApiError::MethodNotAllowed { allow: "POST" })
-        );
-        assert_eq!(
-            route("DELETE", "/health"),
-            Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" })
-        );
-        assert_eq!(
-            route("OPTIONS", "/chat").unwrap(),
-            Route::Options { allow: "POST" }
-        );
-        assert!(matches!(
-            route("GET", "/nope"),
-            Err(ApiError::NotFound { .. })
-        ));
-        assert!(matches!(
-            route("GET", "/chat//"),
-            Err(ApiError::NotFound { .. })
-        ));
-    }
-
-    #[test]
-    fn a_trailing_slash_redirects_as_fastapi_did() {
-        assert_eq!(
-            route("POST", "/chat/?x=1"),
-            Err(ApiError::Redirect {
-                location: "/chat?x=1".into()
-            })
-        );
-        let r = route("GET", "/health/").unwrap_err().to_response();
-        assert_eq!(r.status, 307);
-        assert_eq!(r.header("location"), Some("/health"));
-    }
-
-    #[test]
-    fn content_types() {
-        assert!(check_content_type(None).is_ok());
-        assert!(check_content_type(Some("application/json")).is_ok());
-        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
-        assert!(check_content_type(Some("application/merge-patch+json")).is_ok());
-        assert!(matches!(
-            check_content_type(Some("text/plain")),
-            Err(ApiError::UnsupportedMediaType { .. })
-        ));
-        assert!(check_content_type(Some("application/x-www-form-urlencoded")).is_err());
-    }
-
-    #[test]
-    fn event_stream_accept() {
-        assert!(accepts_event_stream(Some("text/event-stream")));
-        assert!(accepts_event_stream(Some("Text/Event-Stream;q=0.9")));
-        assert!(!accepts_event_stream(Some(
-            "application/json, text/event-stream"
-        )));
-        assert!(!accepts_event_stream(Some("application/json")));
-        assert!(!accepts_event_stream(None));
-    }
-
-    #[test]
-    fn index_and_health_keep_the_original_fields() {
-        let b = body_of(&index());
-        assert_eq!(b["status"], "running");
-        assert_eq!(b["version"], "1.0.0");
-        assert_eq!(b["health"], "/health");
-        let b = body_of(&health());
-        assert_eq!(b["status"], "healthy");
-        assert_eq!(b["pipeline_ready"], true);
-    }
-
-    #[test]
-    fn docs_is_self_contained_under_a_csp() {
-        let r = docs();
-        assert_eq!(r.header("content-security-policy"), Some(DOCS_CSP));
-        assert!(DOCS_CSP.starts_with("default-src 'none'"));
-        let page = String::from_utf8(r.body).unwrap();
-        for external in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "cdn."] {
-            assert!(!page.contains(external), "/docs loads {external}...");
-        }
-        assert_eq!(page.matches("<script").count(), 1);
-        assert!(page.contains("fetch(\"/openapi.json\")"));
-    }
-
-    #[test]
-    fn openapi_is_valid_json_describing_chat() {
-        let spec: Value = serde_json::from_str(OPENAPI).unwrap();
-        assert!(spec["paths"]["/chat"]["post"].is_object());
     }
 
     #[test]
@@ -876,39 +443,6 @@ pub(crate) mod tests {
         let (r, _) = run_chat(br#"{"message": "hi"}"#, &vertex);
         assert_eq!(r.status, 502);
         assert_eq!(body_of(&r)["upstream"]["reason"], "UNAVAILABLE");
-    }
-
-    /// Collects what a stream sends, an event (or group of events) per send.
-    #[derive(Default)]
-    struct Collected(Vec<String>);
-
-    impl EventSink for Collected {
-        async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ClientGone> {
-            self.0.push(String::from_utf8(bytes).unwrap());
-            Ok(())
-        }
-    }
-
-    /// Relays a streamed reply to its end; what was sent, and how it ended.
-    pub(crate) fn relay_to_end<B>(
-        reply: Reply<B>,
-        clock: &FakeClock,
-    ) -> (Vec<String>, chat::StreamEnd)
-    where
-        B: futures::Stream<Item = Result<Vec<u8>, crate::vertex::TransportError>> + Unpin,
-    {
-        let Reply::Stream(reply) = reply else {
-            panic!("expected a stream");
-        };
-        let store = MemoryStore::default();
-        let state = State {
-            kv: &store,
-            random_id: &|| [9; 16],
-        };
-        let mut sink = Collected::default();
-        let mut record = ChatRecord::new("/chat");
-        let end = block_on(send_stream(*reply, clock, &state, &mut sink, &mut record));
-        (sink.0, end)
     }
 
     #[test]
