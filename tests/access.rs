@@ -3,15 +3,13 @@
 //! Redis outage and a stalled Redis, against hostile keys, 10,000 client addresses, and
 //! instances whose clocks disagree.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::python::{python_dir, run_tool};
-use common::redis::RedisServer as Redis;
-use common::{
+use crate::common::python::{python_dir, run_tool};
+use crate::common::redis::RedisServer as Redis;
+use crate::common::{
     Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, raw_exchange, request,
     runtimes, start_emulator,
 };

@@ -12,10 +12,8 @@
 //! The Python tools live in a virtualenv that `scripts/test.sh` installs from
 //! `tests/python/requirements.txt` (`target/python-tests`, or `$ION_TEST_PYTHON_VENV`).
 
-mod common;
-
-use common::python::{python_dir, run_tool};
-use common::*;
+use crate::common::python::{python_dir, run_tool};
+use crate::common::*;
 
 /// The admin token of the service with API keys.
 const ADMIN_TOKEN: &str = "contract-admin-token-0123456789abcdef";

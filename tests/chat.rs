@@ -3,12 +3,10 @@
 //! client hang-up cancelling it), conversations, per-request options, retries, the trailing
 //! slash and CORS.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use vertex_emulator::Delivery;
 

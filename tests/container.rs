@@ -20,8 +20,6 @@
 //! image these tests are skipped with a note, except when `CI` is set: there they fail.
 //! Linters (hadolint, actionlint) come from `scripts/test.sh` and are found on PATH.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -30,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Largest image, in bytes, as `podman images` counts them (MB = 1,000,000 bytes).
 const IMAGE_BUDGET_BYTES: u64 = 30_000_000;

@@ -1,14 +1,12 @@
 //! ion-host as it runs on Cloud Run: precompiled components, graceful shutdown, limits,
 //! structured logs and host-side credentials, over real processes and HTTP.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn env_with(emulator: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {

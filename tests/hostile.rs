@@ -3,14 +3,12 @@
 //! failures and shutdown with such connections open. Every wait is bounded; timeouts are set
 //! small and checked with generous margins.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Longest any test waits for the server to act on a timeout of a second or two.

@@ -6,12 +6,10 @@
 //! emulator: a chat that succeeds, one that Vertex AI rate-limits, a streamed one and one on the
 //! OpenAI route.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Resource labels of `cloud_run_revision`, usable with any metric.

@@ -1,16 +1,14 @@
 //! Conversations and the response cache, end to end, on every store both runtimes offer:
 //! ion-host with its embedded store and with Redis, `spin up` with its default (SQLite) store
 //! and with Redis through a runtime-config file. The same suite runs on each; Redis is a real
-//! `redis-server` started on a free port (see `common::redis`).
-
-mod common;
+//! `redis-server` started on a free port (see `crate::common::redis`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer as Redis;
-use common::{
+use crate::common::redis::RedisServer as Redis;
+use crate::common::{
     Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
     start_emulator,
 };
@@ -542,9 +540,9 @@ fn corrupt_and_foreign_records_are_answered() {
 /// before the process exits, and the next process on the same state finds it.
 #[test]
 fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
-    let emulator = common::Emulator::start_in_background(common::EmulatorConfig {
+    let emulator = crate::common::Emulator::start_in_background(crate::common::EmulatorConfig {
         chunk_delay: Duration::from_millis(150),
-        ..common::EmulatorConfig::default()
+        ..crate::common::EmulatorConfig::default()
     })
     .expect("emulator starts");
     let state = TempDir::new();
@@ -569,7 +567,7 @@ fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
             body.to_string().as_bytes(),
         )
     });
-    common::wait_for_upstream_requests(&emulator, 2);
+    crate::common::wait_for_upstream_requests(&emulator, 2);
     service.terminate();
     let streamed = events(&streaming.join().unwrap());
     assert_eq!(streamed.last().unwrap().0, "done", "{streamed:?}");
