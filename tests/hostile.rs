@@ -766,13 +766,14 @@ fn a_stream_past_the_request_deadline_ends_with_an_error_event_and_its_log_line(
     );
     // /chat: the first chunk comes at once, the next ones 2.5 s apart: the deadline falls in
     // a pause.
-    let (mut stream, status, head) =
-        open_chat_stream(&service, "마감 [[emulator:chunk-delay=2500]]").expect("an answer");
-    assert_eq!(status, 200, "{head}");
-    let text = read_rest(&mut stream, Vec::new());
-    assert!(text.contains("event: error"), "{text}");
-    assert!(text.contains("\"code\":\"deadline_exceeded\""), "{text}");
-    assert!(!text.contains("event: done"), "{text}");
+    let mut stream =
+        service.stream(&serde_json::json!({"message": "마감 [[emulator:chunk-delay=2500]]"}));
+    assert_eq!(stream.status, 200);
+    let events = stream.rest();
+    let last = events.last().expect("events before the deadline");
+    assert_eq!(last.name, "error", "{events:?}");
+    assert_eq!(last.data["code"], "deadline_exceeded", "{events:?}");
+    assert!(events.iter().all(|e| e.name != "done"), "{events:?}");
 
     // /v1: an error chunk in OpenAI's shape, and no [DONE].
     let body = serde_json::json!({
@@ -823,13 +824,14 @@ fn sigterm_ends_a_stream_still_running_after_the_grace_period_with_an_error_even
         &["--shutdown-grace-ms", "2000"],
         &env_with_upstream_timeout(&emulator, 20_000),
     );
-    let (mut stream, status, head) =
-        open_chat_stream(&service, "종료 [[emulator:chunk-delay=4000]]").expect("an answer");
-    assert_eq!(status, 200, "{head}");
+    let mut stream =
+        service.stream(&serde_json::json!({"message": "종료 [[emulator:chunk-delay=4000]]"}));
+    assert_eq!(stream.status, 200);
     service.terminate();
-    let text = read_rest(&mut stream, Vec::new());
-    assert!(text.contains("event: error"), "{text}");
-    assert!(text.contains("\"code\":\"shutting_down\""), "{text}");
+    let events = stream.rest();
+    let last = events.last().expect("events before SIGTERM");
+    assert_eq!(last.name, "error", "{events:?}");
+    assert_eq!(last.data["code"], "shutting_down", "{events:?}");
     let status = service
         .wait_exit(Duration::from_secs(15))
         .expect("ion-host exits after its grace period");

@@ -244,8 +244,14 @@ fn monitoring_reads_fields_the_chat_entry_really_has() {
     assert_eq!(service.ask(secret).status, 200);
     let limited = service.ask("[[emulator:429]]");
     assert_eq!(limited.status, 429, "{}", limited.body);
-    let streamed = service.chat(r#"{"message": "Tell me more", "stream": true}"#);
-    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let mut streamed = service.stream(&json!({"message": "Tell me more"}));
+    assert_eq!(streamed.status, 200);
+    let events = streamed.rest();
+    assert_eq!(
+        events.last().map(|e| e.name.as_str()),
+        Some("done"),
+        "{events:?}"
+    );
     let openai = request(
         "POST",
         &service.url("/v1/chat/completions"),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::redis::RedisServer as Redis;
 use crate::common::{
-    Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
-    start_emulator,
+    Emulator, Event, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
+    start_emulator, stream_chat,
 };
 use serde_json::{Value, json};
 
@@ -47,21 +47,11 @@ fn ok(reply: Reply) -> Value {
     reply.json()
 }
 
-/// The events of a streamed `/chat` answer, as (name, data).
-fn events(reply: &Reply) -> Vec<(String, Value)> {
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply
-        .body
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once("\ndata: ").expect("event and data");
-            (
-                name.trim_start_matches("event: ").to_owned(),
-                serde_json::from_str(data).unwrap(),
-            )
-        })
-        .collect()
+/// Every event of a streamed `/chat` answer to `body`.
+fn stream_events(service: &Service, body: &Value) -> Vec<Event> {
+    let mut stream = service.stream(body);
+    assert_eq!(stream.status, 200);
+    stream.rest()
 }
 
 fn transcript(service: &Service, id: &str) -> Value {
@@ -118,20 +108,19 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     );
 
     // Streamed: the id comes in the first event, and the turn is stored before `done`.
-    let streamed = events(&post(
+    let streamed = stream_events(
         &service,
-        &json!({"message": "Stream the next step", "conversation_id": id, "stream": true}),
-        &[],
-    ));
-    assert_eq!(streamed[0].0, "meta");
-    assert_eq!(streamed[0].1["conversation_id"], id.as_str());
-    let (last, done) = streamed.last().unwrap();
-    assert_eq!(last, "done", "{streamed:?}");
-    assert_eq!(done["conversation_id"], id.as_str());
+        &json!({"message": "Stream the next step", "conversation_id": id}),
+    );
+    assert_eq!(streamed[0].name, "meta");
+    assert_eq!(streamed[0].data["conversation_id"], id.as_str());
+    let done = streamed.last().unwrap();
+    assert_eq!(done.name, "done", "{streamed:?}");
+    assert_eq!(done.data["conversation_id"], id.as_str());
     let text: String = streamed
         .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, d)| d["text"].as_str().unwrap())
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
         .collect();
     let kept = transcript(&service, &id);
     let turns = kept["turns"].as_array().unwrap();
@@ -141,12 +130,14 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     assert_eq!(kept["conversation_id"], id.as_str());
 
     // A streamed first turn starts a conversation that can be read at once.
-    let fresh = events(&post(
+    let fresh = stream_events(
         &service,
-        &json!({"message": format!("A new topic for {label}"), "stream": true}),
-        &[],
-    ));
-    let new_id = fresh[0].1["conversation_id"].as_str().unwrap().to_owned();
+        &json!({"message": format!("A new topic for {label}")}),
+    );
+    let new_id = fresh[0].data["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(new_id, id);
     assert_eq!(
         transcript(&service, &new_id)["turns"]
@@ -225,16 +216,12 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     assert_eq!(hit["content"], miss["content"]);
     assert_eq!(hit["metadata"]["attempts"], 0);
     assert_ne!(hit["conversation_id"], miss["conversation_id"]);
-    let replay = events(&post(
-        &service,
-        &json!({"message": question["message"], "stream": true}),
-        &[],
-    ));
-    assert_eq!(replay.last().unwrap().1["metadata"]["cache"], "hit");
+    let replay = stream_events(&service, &json!({"message": question["message"]}));
+    assert_eq!(replay.last().unwrap().data["metadata"]["cache"], "hit");
     let replayed: String = replay
         .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, d)| d["text"].as_str().unwrap())
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
         .collect();
     assert_eq!(replayed, miss["content"].as_str().unwrap());
     assert_eq!(
@@ -556,21 +543,17 @@ fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
     let first = ok(post(&service, &json!({"message": "the first turn"}), &[]));
     let id = first["conversation_id"].as_str().unwrap().to_owned();
 
-    let url = service.url("/chat");
-    let body =
-        json!({"message": "answered while shutting down", "conversation_id": id, "stream": true});
+    let base_url = service.base_url.clone();
+    let body = json!({"message": "answered while shutting down", "conversation_id": id});
     let streaming = std::thread::spawn(move || {
-        request(
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            body.to_string().as_bytes(),
-        )
+        let mut stream = stream_chat(&base_url, &body);
+        assert_eq!(stream.status, 200);
+        stream.rest()
     });
     crate::common::wait_for_upstream_requests(&emulator, 2);
     service.terminate();
-    let streamed = events(&streaming.join().unwrap());
-    assert_eq!(streamed.last().unwrap().0, "done", "{streamed:?}");
+    let streamed = streaming.join().unwrap();
+    assert_eq!(streamed.last().unwrap().name, "done", "{streamed:?}");
     assert!(
         service.wait_exit(Duration::from_secs(30)).is_some(),
         "ion-host exited"

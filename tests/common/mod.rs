@@ -18,6 +18,8 @@ use serde_json::Value;
 
 pub mod python;
 pub mod redis;
+mod sse;
+pub use sse::{Event, stream_chat};
 pub use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Bearer token the tests configure; the emulator insists on it.
