@@ -586,8 +586,8 @@ cp "$STUB_DATA/image-id" target/image/image-id
             "--release",
             "--locked",
             "--test",
-            "container",
-            "image_"
+            "integration",
+            "container::image_"
         ],
         "{file}: {test}"
     );
