@@ -4,7 +4,6 @@
 //! The artifacts under test are built before `cargo test` runs (see `scripts/test.sh`):
 //! the component (`wasm32-wasip2`, release) and `ion-host` (release).
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
