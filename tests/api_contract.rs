@@ -13,6 +13,7 @@
 //! `tests/python/requirements.txt` (`target/python-tests`, or `$ION_TEST_PYTHON_VENV`).
 
 use crate::common::python::{python_dir, run_tool};
+use crate::common::serial;
 use crate::common::*;
 
 /// The admin token of the service with API keys.
@@ -37,6 +38,7 @@ fn keys_env(emulator: &Emulator) -> Vec<(String, String)> {
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
+    let _heavy = serial::heavy();
     let emulator = start_emulator();
     let service = Service::start_host(&[], &emulator_env(&emulator));
     let seed = std::env::var("ION_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());

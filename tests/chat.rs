@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::common::serial;
 use crate::common::*;
 use serde_json::{Value, json};
 use vertex_emulator::Delivery;
@@ -291,6 +292,7 @@ fn history_persona_and_options_reach_gemini() {
 
 #[test]
 fn transient_failures_are_retried_and_persistent_ones_reported() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     for runtime in runtimes() {
         let service = Service::start(runtime, &emulator_env(&emulator));

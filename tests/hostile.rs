@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::serial;
 use crate::common::*;
 use serde_json::Value;
 
@@ -49,6 +50,7 @@ fn assert_json_error(status: u16, body: &str, code: &str) {
 
 #[test]
 fn slow_heads_and_idle_connections_are_closed_on_their_own_timeouts() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(
         &[
@@ -591,6 +593,7 @@ fn streams_beyond_the_cap_get_503_and_health_never_fails() {
 
 #[test]
 fn idle_uploads_hold_no_body_memory_and_the_body_limit_is_the_components() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(
         &[
@@ -641,6 +644,7 @@ fn idle_uploads_hold_no_body_memory_and_the_body_limit_is_the_components() {
 
 #[test]
 fn clients_that_stop_reading_lose_their_connection_after_the_send_timeout() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(&["--send-timeout-ms", "1000"], &emulator_env(&emulator));
     let open = std::fs::read_dir(format!("/proc/{}/fd", service.pid()))
@@ -872,6 +876,7 @@ fn hang_up_and_time_cancellation(
 
 #[test]
 fn a_client_hang_up_cancels_the_upstream_call_in_every_phase() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(&[], &env_with_upstream_timeout(&emulator, 30_000));
     let in_progress =
@@ -920,6 +925,7 @@ fn a_client_hang_up_cancels_the_upstream_call_in_every_phase() {
 
 #[test]
 fn a_client_hang_up_while_connecting_upstream_closes_that_connection() {
+    let _timed = serial::timed();
     // An "upstream" that accepts connections and never answers the TLS handshake: the call
     // stays in its connecting phase.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

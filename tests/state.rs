@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::redis::RedisServer as Redis;
+use crate::common::serial;
 use crate::common::{
     Emulator, Event, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
     start_emulator, stream_chat,
@@ -413,6 +414,7 @@ fn implicit_caching_is_reported_on_v1() {
 /// prompt 503, and the service recovers by itself.
 #[test]
 fn a_redis_outage_is_survived() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let Some(mut redis) = Redis::start() else {
         return;

@@ -4,7 +4,6 @@
 //! The artifacts under test are built before `cargo test` runs (see `scripts/test.sh`):
 //! the component (`wasm32-wasip2`, release) and `ion-host` (release).
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -17,6 +16,7 @@ use serde_json::Value;
 
 pub mod python;
 pub mod redis;
+pub mod serial;
 mod sse;
 pub use sse::{Event, stream_chat};
 pub use vertex_emulator::{Emulator, EmulatorConfig};

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::podman::{CloudRunMetadata, Container, built_image, podman};
 use super::{MEMORY_LIMIT, MEMORY_LIMIT_BYTES, METADATA_PROJECT, METADATA_TOKEN, STOP_GRACE_SECS};
+use crate::common::serial;
 use crate::common::*;
 
 /// One container, started as Cloud Run starts it, through its whole life: every check that
 /// needs it runs in order, and the SIGTERM drain ends it.
 #[test]
 fn runs_like_cloud_run() {
+    let _heavy = serial::heavy();
     let Some(image) = built_image() else { return };
     let emulator = start_emulator();
     let metadata = CloudRunMetadata::start();
