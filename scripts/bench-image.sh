@@ -2,8 +2,8 @@
 # The container image, measured: its size, its cold start under podman (`podman run` → first
 # 200 on /health) beside a trivial image's (busybox httpd, FROM scratch: podman's own cost), and
 # ion-host's RSS inside the 512 MiB limit at rest, right after a 1000-request /chat burst and
-# 10 s later. The containers run as tests/container.rs runs them (read-only, uid 65532, 512 MiB,
-# 1 CPU, PORT=9090, slirp4netns); /chat is answered by the Vertex AI emulator on loopback.
+# 10 s later. The containers run as tests/container/podman.rs runs them (read-only, uid 65532,
+# 512 MiB, 1 CPU, PORT=9090, slirp4netns); /chat is answered by the Vertex AI emulator on loopback.
 # Prints a markdown report, also written to target/bench-image/results.md.
 #
 #   scripts/bench-image.sh              # build the image and the tools, then measure (~2 min)

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by the scripts that build or run the image: buildah and podman as this project runs
-# them (tests/container.rs sets the same two variables).
+# them (tests/container/podman.rs sets the same two variables).
 #
 # CONTAINERS_CONF: runc, and the caller's open-file limit (scripts/containers.conf).
 # CONTAINERS_STORAGE_CONF (root only): the vfs driver, the same store for both

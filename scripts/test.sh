@@ -117,7 +117,7 @@ if [ -n "${CI:-}" ] && [ ! -f "$faketime_lib" ]; then
   exit 1
 fi
 
-step "image: ./scripts/build-image.sh (Containerfile, buildah; tests/container.rs runs it with podman)"
+step "image: ./scripts/build-image.sh (Containerfile, buildah; tests/container/ runs it with podman)"
 ./scripts/build-image.sh
 
 step "tests: unit and end-to-end"

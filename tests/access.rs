@@ -3,15 +3,14 @@
 //! Redis outage and a stalled Redis, against hostile keys, 10,000 client addresses, and
 //! instances whose clocks disagree.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::python::{python_dir, run_tool};
-use common::redis::RedisServer as Redis;
-use common::{
+use crate::common::python::{python_dir, run_tool};
+use crate::common::redis::RedisServer as Redis;
+use crate::common::serial;
+use crate::common::{
     Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, raw_exchange, request,
     runtimes, start_emulator,
 };
@@ -391,6 +390,7 @@ fn flood(services: &[Service], total: usize, key: Option<&str>) -> usize {
 /// and for a key, where per-instance limits would admit 90.
 #[test]
 fn three_instances_on_one_redis_share_one_limit() {
+    let _timed = serial::timed();
     let Some(redis) = Redis::start() else { return };
     let emulator = start_emulator();
     let states: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect();
@@ -435,6 +435,7 @@ fn three_instances_on_one_redis_share_one_limit() {
 /// client to wait longer than the window plus the skew.
 #[test]
 fn instances_whose_clocks_differ_hold_the_limit() {
+    let _timed = serial::timed();
     let Some(redis) = Redis::start() else { return };
     let Some(faketime) = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"]
         .into_iter()
@@ -489,6 +490,7 @@ fn instances_whose_clocks_differ_hold_the_limit() {
 /// per-instance limit, and a stalled Redis never holds a request past the store's deadline.
 #[test]
 fn a_store_outage_falls_back_to_per_instance_limits() {
+    let _timed = serial::timed();
     let Some(mut redis) = Redis::start() else {
         return;
     };
@@ -629,6 +631,7 @@ fn hostile_keys_are_refused() {
 /// limit, and ion-host's memory stays bounded.
 #[test]
 fn ten_thousand_client_addresses_keep_memory_bounded() {
+    let _heavy = serial::heavy();
     let emulator = start_emulator();
     let state = TempDir::new();
     let service = start(

@@ -12,10 +12,9 @@
 //! The Python tools live in a virtualenv that `scripts/test.sh` installs from
 //! `tests/python/requirements.txt` (`target/python-tests`, or `$ION_TEST_PYTHON_VENV`).
 
-mod common;
-
-use common::python::{python_dir, run_tool};
-use common::*;
+use crate::common::python::{python_dir, run_tool};
+use crate::common::serial;
+use crate::common::*;
 
 /// The admin token of the service with API keys.
 const ADMIN_TOKEN: &str = "contract-admin-token-0123456789abcdef";
@@ -39,6 +38,7 @@ fn keys_env(emulator: &Emulator) -> Vec<(String, String)> {
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
+    let _heavy = serial::heavy();
     let emulator = start_emulator();
     let service = Service::start_host(&[], &emulator_env(&emulator));
     let seed = std::env::var("ION_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());

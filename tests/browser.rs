@@ -14,8 +14,6 @@
 //! `target/browser-tools`. Without them the test is skipped with a message, except in CI
 //! (`CI` set), where it fails.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -24,7 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::serial;
+use crate::common::{
     Emulator, Service, emulator_env, free_port, request, runtimes, start_emulator, workspace_root,
 };
 use serde_json::Value;
@@ -68,6 +67,7 @@ fn browser_tools() -> Result<BrowserTools, String> {
 
 #[test]
 fn the_chat_page_works_in_a_real_browser() {
+    let _heavy = serial::heavy();
     let tools = match browser_tools() {
         Ok(tools) => tools,
         Err(why) if std::env::var_os("CI").is_some() => panic!("CI is set: {why}"),

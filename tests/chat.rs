@@ -3,79 +3,12 @@
 //! client hang-up cancelling it), conversations, per-request options, retries, the trailing
 //! slash and CORS.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use common::*;
+use crate::common::serial;
+use crate::common::*;
 use serde_json::{Value, json};
 use vertex_emulator::Delivery;
-
-/// An event of a Server-Sent Events stream.
-#[derive(Debug, Clone)]
-struct Event {
-    name: String,
-    data: Value,
-}
-
-/// Opens a streamed `/chat` and returns the reader positioned after the head.
-fn open_stream(service: &Service, body: &Value) -> (u16, Vec<(String, String)>, StreamReader) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let response = agent
-        .post(&service.url("/chat"))
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .expect("stream request");
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    let reader =
-        BufReader::new(Box::new(response.into_body().into_reader()) as Box<dyn std::io::Read>);
-    (status, headers, StreamReader { reader })
-}
-
-struct StreamReader {
-    reader: BufReader<Box<dyn std::io::Read>>,
-}
-
-impl StreamReader {
-    /// The next event, or `None` at the end of the stream.
-    fn next(&mut self) -> Option<Event> {
-        let (mut name, mut data) = (String::new(), String::new());
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                if !data.is_empty() {
-                    let data = serde_json::from_str(&data)
-                        .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
-                    return Some(Event { name, data });
-                }
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data.push_str(v);
-            }
-        }
-    }
-
-    fn rest(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.next()).collect()
-    }
-}
 
 fn last_request(emulator: &Emulator) -> vertex_emulator::RecordedRequest {
     emulator
@@ -162,29 +95,22 @@ fn a_stream_relays_deltas_while_the_upstream_is_still_sending() {
     let emulator = start_emulator();
     for runtime in runtimes() {
         let service = Service::start(runtime, &emulator_env(&emulator));
-        let (status, headers, mut events) = open_stream(
-            &service,
-            &json!({"message": "How do I start? [[emulator:chunk-delay=300]]", "stream": true}),
-        );
-        assert_eq!(status, 200, "{runtime:?}");
-        let header = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
+        let mut events =
+            service.stream(&json!({"message": "How do I start? [[emulator:chunk-delay=300]]"}));
+        assert_eq!(events.status, 200, "{runtime:?}");
         assert!(
-            header("content-type")
+            events
+                .header("content-type")
                 .unwrap()
                 .starts_with("text/event-stream")
         );
-        assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
+        assert_eq!(events.header("cache-control"), Some("no-cache"));
 
-        let meta = events.next().expect("meta event");
+        let meta = events.next_event().expect("meta event");
         assert_eq!(meta.name, "meta", "{runtime:?}");
         assert_eq!(meta.data["persona_used"], "Elro");
         assert_eq!(meta.data["resonance_key"], "curious-burst-inquiry");
-        let first = events.next().expect("first delta");
+        let first = events.next_event().expect("first delta");
         assert_eq!(first.name, "delta");
         assert!(!first.data["text"].as_str().unwrap().is_empty());
         // The first delta is here while Vertex AI is still sending the rest: nothing on the
@@ -246,13 +172,11 @@ fn a_client_that_hangs_up_mid_stream_cancels_the_upstream_call() {
     for runtime in runtimes() {
         let service = Service::start(runtime, &emulator_env(&emulator));
         emulator.clear_requests();
-        let (status, _, mut events) = open_stream(
-            &service,
-            &json!({"message": "Tell me everything [[emulator:chunk-delay=500]]", "stream": true}),
-        );
-        assert_eq!(status, 200);
-        assert_eq!(events.next().unwrap().name, "meta");
-        assert_eq!(events.next().unwrap().name, "delta");
+        let mut events =
+            service.stream(&json!({"message": "Tell me everything [[emulator:chunk-delay=500]]"}));
+        assert_eq!(events.status, 200);
+        assert_eq!(events.next_event().unwrap().name, "meta");
+        assert_eq!(events.next_event().unwrap().name, "delta");
         drop(events);
         let requests = emulator.wait_until_settled(Duration::from_secs(10));
         assert_eq!(requests.len(), 1);
@@ -269,11 +193,8 @@ fn a_stream_that_fails_part_way_ends_with_an_error_event() {
     let emulator = start_emulator();
     for runtime in runtimes() {
         let service = Service::start(runtime, &emulator_env(&emulator));
-        let (status, _, mut events) = open_stream(
-            &service,
-            &json!({"message": "hi [[emulator:stream-error]]", "stream": true}),
-        );
-        assert_eq!(status, 200, "{runtime:?}");
+        let mut events = service.stream(&json!({"message": "hi [[emulator:stream-error]]"}));
+        assert_eq!(events.status, 200, "{runtime:?}");
         let all = events.rest();
         let last = all.last().unwrap();
         assert_eq!(last.name, "error", "{runtime:?}: {all:?}");
@@ -371,6 +292,7 @@ fn history_persona_and_options_reach_gemini() {
 
 #[test]
 fn transient_failures_are_retried_and_persistent_ones_reported() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     for runtime in runtimes() {
         let service = Service::start(runtime, &emulator_env(&emulator));
@@ -384,11 +306,8 @@ fn transient_failures_are_retried_and_persistent_ones_reported() {
 
         // Streams are retried too, before their first byte.
         emulator.reset_faults();
-        let (status, _, mut events) = open_stream(
-            &service,
-            &json!({"message": "again [[emulator:500x1]]", "stream": true}),
-        );
-        assert_eq!(status, 200, "{runtime:?}");
+        let mut events = service.stream(&json!({"message": "again [[emulator:500x1]]"}));
+        assert_eq!(events.status, 200, "{runtime:?}");
         let done = events.rest().pop().unwrap();
         assert_eq!(done.data["metadata"]["attempts"], 2, "{done:?}");
 

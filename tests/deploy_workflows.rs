@@ -9,14 +9,12 @@
 //! Needs bash, jq and awk (as GitHub's ubuntu runners have them), and python3 for the stub of
 //! ion-loadtest, which must catch SIGINT as goose does.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{TempDir, workspace_root};
+use crate::common::{TempDir, workspace_root};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -588,8 +586,8 @@ cp "$STUB_DATA/image-id" target/image/image-id
             "--release",
             "--locked",
             "--test",
-            "container",
-            "image_"
+            "integration",
+            "container::image_"
         ],
         "{file}: {test}"
     );

@@ -1,9 +1,7 @@
 //! `/`, `/health`, `/docs`, `/openapi.json` and successful `/chat` calls, over real HTTP, on
 //! ion-host and on `spin up`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

@@ -1,10 +1,8 @@
 //! ion-host's own behaviour as a process: startup errors, $PORT, HTTP edge cases.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn startup_errors_are_clear_and_exit_non_zero() {

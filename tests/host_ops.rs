@@ -1,14 +1,13 @@
 //! ion-host as it runs on Cloud Run: precompiled components, graceful shutdown, limits,
 //! structured logs and host-side credentials, over real processes and HTTP.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::serial;
+use crate::common::*;
 use serde_json::Value;
 
 fn env_with(emulator: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -170,6 +169,7 @@ fn back_to_back_requests_at_the_limit_are_not_refused() {
 
 #[test]
 fn body_size_deadline_and_memory_limits() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let env = env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
     let service = Service::start_host(
@@ -362,6 +362,7 @@ fn runtime_credentials_come_from_the_host_not_the_component() {
 
 #[test]
 fn a_client_that_hangs_up_cancels_its_request() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let env = env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
     let service = Service::start_host(&[], &env);

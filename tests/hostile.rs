@@ -3,14 +3,13 @@
 //! failures and shutdown with such connections open. Every wait is bounded; timeouts are set
 //! small and checked with generous margins.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::serial;
+use crate::common::*;
 use serde_json::Value;
 
 /// Longest any test waits for the server to act on a timeout of a second or two.
@@ -51,6 +50,7 @@ fn assert_json_error(status: u16, body: &str, code: &str) {
 
 #[test]
 fn slow_heads_and_idle_connections_are_closed_on_their_own_timeouts() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(
         &[
@@ -593,6 +593,7 @@ fn streams_beyond_the_cap_get_503_and_health_never_fails() {
 
 #[test]
 fn idle_uploads_hold_no_body_memory_and_the_body_limit_is_the_components() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(
         &[
@@ -643,6 +644,7 @@ fn idle_uploads_hold_no_body_memory_and_the_body_limit_is_the_components() {
 
 #[test]
 fn clients_that_stop_reading_lose_their_connection_after_the_send_timeout() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(&["--send-timeout-ms", "1000"], &emulator_env(&emulator));
     let open = std::fs::read_dir(format!("/proc/{}/fd", service.pid()))
@@ -768,13 +770,14 @@ fn a_stream_past_the_request_deadline_ends_with_an_error_event_and_its_log_line(
     );
     // /chat: the first chunk comes at once, the next ones 2.5 s apart: the deadline falls in
     // a pause.
-    let (mut stream, status, head) =
-        open_chat_stream(&service, "마감 [[emulator:chunk-delay=2500]]").expect("an answer");
-    assert_eq!(status, 200, "{head}");
-    let text = read_rest(&mut stream, Vec::new());
-    assert!(text.contains("event: error"), "{text}");
-    assert!(text.contains("\"code\":\"deadline_exceeded\""), "{text}");
-    assert!(!text.contains("event: done"), "{text}");
+    let mut stream =
+        service.stream(&serde_json::json!({"message": "마감 [[emulator:chunk-delay=2500]]"}));
+    assert_eq!(stream.status, 200);
+    let events = stream.rest();
+    let last = events.last().expect("events before the deadline");
+    assert_eq!(last.name, "error", "{events:?}");
+    assert_eq!(last.data["code"], "deadline_exceeded", "{events:?}");
+    assert!(events.iter().all(|e| e.name != "done"), "{events:?}");
 
     // /v1: an error chunk in OpenAI's shape, and no [DONE].
     let body = serde_json::json!({
@@ -825,13 +828,14 @@ fn sigterm_ends_a_stream_still_running_after_the_grace_period_with_an_error_even
         &["--shutdown-grace-ms", "2000"],
         &env_with_upstream_timeout(&emulator, 20_000),
     );
-    let (mut stream, status, head) =
-        open_chat_stream(&service, "종료 [[emulator:chunk-delay=4000]]").expect("an answer");
-    assert_eq!(status, 200, "{head}");
+    let mut stream =
+        service.stream(&serde_json::json!({"message": "종료 [[emulator:chunk-delay=4000]]"}));
+    assert_eq!(stream.status, 200);
     service.terminate();
-    let text = read_rest(&mut stream, Vec::new());
-    assert!(text.contains("event: error"), "{text}");
-    assert!(text.contains("\"code\":\"shutting_down\""), "{text}");
+    let events = stream.rest();
+    let last = events.last().expect("events before SIGTERM");
+    assert_eq!(last.name, "error", "{events:?}");
+    assert_eq!(last.data["code"], "shutting_down", "{events:?}");
     let status = service
         .wait_exit(Duration::from_secs(15))
         .expect("ion-host exits after its grace period");
@@ -872,6 +876,7 @@ fn hang_up_and_time_cancellation(
 
 #[test]
 fn a_client_hang_up_cancels_the_upstream_call_in_every_phase() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let service = Service::start_host(&[], &env_with_upstream_timeout(&emulator, 30_000));
     let in_progress =
@@ -920,6 +925,7 @@ fn a_client_hang_up_cancels_the_upstream_call_in_every_phase() {
 
 #[test]
 fn a_client_hang_up_while_connecting_upstream_closes_that_connection() {
+    let _timed = serial::timed();
     // An "upstream" that accepts connections and never answers the TLS handshake: the call
     // stays in its connecting phase.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -6,12 +6,10 @@
 //! emulator: a chat that succeeds, one that Vertex AI rate-limits, a streamed one and one on the
 //! OpenAI route.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Resource labels of `cloud_run_revision`, usable with any metric.
@@ -246,8 +244,14 @@ fn monitoring_reads_fields_the_chat_entry_really_has() {
     assert_eq!(service.ask(secret).status, 200);
     let limited = service.ask("[[emulator:429]]");
     assert_eq!(limited.status, 429, "{}", limited.body);
-    let streamed = service.chat(r#"{"message": "Tell me more", "stream": true}"#);
-    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let mut streamed = service.stream(&json!({"message": "Tell me more"}));
+    assert_eq!(streamed.status, 200);
+    let events = streamed.rest();
+    assert_eq!(
+        events.last().map(|e| e.name.as_str()),
+        Some("done"),
+        "{events:?}"
+    );
     let openai = request(
         "POST",
         &service.url("/v1/chat/completions"),

@@ -2,9 +2,7 @@
 //! them (X-Forwarded-For), 429 with Retry-After and the draft RateLimit fields, /health exempt,
 //! the environment variable the image uses, and the access log's remoteIp.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A request to /chat as Cloud Run forwards it: the client wrote its own X-Forwarded-For

@@ -1,18 +1,17 @@
 //! Conversations and the response cache, end to end, on every store both runtimes offer:
 //! ion-host with its embedded store and with Redis, `spin up` with its default (SQLite) store
 //! and with Redis through a runtime-config file. The same suite runs on each; Redis is a real
-//! `redis-server` started on a free port (see `common::redis`).
-
-mod common;
+//! `redis-server` started on a free port (see `crate::common::redis`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer as Redis;
-use common::{
-    Emulator, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
-    start_emulator,
+use crate::common::redis::RedisServer as Redis;
+use crate::common::serial;
+use crate::common::{
+    Emulator, Event, Reply, Runtime, Service, Store, TempDir, emulator_env, request, runtimes,
+    start_emulator, stream_chat,
 };
 use serde_json::{Value, json};
 
@@ -49,21 +48,11 @@ fn ok(reply: Reply) -> Value {
     reply.json()
 }
 
-/// The events of a streamed `/chat` answer, as (name, data).
-fn events(reply: &Reply) -> Vec<(String, Value)> {
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply
-        .body
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once("\ndata: ").expect("event and data");
-            (
-                name.trim_start_matches("event: ").to_owned(),
-                serde_json::from_str(data).unwrap(),
-            )
-        })
-        .collect()
+/// Every event of a streamed `/chat` answer to `body`.
+fn stream_events(service: &Service, body: &Value) -> Vec<Event> {
+    let mut stream = service.stream(body);
+    assert_eq!(stream.status, 200);
+    stream.rest()
 }
 
 fn transcript(service: &Service, id: &str) -> Value {
@@ -120,20 +109,19 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     );
 
     // Streamed: the id comes in the first event, and the turn is stored before `done`.
-    let streamed = events(&post(
+    let streamed = stream_events(
         &service,
-        &json!({"message": "Stream the next step", "conversation_id": id, "stream": true}),
-        &[],
-    ));
-    assert_eq!(streamed[0].0, "meta");
-    assert_eq!(streamed[0].1["conversation_id"], id.as_str());
-    let (last, done) = streamed.last().unwrap();
-    assert_eq!(last, "done", "{streamed:?}");
-    assert_eq!(done["conversation_id"], id.as_str());
+        &json!({"message": "Stream the next step", "conversation_id": id}),
+    );
+    assert_eq!(streamed[0].name, "meta");
+    assert_eq!(streamed[0].data["conversation_id"], id.as_str());
+    let done = streamed.last().unwrap();
+    assert_eq!(done.name, "done", "{streamed:?}");
+    assert_eq!(done.data["conversation_id"], id.as_str());
     let text: String = streamed
         .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, d)| d["text"].as_str().unwrap())
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
         .collect();
     let kept = transcript(&service, &id);
     let turns = kept["turns"].as_array().unwrap();
@@ -143,12 +131,14 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     assert_eq!(kept["conversation_id"], id.as_str());
 
     // A streamed first turn starts a conversation that can be read at once.
-    let fresh = events(&post(
+    let fresh = stream_events(
         &service,
-        &json!({"message": format!("A new topic for {label}"), "stream": true}),
-        &[],
-    ));
-    let new_id = fresh[0].1["conversation_id"].as_str().unwrap().to_owned();
+        &json!({"message": format!("A new topic for {label}")}),
+    );
+    let new_id = fresh[0].data["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(new_id, id);
     assert_eq!(
         transcript(&service, &new_id)["turns"]
@@ -227,16 +217,12 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     assert_eq!(hit["content"], miss["content"]);
     assert_eq!(hit["metadata"]["attempts"], 0);
     assert_ne!(hit["conversation_id"], miss["conversation_id"]);
-    let replay = events(&post(
-        &service,
-        &json!({"message": question["message"], "stream": true}),
-        &[],
-    ));
-    assert_eq!(replay.last().unwrap().1["metadata"]["cache"], "hit");
+    let replay = stream_events(&service, &json!({"message": question["message"]}));
+    assert_eq!(replay.last().unwrap().data["metadata"]["cache"], "hit");
     let replayed: String = replay
         .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, d)| d["text"].as_str().unwrap())
+        .filter(|e| e.name == "delta")
+        .map(|e| e.data["text"].as_str().unwrap())
         .collect();
     assert_eq!(replayed, miss["content"].as_str().unwrap());
     assert_eq!(
@@ -428,6 +414,7 @@ fn implicit_caching_is_reported_on_v1() {
 /// prompt 503, and the service recovers by itself.
 #[test]
 fn a_redis_outage_is_survived() {
+    let _timed = serial::timed();
     let emulator = start_emulator();
     let Some(mut redis) = Redis::start() else {
         return;
@@ -542,9 +529,9 @@ fn corrupt_and_foreign_records_are_answered() {
 /// before the process exits, and the next process on the same state finds it.
 #[test]
 fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
-    let emulator = common::Emulator::start_in_background(common::EmulatorConfig {
+    let emulator = crate::common::Emulator::start_in_background(crate::common::EmulatorConfig {
         chunk_delay: Duration::from_millis(150),
-        ..common::EmulatorConfig::default()
+        ..crate::common::EmulatorConfig::default()
     })
     .expect("emulator starts");
     let state = TempDir::new();
@@ -558,21 +545,17 @@ fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
     let first = ok(post(&service, &json!({"message": "the first turn"}), &[]));
     let id = first["conversation_id"].as_str().unwrap().to_owned();
 
-    let url = service.url("/chat");
-    let body =
-        json!({"message": "answered while shutting down", "conversation_id": id, "stream": true});
+    let base_url = service.base_url.clone();
+    let body = json!({"message": "answered while shutting down", "conversation_id": id});
     let streaming = std::thread::spawn(move || {
-        request(
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            body.to_string().as_bytes(),
-        )
+        let mut stream = stream_chat(&base_url, &body);
+        assert_eq!(stream.status, 200);
+        stream.rest()
     });
-    common::wait_for_upstream_requests(&emulator, 2);
+    crate::common::wait_for_upstream_requests(&emulator, 2);
     service.terminate();
-    let streamed = events(&streaming.join().unwrap());
-    assert_eq!(streamed.last().unwrap().0, "done", "{streamed:?}");
+    let streamed = streaming.join().unwrap();
+    assert_eq!(streamed.last().unwrap().name, "done", "{streamed:?}");
     assert!(
         service.wait_exit(Duration::from_secs(30)).is_some(),
         "ion-host exited"

@@ -1,9 +1,7 @@
 //! Vertex AI failures, missing configuration and outbound policy over real HTTP: each is an
 //! honest, distinct non-200 JSON error. Checked on ion-host and on `spin up`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// emulator fault → (status, code)
 const FAULTS: &[(&str, u16, &str)] = &[

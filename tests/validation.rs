@@ -1,9 +1,7 @@
 //! Bad input over real HTTP: every case gets a clear JSON error with the right status, never a
 //! 500, and never reaches Vertex AI. Checked on ion-host and on `spin up`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// body → expected FastAPI error type (all 422)
 const INVALID_BODIES: &[(&str, &str)] = &[

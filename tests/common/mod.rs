@@ -4,8 +4,6 @@
 //! The artifacts under test are built before `cargo test` runs (see `scripts/test.sh`):
 //! the component (`wasm32-wasip2`, release) and `ion-host` (release).
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -18,6 +16,9 @@ use serde_json::Value;
 
 pub mod python;
 pub mod redis;
+pub mod serial;
+mod sse;
+pub use sse::{Event, stream_chat};
 pub use vertex_emulator::{Emulator, EmulatorConfig};
 
 /// Bearer token the tests configure; the emulator insists on it.

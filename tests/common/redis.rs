@@ -73,6 +73,8 @@ impl RedisServer {
         Some(server)
     }
 
+    /// Used by ion-host's own store tests (host/src/kv/tests_redis.rs includes this file).
+    #[allow(dead_code)]
     pub fn port(&self) -> u16 {
         self.port
     }

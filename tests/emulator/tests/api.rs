@@ -1,8 +1,6 @@
 //! Protocol behaviour over real HTTP: reply shapes, streaming, auth, models, validation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use vertex_emulator::{Emulator, EmulatorConfig, SERVED_MODELS};
 

@@ -1,12 +1,10 @@
 //! The `vertex-emulator` binary: startup line, flags, busy port, SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vertex-emulator");
 

@@ -1,10 +1,8 @@
 //! Every fault, chosen by marker or by header, over real HTTP.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use vertex_emulator::FAULT_HEADER;
 

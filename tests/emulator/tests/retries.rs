@@ -1,8 +1,6 @@
 //! Transient faults for retry tests, and the request log that counts the attempts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use vertex_emulator::FAULT_HEADER;
 

@@ -1,12 +1,10 @@
 //! Serving behaviour: latency, pacing, recording, concurrency, lifecycle and the async API.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use vertex_emulator::{Emulator, EmulatorConfig, RECORD_LIMIT};
 

@@ -1,13 +1,11 @@
 //! Streaming as Vertex AI does it: several deltas, paced on request, and a record of clients
 //! that hang up before the end.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use vertex_emulator::{Delivery, Emulator, EmulatorConfig, FAULT_HEADER};
 
 const LONG_QUESTION: &str = "How should I plan my first month of learning Rust if I already know \

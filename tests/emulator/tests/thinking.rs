@@ -1,8 +1,6 @@
 //! Thinking over real HTTP: levels, budgets, thought tokens billed against maxOutputTokens.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn tokens(chars: usize) -> u64 {

@@ -1,8 +1,6 @@
 //! A minimal blocking HTTP/1.1 client and request helpers for the integration tests.
 //! Raw sockets on purpose: the tests also need to see dropped connections and raw bodies.
 
-#![allow(dead_code)]
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

@@ -1,0 +1,20 @@
+//! The end-to-end tests, one binary: each module is one area of the service, and `common` is the
+//! harness they share (the emulator, the service under ion-host or `spin up`, HTTP and streams).
+
+mod common;
+
+mod access;
+mod api_contract;
+mod browser;
+mod chat;
+mod container;
+mod deploy_workflows;
+mod endpoints;
+mod host;
+mod host_ops;
+mod hostile;
+mod monitoring;
+mod rate_limit;
+mod state;
+mod upstream;
+mod validation;
