@@ -112,7 +112,7 @@ pub const DEFAULT_LOCATION: &str = "global";
 /// Google's region-less Vertex AI endpoint, used by the `global` location.
 pub const GLOBAL_ENDPOINT: &str = "https://aiplatform.googleapis.com";
 /// Google's latest stable Flash on Vertex AI, served until at least 2027-05-19 (Google's
-/// model-versions page, checked 2026-12-01). Move on before its retirement date: see README.
+/// model-versions page, checked 2026-12-01). Move on before its retirement date: see docs/configuration.md.
 pub const DEFAULT_MODEL: &str = "gemini-3.5-flash";
 /// Low keeps a chat responsive; `medium`, the model's own default, roughly doubles latency.
 pub const DEFAULT_THINKING_LEVEL: ThinkingLevel = ThinkingLevel::Low;

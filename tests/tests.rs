@@ -9,6 +9,7 @@ mod browser;
 mod chat;
 mod container;
 mod deploy_workflows;
+mod docs;
 mod endpoints;
 mod host;
 mod host_ops;

@@ -115,8 +115,8 @@ fn wrong_routes_methods_types_and_sizes() {
                     assert!(raw.contains("payload_too_large"), "{raw}");
                 }
                 // `spin up` answers while the body is still arriving and closes without
-                // reading the rest, so the client may see a reset instead (README: Spin
-                // differences). What it does answer must be the 413.
+                // reading the rest, so the client may see a reset instead (docs/architecture.md,
+                // "`spin up` compared"). What it does answer must be the 413.
                 Runtime::Spin => {
                     assert!(
                         raw.is_empty() || raw.starts_with("HTTP/1.1 413"),

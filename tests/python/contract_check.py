@@ -336,7 +336,7 @@ def docs_policy(base_url):
         match = re.search(rf"<{tag}>(.*?)</{tag}>", response.text, re.S)
         digest = base64.b64encode(hashlib.sha256(match.group(1).encode()).digest()).decode()
         if f"{directive} 'sha256-{digest}'" not in policy:
-            failures.append(f"/docs: the CSP does not allow the page's {tag}; set `{directive} 'sha256-{digest}'` in DOCS_CSP (src/api.rs)")
+            failures.append(f"/docs: the CSP does not allow the page's {tag}; set `{directive} 'sha256-{digest}'` in DOCS_CSP (src/info.rs)")
     for external in ('src="http', 'href="http', 'src="//', 'href="//'):
         if external in response.text:
             failures.append(f"/docs loads something from elsewhere ({external}...)")
