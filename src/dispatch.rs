@@ -231,13 +231,9 @@ fn admit<V: Variables, T, C: Clock>(
     record: &mut ChatRecord,
 ) -> Result<Grant, ApiError> {
     let settings = AccessSettings::load(rt.vars)?;
-    let authorization = request.header_bytes("authorization");
-    let client_addr = request.header(CLIENT_ADDR);
-    let credentials = Credentials {
-        authorization: authorization.as_deref(),
-        client_addr: client_addr.as_deref(),
-    };
-    let caller = access::identify(rt.state.kv, settings.mode, &credentials)?;
+    let caller = with_credentials(request, |credentials| {
+        access::identify(rt.state.kv, settings.mode, credentials)
+    })?;
     record.note_caller(&caller);
     access::admit(rt.state.kv, &settings, caller, rt.clock.unix_seconds())
 }
@@ -266,18 +262,20 @@ fn usage<V: Variables, T, C: Clock>(
     request: &impl Incoming,
 ) -> Result<ApiResponse, ApiError> {
     let settings = AccessSettings::load(rt.vars)?;
+    with_credentials(request, |credentials| {
+        access::admin::usage(credentials, &settings, rt.state.kv, rt.clock.unix_seconds())
+    })
+}
+
+/// Hands `f` what identifies the caller: the `Authorization` header and the client address the
+/// host vouches for.
+fn with_credentials<R>(request: &impl Incoming, f: impl FnOnce(&Credentials<'_>) -> R) -> R {
     let authorization = request.header_bytes("authorization");
     let client_addr = request.header(CLIENT_ADDR);
-    let credentials = Credentials {
+    f(&Credentials {
         authorization: authorization.as_deref(),
         client_addr: client_addr.as_deref(),
-    };
-    access::admin::usage(
-        &credentials,
-        &settings,
-        rt.state.kv,
-        rt.clock.unix_seconds(),
-    )
+    })
 }
 
 /// `/admin/keys` and `/admin/keys/{id}`. The admin token is checked before a body is read.

@@ -419,12 +419,7 @@ fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Reply, ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .allow_non_standard_methods(true)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent = http_agent();
     let mut builder = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -432,17 +427,33 @@ fn try_request(
     let request = builder.body(body.to_vec()).expect("valid request");
     let response = agent.run(request)?;
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
+    let headers = header_pairs(&response);
     let body = response.into_body().read_to_string()?;
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// The harness's HTTP client: any status is an answer, not an error; any method may be sent;
+/// nothing takes longer than 30 s.
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A response's headers as (name, value) pairs; a value that is not text reads as empty.
+fn header_pairs<B>(response: &http::Response<B>) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect()
 }
 
 /// Sends raw bytes and returns the raw response (read until close or 5 s).

@@ -2,11 +2,10 @@
 //! one as they arrive.
 
 use std::io::{BufRead, BufReader, Read};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Service;
+use super::{Service, header_pairs, http_agent};
 
 /// One event of a `/chat` stream: its name (`meta`, `delta`, `done`, `error`) and JSON data.
 #[derive(Debug, Clone)]
@@ -33,22 +32,13 @@ impl Service {
 pub fn stream_chat(base_url: &str, body: &Value) -> EventStream {
     let mut body = body.clone();
     body["stream"] = Value::Bool(true);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let response = agent
+    let response = http_agent()
         .post(&format!("{base_url}/chat"))
         .header("content-type", "application/json")
         .send(body.to_string())
         .unwrap_or_else(|e| panic!("streamed POST {base_url}/chat: {e}"));
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
+    let headers = header_pairs(&response);
     let reader = BufReader::new(Box::new(response.into_body().into_reader()) as Box<dyn Read>);
     EventStream {
         status,
