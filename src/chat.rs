@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::chat_state::TurnState;
 use crate::config::{Settings, Variables};
 use crate::error::{ApiError, UpstreamError};
-use crate::gemini::{self, Answer, Chunk, GenerateContentRequest, Usage};
+use crate::gemini::{self, Answer, Chunk, GenerateContentRequest, ToolCall, Usage};
 use crate::persona::{self, Persona, Routing};
 use crate::resonance::{self, Resonance};
 use crate::validation::ChatRequest;
@@ -87,7 +87,13 @@ pub async fn open<T: Transport>(
 ) -> (Result<OpenStream<T::Body>, UpstreamError>, CallStats) {
     let (opened, stats) = vertex::open_stream(transport, clock, &chat.settings, &chat.gemini).await;
     let opened = opened.and_then(|(first, rest)| {
-        if first.finish_reason.is_some() && first.text.trim().is_empty() {
+        // A stream cut at the request's own token limit before any text is still an answer
+        // (an empty one, `truncated`); any other finish without output is not.
+        if first.finish_reason.is_some()
+            && first.text.trim().is_empty()
+            && first.calls.is_empty()
+            && first.finish_reason.as_deref() != Some(gemini::MAX_TOKENS)
+        {
             Err(UpstreamError::EmptyAnswer {
                 finish_reason: first.finish_reason,
             })
@@ -112,6 +118,8 @@ pub trait StreamFormat {
     /// The first event, before any text.
     fn opening(&self, chat: &Chat) -> Vec<u8>;
     fn delta(&self, chat: &Chat, text: &str) -> Vec<u8>;
+    /// Function calls the model asked for (only when the request declared tools).
+    fn calls(&self, chat: &Chat, calls: &[ToolCall]) -> Vec<u8>;
     /// The last event of a complete answer.
     fn done(&self, chat: &Chat, end: &StreamEnd) -> Vec<u8>;
     /// The last event when the upstream failed after the stream started.
@@ -131,6 +139,8 @@ pub struct StreamEnd {
     pub client_gone: bool,
     /// The answer as relayed, kept so the turn can be stored.
     pub text: String,
+    /// The function calls relayed.
+    pub calls: Vec<ToolCall>,
 }
 
 impl StreamEnd {
@@ -163,6 +173,7 @@ where
         end.client_gone = true;
         return end;
     }
+    // Text or a function call reached the client.
     let mut said_text = false;
     let mut next = Some(Ok(first));
     loop {
@@ -177,6 +188,14 @@ where
                         return end;
                     }
                     end.text.push_str(&chunk.text);
+                    said_text = true;
+                }
+                if !chunk.calls.is_empty() {
+                    if sink.send(format.calls(chat, &chunk.calls)).await.is_err() {
+                        end.client_gone = true;
+                        return end;
+                    }
+                    end.calls.extend(chunk.calls);
                     said_text = true;
                 }
                 if chunk.usage.is_some() {
@@ -196,7 +215,7 @@ where
                 }));
                 break;
             }
-            None if !said_text => {
+            None if !said_text && !end.truncated() => {
                 end.error = Some(ApiError::Upstream(UpstreamError::EmptyAnswer {
                     finish_reason: end.finish_reason.clone(),
                 }));

@@ -21,6 +21,9 @@ use crate::error::ApiError;
 use crate::gemini::{Answer, Usage};
 use crate::vertex::CallStats;
 
+/// The outcome of an answer the content filters withheld.
+const CONTENT_BLOCKED: &str = "content_blocked";
+
 /// Fields of the per-chat log line (`chat` in the log entry).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRecord {
@@ -197,6 +200,13 @@ impl ChatRecord {
         }
     }
 
+    /// An answer Gemini's content filters withheld, answered with a 200 (`/v1`'s
+    /// `finish_reason: "content_filter"`): the error's code, and the block reason.
+    pub fn note_content_filter(&mut self, error: &ApiError) {
+        self.status = 200;
+        self.outcome = error.code().into();
+    }
+
     /// The error the client was given, as status and `code`.
     pub fn set_failure(&mut self, error: &ApiError) {
         self.status = error.status();
@@ -208,6 +218,8 @@ impl ChatRecord {
         let severity = match self.status {
             500.. => "ERROR",
             400.. => "WARNING",
+            // Withheld by the content filters (`/v1` answers that with a 200): not a fault.
+            _ if self.outcome == CONTENT_BLOCKED => "WARNING",
             _ if self.outcome != "ok" => "ERROR", // a stream that failed after its 200
             _ => "INFO",
         };

@@ -77,6 +77,7 @@ pub async fn chat<T: Transport>(
         }
         let answer = Answer {
             text: hit.answer,
+            calls: Vec::new(),
             finish_reason: gemini::STOP.into(),
             usage: Usage::default(),
             model_version: Some(hit.model),
@@ -203,6 +204,11 @@ impl StreamFormat for ChatEvents {
 
     fn delta(&self, _chat: &Chat, text: &str) -> Vec<u8> {
         sse::event("delta", &json!({ "text": text }))
+    }
+
+    /// `/chat` declares no tools, so Gemini never calls one here.
+    fn calls(&self, _chat: &Chat, _calls: &[gemini::ToolCall]) -> Vec<u8> {
+        Vec::new()
     }
 
     fn done(&self, chat: &Chat, end: &StreamEnd) -> Vec<u8> {

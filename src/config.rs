@@ -34,6 +34,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Upstream attempts per chat, the first included (1 = no retries).
     pub max_attempts: u32,
+    /// Gemini's blocking threshold per harm category (see [`crate::safety`]).
+    pub safety_settings: Vec<crate::gemini::SafetySetting>,
 }
 
 /// `generationConfig.thinkingConfig.thinkingLevel` (Gemini 3 and later).
@@ -209,6 +211,7 @@ impl Settings {
                 })?,
             },
             max_attempts: parse_number(vars, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1..=10)?,
+            safety_settings: crate::safety::load(vars)?,
             timeout: Duration::from_millis(parse_number(
                 vars,
                 "request_timeout_ms",

@@ -248,21 +248,21 @@ fn within_budget(turns: Vec<NumberedTurn>, settings: &StateSettings) -> Vec<Numb
     kept
 }
 
-/// The window as the history Gemini is sent.
+/// The window as the history Gemini is sent. An answer cut to nothing (the request's own
+/// token limit spent on thinking) is left out: Gemini takes no empty parts.
 pub fn as_history(window: &[NumberedTurn]) -> Vec<Turn> {
     window
         .iter()
         .flat_map(|t| {
-            [
-                Turn {
-                    role: Role::User,
-                    content: t.turn.question.clone(),
-                },
-                Turn {
-                    role: Role::Assistant,
-                    content: t.turn.answer.clone(),
-                },
-            ]
+            let question = Turn {
+                role: Role::User,
+                content: t.turn.question.clone(),
+            };
+            let answer = (!t.turn.answer.is_empty()).then(|| Turn {
+                role: Role::Assistant,
+                content: t.turn.answer.clone(),
+            });
+            std::iter::once(question).chain(answer)
         })
         .collect()
 }
@@ -334,6 +334,33 @@ mod tests {
             model: "m".into(),
             created_at: at,
         }
+    }
+
+    #[test]
+    fn an_answer_cut_to_nothing_is_not_sent_back() {
+        let cut = TurnRecord {
+            answer: String::new(),
+            ..turn("a", 1)
+        };
+        let window = [
+            NumberedTurn { n: 1, turn: cut },
+            NumberedTurn {
+                n: 2,
+                turn: turn("b", 2),
+            },
+        ];
+        let roles: Vec<(Role, String)> = as_history(&window)
+            .into_iter()
+            .map(|t| (t.role, t.content))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                (Role::User, "a".to_owned()),
+                (Role::User, "b".to_owned()),
+                (Role::Assistant, "answer to b".to_owned())
+            ]
+        );
     }
 
     fn id(n: u8) -> ConversationId {

@@ -90,6 +90,7 @@ pub async fn serve<V, T, C>(
         Ok(Route::Docs) => info::docs(),
         Ok(Route::OpenApi) => info::openapi(),
         Ok(Route::Models) => openai::models(rt.vars),
+        Ok(Route::Model) => openai::model(rt.vars, &path),
         Ok(Route::Options { allow }) => cors.preflight(
             origin.as_deref(),
             request.header("access-control-request-method").as_deref(),
@@ -112,6 +113,8 @@ pub async fn serve<V, T, C>(
             };
             return chat(rt, request, answer, respond).await;
         }
+        // Under `/v1` an unknown path or method is answered as OpenAI does.
+        Err(e) if openai::owns(&path) => openai::route_error(&e, &method, &path),
         Err(e) => e.to_response(),
     };
     respond.whole(cors.apply(origin.as_deref(), response)).await;
@@ -513,13 +516,46 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_nothing_is_logged() {
-        for path in ["/nope", "/chat//", "/v1", "/conversations/"] {
+        for path in ["/nope", "/chat//", "/conversations/"] {
             let r = served(request("GET", path));
             assert_eq!(r.response.status, 404, "{path}");
             assert_eq!(r.body()["code"], "not_found");
             assert_eq!(r.response.header("content-type"), Some("application/json"));
             assert!(r.lines.is_empty());
         }
+        // Under /v1, as OpenAI answers.
+        for path in ["/v1", "/v1/nope?x=1", "/v1/chat/completions/x"] {
+            let r = served(request("GET", path));
+            assert_eq!(r.response.status, 404, "{path}");
+            let error = &r.body()["error"];
+            assert_eq!(error["code"], "not_found", "{path}");
+            assert_eq!(error["type"], "not_found_error");
+            let bare = path.split('?').next().unwrap();
+            assert_eq!(error["message"], format!("Invalid URL (GET {bare})"));
+            assert!(r.lines.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_model_is_listed_alone_or_is_openais_404() {
+        let r = served(request("GET", "/v1/models/ion-lua"));
+        assert_eq!(r.response.status, 200);
+        assert_eq!(
+            r.body(),
+            serde_json::json!({"id": "ion-lua", "object": "model", "created": 0, "owned_by": "ion-mentoring"})
+        );
+        let r = served(request("GET", "/v1/models/gemini-3.5-flash"));
+        assert_eq!(r.body()["owned_by"], "google");
+        let r = served(request("GET", "/v1/models/gpt%2D9"));
+        assert_eq!(r.response.status, 404);
+        assert_eq!(r.body()["error"]["code"], "model_not_found");
+        assert_eq!(r.body()["error"]["param"], "model");
+        assert!(
+            r.body()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("gpt-9")
+        );
     }
 
     #[test]
@@ -536,7 +572,11 @@ mod tests {
             let r = served(request(method, path));
             assert_eq!(r.response.status, 405, "{method} {path}");
             assert_eq!(r.response.header("allow"), Some(allow), "{method} {path}");
-            assert_eq!(r.body()["code"], "method_not_allowed");
+            let code = match path.starts_with("/v1/") {
+                true => &r.body()["error"]["code"],
+                false => &r.body()["code"],
+            };
+            assert_eq!(code, "method_not_allowed");
             assert!(r.lines.is_empty());
         }
     }

@@ -2,6 +2,7 @@
 //! of a reply into an answer or an honest error.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::config::Settings;
 use crate::error::UpstreamError;
@@ -15,6 +16,53 @@ pub struct GenerateContentRequest {
     pub contents: Vec<Content>,
     pub system_instruction: Content,
     pub generation_config: GenerationConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_config: Option<ToolConfig>,
+    /// Left out when none are configured: Vertex AI's defaults apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub safety_settings: Vec<SafetySetting>,
+}
+
+/// Functions the model may call.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tool {
+    pub function_declarations: Vec<FunctionDeclaration>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDeclaration {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Standard JSON Schema (what OpenAI clients send), not the older OpenAPI subset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters_json_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConfig {
+    pub function_calling_config: FunctionCallingConfig,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionCallingConfig {
+    /// `AUTO`, `ANY` or `NONE`.
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_function_names: Vec<String>,
+}
+
+/// One harm category's blocking threshold.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SafetySetting {
+    pub category: String,
+    pub threshold: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -26,12 +74,43 @@ pub struct Content {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct Part {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Set on reasoning parts of thinking models: not part of the answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub thought: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_response: Option<FunctionResponse>,
+    /// Gemini 3's opaque record of its reasoning at a function call: it must come back, unchanged,
+    /// on that call's part in the next request of the same turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<String>,
+}
+
+impl Part {
+    pub fn text(text: impl Into<String>) -> Part {
+        Part {
+            text: Some(text.into()),
+            ..Part::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FunctionCall {
+    pub name: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FunctionResponse {
+    pub name: String,
+    pub response: Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -40,12 +119,25 @@ pub struct GenerationConfig {
     /// Left out unless configured: Gemini 3.x is tuned for its default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
     /// Thinking and answer tokens together.
     pub max_output_tokens: u32,
     pub candidate_count: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop_sequences: Vec<String>,
     pub thinking_config: ThinkingConfig,
+    /// `application/json` for structured output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_json_schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -54,11 +146,23 @@ pub struct ThinkingConfig {
     pub thinking_level: &'static str,
 }
 
-/// Per-request generation options layered over the configured [`Settings`].
+/// Per-request generation options layered over the configured [`Settings`] (`/v1` sets them;
+/// `/chat` uses the defaults).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub seed: Option<i64>,
     pub stop_sequences: Vec<String>,
+    /// The conversation as `/v1` gives it, function calls and results included; `None` builds
+    /// it from the request's history and message.
+    pub contents: Option<Vec<Content>>,
+    pub tools: Vec<Tool>,
+    pub tool_config: Option<ToolConfig>,
+    pub response_mime_type: Option<&'static str>,
+    pub response_json_schema: Option<Value>,
 }
 
 /// Builds the request for a conversation under a system instruction: earlier turns in order,
@@ -70,6 +174,42 @@ pub fn build_request(
     chat: &ChatRequest,
     options: &Options,
 ) -> GenerateContentRequest {
+    let contents = match &options.contents {
+        Some(contents) => contents.clone(),
+        None => text_contents(chat),
+    };
+    GenerateContentRequest {
+        contents,
+        system_instruction: Content {
+            role: None,
+            parts: vec![Part::text(system_instruction)],
+        },
+        generation_config: GenerationConfig {
+            temperature: options.temperature.or(settings.temperature),
+            top_p: options.top_p,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+            seed: options.seed,
+            max_output_tokens: chat.max_output_tokens.unwrap_or(settings.max_output_tokens),
+            candidate_count: 1,
+            stop_sequences: options.stop_sequences.clone(),
+            thinking_config: ThinkingConfig {
+                thinking_level: chat
+                    .thinking_level
+                    .unwrap_or(settings.thinking_level)
+                    .wire_name(),
+            },
+            response_mime_type: options.response_mime_type,
+            response_json_schema: options.response_json_schema.clone(),
+        },
+        tools: options.tools.clone(),
+        tool_config: options.tool_config.clone(),
+        safety_settings: settings.safety_settings.clone(),
+    }
+}
+
+/// The history's turns in order, then the new message.
+fn text_contents(chat: &ChatRequest) -> Vec<Content> {
     let turns = chat
         .history
         .iter()
@@ -81,10 +221,7 @@ pub fn build_request(
             Role::User => "user",
             Role::Assistant => "model",
         };
-        let part = Part {
-            text: Some(text.to_owned()),
-            thought: false,
-        };
+        let part = Part::text(text);
         match contents.last_mut() {
             Some(last) if last.role.as_deref() == Some(role) => last.parts.push(part),
             _ => contents.push(Content {
@@ -93,28 +230,7 @@ pub fn build_request(
             }),
         }
     }
-    GenerateContentRequest {
-        contents,
-        system_instruction: Content {
-            role: None,
-            parts: vec![Part {
-                text: Some(system_instruction),
-                thought: false,
-            }],
-        },
-        generation_config: GenerationConfig {
-            temperature: options.temperature.or(settings.temperature),
-            max_output_tokens: chat.max_output_tokens.unwrap_or(settings.max_output_tokens),
-            candidate_count: 1,
-            stop_sequences: options.stop_sequences.clone(),
-            thinking_config: ThinkingConfig {
-                thinking_level: chat
-                    .thinking_level
-                    .unwrap_or(settings.thinking_level)
-                    .wire_name(),
-            },
-        },
-    }
+    contents
 }
 
 /// Response body of `:generateContent` (and of each streamed chunk).
@@ -188,6 +304,8 @@ impl From<UsageMetadata> for Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub text: String,
+    /// The functions the model asked to call (tools), in order.
+    pub calls: Vec<ToolCall>,
     pub finish_reason: String,
     pub usage: Usage,
     pub model_version: Option<String>,
@@ -210,10 +328,27 @@ impl Answer {
 pub struct Chunk {
     /// Answer text (thoughts left out); may be empty.
     pub text: String,
+    /// Function calls; Gemini sends each one whole, in one chunk.
+    pub calls: Vec<ToolCall>,
     /// Set on the last chunk.
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub model_version: Option<String>,
+}
+
+/// A function call the model asked for, with the signature that must come back with it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolCall {
+    pub name: String,
+    pub args: Value,
+    pub signature: Option<String>,
+}
+
+impl Chunk {
+    /// Answer text or a function call arrived.
+    pub fn has_output(&self) -> bool {
+        !self.text.is_empty() || !self.calls.is_empty()
+    }
 }
 
 /// Finish reasons that mean the answer was withheld by a content filter.
@@ -229,11 +364,13 @@ const BLOCKING_FINISH_REASONS: &[&str] = &[
 /// Reads a 200 reply body into an [`Answer`].
 ///
 /// A blocked prompt (`promptFeedback.blockReason`) or a candidate stopped by a content filter is
-/// [`UpstreamError::Blocked`]; a reply with no answer text is [`UpstreamError::EmptyAnswer`].
-/// Nothing is ever made up in their place.
+/// [`UpstreamError::Blocked`]; a reply with neither answer text nor a function call is
+/// [`UpstreamError::EmptyAnswer`], unless it stopped at the output-token limit: that is the
+/// request's own budget spent (often all on thinking), an answer cut to nothing. Nothing is
+/// ever made up in their place.
 pub fn read_reply(body: &[u8]) -> Result<Answer, UpstreamError> {
     let chunk = read_chunk(body)?;
-    if chunk.finish_reason.is_none() && chunk.text.is_empty() {
+    if chunk.finish_reason.is_none() && !chunk.has_output() {
         return Err(UpstreamError::EmptyAnswer {
             finish_reason: None,
         });
@@ -241,13 +378,14 @@ pub fn read_reply(body: &[u8]) -> Result<Answer, UpstreamError> {
     let finish_reason = chunk
         .finish_reason
         .unwrap_or_else(|| "FINISH_REASON_UNSPECIFIED".into());
-    if chunk.text.trim().is_empty() {
+    if chunk.text.trim().is_empty() && chunk.calls.is_empty() && finish_reason != MAX_TOKENS {
         return Err(UpstreamError::EmptyAnswer {
             finish_reason: Some(finish_reason),
         });
     }
     Ok(Answer {
         text: chunk.text,
+        calls: chunk.calls,
         finish_reason,
         usage: chunk.usage.unwrap_or_default(),
         model_version: chunk.model_version,
@@ -288,14 +426,20 @@ pub fn read_chunk(body: &[u8]) -> Result<Chunk, UpstreamError> {
             });
         }
         chunk.finish_reason = candidate.finish_reason;
-        chunk.text = candidate
-            .content
-            .map(|c| c.parts)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| !p.thought)
-            .filter_map(|p| p.text)
-            .collect();
+        for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
+            if part.thought {
+                continue;
+            }
+            if let Some(call) = part.function_call {
+                chunk.calls.push(ToolCall {
+                    name: call.name,
+                    args: call.args,
+                    signature: part.thought_signature,
+                });
+            } else if let Some(text) = part.text {
+                chunk.text.push_str(&text);
+            }
+        }
     }
     Ok(chunk)
 }
@@ -337,7 +481,13 @@ mod tests {
                 "contents": [{"role": "user", "parts": [{"text": "hi?"}]}],
                 "systemInstruction": {"parts": [{"text": "You are Elro."}]},
                 "generationConfig": {"temperature": 0.3, "maxOutputTokens": 256, "candidateCount": 1,
-                                     "thinkingConfig": {"thinkingLevel": "LOW"}}
+                                     "thinkingConfig": {"thinkingLevel": "LOW"}},
+                "safetySettings": [
+                    {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_MEDIUM_AND_ABOVE"},
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_MEDIUM_AND_ABOVE"},
+                    {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_MEDIUM_AND_ABOVE"},
+                    {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "BLOCK_MEDIUM_AND_ABOVE"}
+                ]
             })
         );
     }
@@ -457,13 +607,52 @@ mod tests {
         let answer = read_reply(body.to_string().as_bytes()).unwrap();
         assert_eq!(answer.finish_reason, "MAX_TOKENS");
         assert!(answer.truncated());
-        // Thinking used the whole budget: no answer at all is an error, not an empty 200.
+        // Thinking used the whole budget the request set: an answer cut to nothing.
         let body = json!({"candidates": [{"finishReason": "MAX_TOKENS"}],
                           "usageMetadata": {"promptTokenCount": 5, "thoughtsTokenCount": 1024}});
-        assert!(matches!(
-            read_reply(body.to_string().as_bytes()),
-            Err(UpstreamError::EmptyAnswer { finish_reason: Some(ref r) }) if r == "MAX_TOKENS"
-        ));
+        let answer = read_reply(body.to_string().as_bytes()).unwrap();
+        assert_eq!(answer.text, "");
+        assert!(answer.truncated());
+        assert_eq!(answer.usage.thoughts_tokens, 1024);
+    }
+
+    #[test]
+    fn function_calls_are_an_answer_with_their_signatures() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "plan", "thought": true},
+            {"functionCall": {"name": "weather", "args": {"city": "Seoul"}}, "thoughtSignature": "c2ln"},
+            {"functionCall": {"name": "time", "args": {}}}
+        ]}, "finishReason": "STOP"}]});
+        let answer = read_reply(body.to_string().as_bytes()).unwrap();
+        assert_eq!(answer.text, "");
+        assert_eq!(
+            answer.calls,
+            [
+                ToolCall {
+                    name: "weather".into(),
+                    args: json!({"city": "Seoul"}),
+                    signature: Some("c2ln".into()),
+                },
+                ToolCall {
+                    name: "time".into(),
+                    args: json!({}),
+                    signature: None,
+                }
+            ]
+        );
+        let sent = serde_json::to_value(Part {
+            function_call: Some(FunctionCall {
+                name: "weather".into(),
+                args: json!({}),
+            }),
+            thought_signature: Some("c2ln".into()),
+            ..Part::default()
+        })
+        .unwrap();
+        assert_eq!(
+            sent,
+            json!({"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "c2ln"})
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub mod reply;
 pub mod resonance;
 /// Backoff between upstream attempts.
 pub mod retry;
+/// Gemini's safety settings, from the `safety_settings` variable.
+pub mod safety;
 /// Server-Sent Events framing.
 pub mod sse;
 /// The `/chat` request's fields and limits.

@@ -1,5 +1,8 @@
 //! The endpoint table: which paths exist, the methods each takes, and how a method and path
 //! resolve to a [`Route`] or to a 404, 405 or trailing-slash 307.
+//!
+//! Path parameters are checked against their documented patterns here, so that a path that
+//! cannot name a resource is a 404 whatever the method (an `OPTIONS` included).
 
 use crate::error::ApiError;
 use crate::request::printable;
@@ -15,6 +18,8 @@ pub enum Route {
     OpenApi,
     ChatCompletions,
     Models,
+    /// `/v1/models/{model}` (the handler reads the id from the path).
+    Model,
     /// `OPTIONS` on an endpoint whose methods are these.
     Options {
         allow: &'static str,
@@ -34,6 +39,9 @@ const CONVERSATION_METHODS: &str = "GET, HEAD, DELETE";
 pub(crate) const CONVERSATIONS_PREFIX: &str = "/conversations/";
 /// Methods of `/admin/keys/{id}`.
 const KEY_METHODS: &str = "GET, DELETE";
+/// Methods of `/v1/models/{model}`.
+const MODEL_METHODS: &str = "GET, HEAD";
+pub(crate) const MODELS_PREFIX: &str = "/v1/models/";
 
 /// Every path and the methods it takes.
 pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
@@ -66,33 +74,50 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
-    if let Some(id) = path.strip_prefix(CONVERSATIONS_PREFIX)
-        && !id.is_empty()
-        && !id.contains('/')
-    {
-        return match method {
-            "OPTIONS" => Ok(Route::Options {
-                allow: CONVERSATION_METHODS,
-            }),
-            "GET" | "HEAD" | "DELETE" => Ok(Route::Conversation),
-            _ => Err(ApiError::MethodNotAllowed {
-                allow: CONVERSATION_METHODS,
-            }),
+    // Paths with an id: `(prefix, is the id well formed, route, methods)`.
+    let with_id: [(&str, fn(&str) -> bool, Route, &'static str); 3] = [
+        (
+            CONVERSATIONS_PREFIX,
+            |id| crate::conversation::ConversationId::parse(id).is_some(),
+            Route::Conversation,
+            CONVERSATION_METHODS,
+        ),
+        (
+            crate::access::admin::KEY_PATH_PREFIX,
+            crate::access::keys::is_id,
+            Route::AdminKeys,
+            KEY_METHODS,
+        ),
+        (MODELS_PREFIX, |_| true, Route::Model, MODEL_METHODS),
+    ];
+    for (prefix, well_formed, route, allow) in with_id {
+        let Some(id) = path.strip_prefix(prefix) else {
+            continue;
         };
-    }
-    if let Some(id) = path.strip_prefix(crate::access::admin::KEY_PATH_PREFIX)
-        && !id.is_empty()
-        && !id.contains('/')
-    {
+        if id.is_empty() || id.contains('/') {
+            continue;
+        }
         return match method {
-            "OPTIONS" => Ok(Route::Options { allow: KEY_METHODS }),
-            "GET" | "DELETE" => Ok(Route::AdminKeys),
-            _ => Err(ApiError::MethodNotAllowed { allow: KEY_METHODS }),
+            // A preflight for a path that cannot exist is a 404. The other methods reach their
+            // handler, which says what is wrong with the id (a 422 naming the pattern, or 404).
+            "OPTIONS" if !well_formed(id) => Err(ApiError::NotFound {
+                path: printable(path),
+            }),
+            "OPTIONS" => Ok(Route::Options { allow }),
+            m if allow.split(", ").any(|a| a == m) => Ok(route),
+            _ => Err(ApiError::MethodNotAllowed { allow }),
         };
     }
     let Some(&(_, route, allow)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
         let trimmed = path.trim_end_matches('/');
-        if trimmed.len() + 1 == path.len() && ROUTES.iter().any(|(p, _, _)| *p == trimmed) {
+        if trimmed.len() + 1 == path.len()
+            && let Some(&(_, _, allow)) = ROUTES.iter().find(|(p, _, _)| *p == trimmed)
+        {
+            // Only the methods the route takes are redirected; any other (OPTIONS and TRACE
+            // included) is refused here, where the client asked.
+            if !allow.split(", ").any(|m| m == method) {
+                return Err(ApiError::MethodNotAllowed { allow });
+            }
             let location = match query {
                 Some(q) => format!("{trimmed}?{q}"),
                 None => trimmed.to_owned(),
@@ -160,5 +185,61 @@ mod tests {
         let r = route("GET", "/health/").unwrap_err().to_response();
         assert_eq!(r.status, 307);
         assert_eq!(r.header("location"), Some("/health"));
+    }
+
+    #[test]
+    fn a_trailing_slash_refuses_the_methods_its_route_does_not_take() {
+        for (method, path, allow) in [
+            ("TRACE", "/chat/", "POST"),
+            ("OPTIONS", "/chat/", "POST"),
+            ("GET", "/v1/chat/completions/", "POST"),
+            ("TRACE", "/v1/models/", "GET, HEAD"),
+            ("DELETE", "/admin/keys/", "GET, POST"),
+        ] {
+            assert_eq!(
+                route(method, path),
+                Err(ApiError::MethodNotAllowed { allow }),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_in_paths() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            route("GET", &format!("/conversations/{id}")).unwrap(),
+            Route::Conversation
+        );
+        assert_eq!(
+            route("OPTIONS", &format!("/conversations/{id}")).unwrap(),
+            Route::Options {
+                allow: CONVERSATION_METHODS
+            }
+        );
+        // The handler names the pattern for a malformed id; a preflight has no handler.
+        assert_eq!(route("GET", "/conversations/xyz").unwrap(), Route::Conversation);
+        for path in ["/conversations/xyz", "/admin/keys/0123", "/conversations/A"] {
+            assert!(
+                matches!(route("OPTIONS", path), Err(ApiError::NotFound { .. })),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route("OPTIONS", "/admin/keys/0123456789ab").unwrap(),
+            Route::Options { allow: KEY_METHODS }
+        );
+        assert_eq!(route("GET", "/v1/models/ion-auto").unwrap(), Route::Model);
+        assert_eq!(route("HEAD", "/v1/models/x?y=1").unwrap(), Route::Model);
+        assert_eq!(
+            route("POST", "/v1/models/ion-auto"),
+            Err(ApiError::MethodNotAllowed {
+                allow: MODEL_METHODS
+            })
+        );
+        assert!(matches!(
+            route("GET", "/v1/models/a/b"),
+            Err(ApiError::NotFound { .. })
+        ));
     }
 }

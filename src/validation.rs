@@ -414,7 +414,18 @@ fn parse_history(fields: &Map<String, Value>) -> Result<Vec<Turn>, Box<Validatio
             )
             .with_ctx(json!({"error": "control characters are not allowed"})));
         }
-        total_chars += content.chars().count();
+        let chars = content.chars().count();
+        // One turn alone can hold the whole budget; the schema states this bound per turn.
+        if chars > MAX_HISTORY_CHARS {
+            return Err(issue_at(
+                at("content"),
+                "string_too_long",
+                format!("String should have at most {MAX_HISTORY_CHARS} characters"),
+                json!(format!("<{chars} characters>")),
+            )
+            .with_ctx(json!({"max_length": MAX_HISTORY_CHARS})));
+        }
+        total_chars += chars;
         if total_chars > MAX_HISTORY_CHARS {
             return Err(issue(
                 &["history"],
@@ -662,6 +673,19 @@ mod tests {
             issue.msg.contains(&MAX_HISTORY_CHARS.to_string()),
             "{}",
             issue.msg
+        );
+
+        // One turn over the whole budget is named where it is.
+        let body = json!({"message": "hi", "history": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "y".repeat(MAX_HISTORY_CHARS + 1)}
+        ]})
+        .to_string();
+        let issue = parse_chat_request(body.as_bytes()).unwrap_err();
+        assert_eq!(issue.kind, "string_too_long");
+        assert_eq!(
+            issue.loc,
+            vec![json!("body"), json!("history"), json!(1), json!("content")]
         );
     }
 

@@ -196,7 +196,7 @@ pub async fn open_stream<T: Transport>(
             url: url.clone(),
         };
         // Thinking models may send chunks with only usage or thoughts first: the stream
-        // counts as open at the first answer text (or finish).
+        // counts as open at the first answer text or function call (or finish).
         let mut first = Chunk::default();
         loop {
             let chunk = match stream.next_event(settings).await {
@@ -208,10 +208,11 @@ pub async fn open_stream<T: Transport>(
                 }
             };
             first.text = chunk.text;
+            first.calls = chunk.calls;
             first.finish_reason = chunk.finish_reason;
             first.usage = chunk.usage.or(first.usage);
             first.model_version = chunk.model_version.or(first.model_version);
-            if !first.text.is_empty() || first.finish_reason.is_some() {
+            if first.has_output() || first.finish_reason.is_some() {
                 return Ok((first, stream));
             }
         }
