@@ -114,7 +114,11 @@ pub async fn serve<V, T, C>(
             return chat(rt, request, answer, respond).await;
         }
         // Under `/v1` an unknown path or method is answered as OpenAI does.
-        Err(e) if openai::owns(&path) => openai::route_error(&e, &method, &path),
+        Err(e @ (ApiError::NotFound { .. } | ApiError::MethodNotAllowed { .. }))
+            if openai::owns(&path) =>
+        {
+            openai::route_error(&e, &method, &path)
+        }
         Err(e) => e.to_response(),
     };
     respond.whole(cors.apply(origin.as_deref(), response)).await;

@@ -218,7 +218,10 @@ mod tests {
             }
         );
         // The handler names the pattern for a malformed id; a preflight has no handler.
-        assert_eq!(route("GET", "/conversations/xyz").unwrap(), Route::Conversation);
+        assert_eq!(
+            route("GET", "/conversations/xyz").unwrap(),
+            Route::Conversation
+        );
         for path in ["/conversations/xyz", "/admin/keys/0123", "/conversations/A"] {
             assert!(
                 matches!(route("OPTIONS", path), Err(ApiError::NotFound { .. })),

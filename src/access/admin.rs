@@ -172,8 +172,32 @@ pub fn rfc3339(unix_seconds: u64) -> String {
 #[serde(deny_unknown_fields)]
 struct NewKeyBody {
     name: String,
+    #[serde(default, deserialize_with = "whole_number")]
     requests_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number")]
     daily_token_budget: Option<u64>,
+}
+
+/// A non-negative whole number, written `3` or `3.0`: JSON Schema (and so the document) counts
+/// both as integers.
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| T::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number in range")))
 }
 
 fn parse_new_key(body: &[u8], defaults: Limits) -> Result<NewKey, ApiError> {
@@ -237,4 +261,31 @@ fn parse_new_key(body: &[u8], defaults: Limits) -> Result<NewKey, ApiError> {
             .unwrap_or(defaults.requests_per_minute),
         daily_token_budget: parsed.daily_token_budget.unwrap_or(defaults.daily_tokens),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_whole_numbers_in_either_spelling() {
+        let body: NewKeyBody = serde_json::from_str(
+            r#"{"name": "a", "requests_per_minute": 30.0, "daily_token_budget": 7}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (body.requests_per_minute, body.daily_token_budget),
+            (Some(30), Some(7))
+        );
+        for bad in [
+            r#"{"name": "a", "requests_per_minute": 1.5}"#,
+            r#"{"name": "a", "requests_per_minute": -1}"#,
+            r#"{"name": "a", "requests_per_minute": 5000000000}"#,
+            r#"{"name": "a", "daily_token_budget": "7"}"#,
+        ] {
+            assert!(serde_json::from_str::<NewKeyBody>(bad).is_err(), "{bad}");
+        }
+        let none: NewKeyBody = serde_json::from_str(r#"{"name": "a"}"#).unwrap();
+        assert_eq!(none.requests_per_minute, None);
+    }
 }

@@ -77,7 +77,11 @@ fn percent_decoded(segment: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
@@ -177,9 +181,9 @@ pub async fn completions<T: Transport>(
 mod tests {
     use super::*;
     use crate::config::tests::vars;
-    use serde_json::Value;
     use crate::vertex::tests::{FakeClock, FakeVertex, Scripted};
     use futures::executor::block_on;
+    use serde_json::Value;
 
     fn configured() -> crate::config::tests::Fixed {
         vars(&[("project_id", "p"), ("access_token", "t")])
@@ -441,9 +445,15 @@ mod tests {
         assert_eq!(call["function"]["name"], "get_weather");
         assert_eq!(call["function"]["arguments"], "{\"city\":\"Seoul\"}");
         let id = call["id"].as_str().unwrap();
-        assert!(id.starts_with("call_") && id.ends_with("__thought__U0lH"), "{id}");
+        assert!(
+            id.starts_with("call_") && id.ends_with("__thought__U0lH"),
+            "{id}"
+        );
         let first = sent(&vertex, 0);
-        assert_eq!(first["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+        assert_eq!(
+            first["tools"][0]["functionDeclarations"][0]["name"],
+            "get_weather"
+        );
         assert_eq!(first["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
 
         // The client sends the call back with its result.
@@ -471,10 +481,12 @@ mod tests {
 
     #[test]
     fn a_streamed_tool_call_is_one_delta_with_an_index() {
-        let vertex = FakeVertex::new([Scripted::sse(&[json!({"candidates": [{"content": {"parts": [
+        let vertex = FakeVertex::new([Scripted::sse(&[
+            json!({"candidates": [{"content": {"parts": [
             {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "U0lH"},
             {"functionCall": {"name": "g", "args": {"x": 1}}}
-        ]}, "finishReason": "STOP"}]})])]);
+        ]}, "finishReason": "STOP"}]}),
+        ])]);
         let tool = |name: &str| json!({"type": "function", "function": {"name": name}});
         let reply = run(
             json!({"model": "ion-auto", "stream": true, "messages": [user("go")],
@@ -492,7 +504,12 @@ mod tests {
         let calls = &events[1]["choices"][0]["delta"]["tool_calls"];
         assert_eq!(calls[0]["index"], 0);
         assert_eq!(calls[1]["index"], 1);
-        assert!(calls[0]["id"].as_str().unwrap().ends_with("__thought__U0lH"));
+        assert!(
+            calls[0]["id"]
+                .as_str()
+                .unwrap()
+                .ends_with("__thought__U0lH")
+        );
         assert!(!calls[1]["id"].as_str().unwrap().contains("__thought__"));
         assert_ne!(calls[0]["id"], calls[1]["id"]);
         assert_eq!(calls[1]["function"]["arguments"], "{\"x\":1}");
@@ -504,7 +521,11 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}},
                             "required": ["n"], "additionalProperties": false});
         for (format, mime, json_schema) in [
-            (json!({"type": "json_object"}), json!("application/json"), Value::Null),
+            (
+                json!({"type": "json_object"}),
+                json!("application/json"),
+                Value::Null,
+            ),
             (
                 json!({"type": "json_schema", "json_schema": {"name": "N", "schema": schema, "strict": true}}),
                 json!("application/json"),
@@ -538,10 +559,16 @@ mod tests {
             (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
             (json!({"functions": [{"name": "f"}]}), "functions"),
             (json!({"modalities": ["text", "audio"]}), "modalities"),
-            (json!({"stream_options": {"include_usage": "yes"}}), "stream_options.include_usage"),
+            (
+                json!({"stream_options": {"include_usage": "yes"}}),
+                "stream_options.include_usage",
+            ),
             (json!({"top_p": 3}), "top_p"),
             (json!({"seed": "x"}), "seed"),
-            (json!({"response_format": {"type": "xml"}}), "response_format"),
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format",
+            ),
         ] {
             let mut body = json!({"model": "ion-auto", "messages": [user("hi")]});
             body.as_object_mut()
@@ -584,7 +611,12 @@ mod tests {
             &FakeVertex::new([]),
         ));
         assert_eq!(status, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains("last message"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("last message")
+        );
     }
 
     #[test]
@@ -601,18 +633,21 @@ mod tests {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["choices"][0]["finish_reason"], "length");
         assert_eq!(body["choices"][0]["message"]["content"], "");
-        assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 16);
+        assert_eq!(
+            body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            16
+        );
     }
 
     #[test]
     fn a_withheld_answer_is_finish_reason_content_filter() {
-        let blocked = || {
-            Scripted::json(200, json!({"candidates": [{"finishReason": "SAFETY"}]}))
-        };
+        let blocked = || Scripted::json(200, json!({"candidates": [{"finishReason": "SAFETY"}]}));
         let vertex = FakeVertex::new([blocked()]);
         let mut record = ChatRecord::new("/v1/chat/completions");
         let reply = block_on(completions(
-            json!({"model": "ion-auto", "messages": [user("hi")]}).to_string().as_bytes(),
+            json!({"model": "ion-auto", "messages": [user("hi")]})
+                .to_string()
+                .as_bytes(),
             &configured(),
             &vertex,
             &FakeClock::default(),
@@ -623,7 +658,10 @@ mod tests {
         assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
         assert_eq!(body["ion"]["content_filter"]["block_reason"], "SAFETY");
-        assert_eq!((record.status, record.outcome.as_str()), (200, "content_blocked"));
+        assert_eq!(
+            (record.status, record.outcome.as_str()),
+            (200, "content_blocked")
+        );
         assert!(record.to_line().contains("\"severity\":\"WARNING\""));
 
         let vertex = FakeVertex::new([Scripted::sse(&[
@@ -636,9 +674,15 @@ mod tests {
             panic!("a stream withheld before it began is sent whole")
         };
         assert_eq!(r.status, 200);
-        assert_eq!(r.header("content-type"), Some("text/event-stream; charset=utf-8"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/event-stream; charset=utf-8")
+        );
         let text = String::from_utf8(r.body).unwrap();
-        assert!(text.contains("\"finish_reason\":\"content_filter\""), "{text}");
+        assert!(
+            text.contains("\"finish_reason\":\"content_filter\""),
+            "{text}"
+        );
         assert!(text.ends_with("data: [DONE]\n\n"));
     }
 }

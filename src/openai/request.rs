@@ -117,7 +117,8 @@ pub fn parse(body: &[u8], vars: &impl Variables) -> Result<Completion, ApiError>
         return Err(invalid("n", "unsupported_value", "only n = 1 is supported"));
     }
     let tools = tools::parse(&fields)?;
-    let (response_mime_type, response_json_schema) = response_format(fields.get("response_format"))?;
+    let (response_mime_type, response_json_schema) =
+        response_format(fields.get("response_format"))?;
     let options = gemini::Options {
         temperature: number(&fields, "temperature", 0.0..=2.0)?,
         top_p: number(&fields, "top_p", 0.0..=1.0)?,
@@ -125,9 +126,10 @@ pub fn parse(body: &[u8], vars: &impl Variables) -> Result<Completion, ApiError>
         frequency_penalty: number(&fields, "frequency_penalty", -2.0..=2.0)?,
         seed: match fields.get("seed") {
             None | Some(Value::Null) => None,
-            Some(seed) => Some(seed.as_i64().ok_or_else(|| {
-                invalid("seed", "invalid_type", "seed must be an integer")
-            })?),
+            Some(seed) => Some(
+                seed.as_i64()
+                    .ok_or_else(|| invalid("seed", "invalid_type", "seed must be an integer"))?,
+            ),
         },
         stop_sequences: stop_sequences(fields.get("stop"))?,
         contents: Some(conversation.contents),
@@ -221,7 +223,9 @@ struct Conversation {
 
 impl Conversation {
     fn read(messages: Option<&Value>) -> Result<Conversation, Invalid> {
-        let Some(Value::Array(messages)) = messages.filter(|m| m.as_array().is_some_and(|a| !a.is_empty())) else {
+        let Some(Value::Array(messages)) =
+            messages.filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+        else {
             return Err(invalid(
                 "messages",
                 "missing",
@@ -240,9 +244,16 @@ impl Conversation {
         for (i, message) in messages.iter().enumerate() {
             let role = message["role"].as_str().unwrap_or_default();
             let param = format!("messages.{i}.content");
+            if !(message["name"].is_null() || message["name"].is_string()) {
+                return Err(invalid(
+                    &format!("messages.{i}.name"),
+                    "invalid_type",
+                    "name must be a string",
+                ));
+            }
             match role {
                 "system" | "developer" => {
-                    system.push(text_of(&message["content"]).ok_or_else(|| content_error(&param))?);
+                    system.push(said(&message["content"], &param)?);
                     continue;
                 }
                 "user" => {
@@ -273,7 +284,11 @@ impl Conversation {
                         push(&mut contents, "model", Part::text(text));
                     }
                     for (id, part) in tools::call_parts(tool_calls, i)? {
-                        let name = part.function_call.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+                        let name = part
+                            .function_call
+                            .as_ref()
+                            .map(|c| c.name.clone())
+                            .unwrap_or_default();
                         calls.push((id, name));
                         push(&mut contents, "model", part);
                     }
@@ -351,14 +366,19 @@ fn push(contents: &mut Vec<Content>, role: &str, part: Part) {
     }
 }
 
-/// A message's text: a string, or the text parts of a content list.
+/// A message's text: a string, or the text parts of a content list (at least one; each part
+/// not blank and without control characters, as the document says).
 fn text_of(content: &Value) -> Option<String> {
     match content {
         Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => parts
+        Value::Array(parts) if !parts.is_empty() => parts
             .iter()
             .map(|p| match (p["type"].as_str(), p["text"].as_str()) {
-                (Some("text"), Some(text)) => Some(text),
+                (Some("text"), Some(text))
+                    if !text.trim().is_empty() && validation::forbidden_control(text).is_none() =>
+                {
+                    Some(text)
+                }
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()
@@ -408,15 +428,30 @@ fn response_format(
         Some("json_object") => Ok((Some(JSON), None)),
         Some("json_schema") => {
             let spec = &format["json_schema"];
-            let named = spec["name"]
-                .as_str()
-                .is_some_and(|n| !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            let named = spec["name"].as_str().is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 64
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
             if !named {
                 return Err(invalid(
                     "response_format.json_schema.name",
                     "invalid_value",
                     "json_schema.name must be 1 to 64 letters, digits, `_` or `-`",
                 ));
+            }
+            for (field, ok) in [
+                ("description", spec["description"].is_string()),
+                ("strict", spec["strict"].is_boolean()),
+            ] {
+                if !spec[field].is_null() && !ok {
+                    return Err(invalid(
+                        &format!("response_format.json_schema.{field}"),
+                        "invalid_type",
+                        &format!("json_schema.{field} has the wrong type"),
+                    ));
+                }
             }
             match &spec["schema"] {
                 Value::Null => Ok((Some(JSON), None)),

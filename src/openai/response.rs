@@ -29,10 +29,7 @@ pub struct Header {
 
 impl Header {
     fn call_id(&self, n: usize, call: &ToolCall) -> String {
-        tools::call_id(
-            self.ids.wrapping_add(n as u64),
-            call.signature.as_deref(),
-        )
+        tools::call_id(self.ids.wrapping_add(n as u64), call.signature.as_deref())
     }
 }
 
@@ -192,7 +189,13 @@ impl CompletionChunks {
 
     /// A stream whose answer was withheld before it began, sent whole: the opening, the
     /// `content_filter` finish and `[DONE]`.
-    pub fn filtered_stream(&self, chat: &Chat, reason: &str, stage: &str, attempts: u32) -> ApiResponse {
+    pub fn filtered_stream(
+        &self,
+        chat: &Chat,
+        reason: &str,
+        stage: &str,
+        attempts: u32,
+    ) -> ApiResponse {
         let mut body = self.opening(chat);
         let end = StreamEnd {
             attempts,

@@ -35,9 +35,8 @@ pub fn parse(fields: &Map<String, Value>) -> Result<Tools, Invalid> {
         None | Some(Value::Null) => {}
         Some(Value::Array(tools)) if tools.len() <= MAX_TOOLS => {
             for (i, tool) in tools.iter().enumerate() {
-                let declaration = declaration(tool).map_err(|msg| {
-                    invalid(&format!("tools.{i}"), "invalid_value", &msg)
-                })?;
+                let declaration = declaration(tool)
+                    .map_err(|msg| invalid(&format!("tools.{i}"), "invalid_value", &msg))?;
                 if declarations.iter().any(|d| d.name == declaration.name) {
                     return Err(invalid(
                         &format!("tools.{i}.function.name"),
@@ -299,7 +298,10 @@ mod tests {
 
     #[test]
     fn tools_become_function_declarations() {
-        let tools = parse(&fields(json!({"tools": [weather()], "tool_choice": "required"}))).unwrap();
+        let tools = parse(&fields(
+            json!({"tools": [weather()], "tool_choice": "required"}),
+        ))
+        .unwrap();
         assert_eq!(
             serde_json::to_value(&tools.tools).unwrap(),
             json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather",
@@ -362,10 +364,7 @@ mod tests {
     #[test]
     fn results_are_objects() {
         let part = result_part("f", "{\"temp\": 3}");
-        assert_eq!(
-            part.function_response.unwrap().response,
-            json!({"temp": 3})
-        );
+        assert_eq!(part.function_response.unwrap().response, json!({"temp": 3}));
         let part = result_part("f", "sunny");
         assert_eq!(
             part.function_response.unwrap().response,
