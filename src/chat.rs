@@ -59,7 +59,7 @@ impl Chat {
 
     /// The model that answered, as Vertex AI named it, else the configured one.
     pub fn model<'a>(&'a self, reported: Option<&'a str>) -> &'a str {
-        reported.unwrap_or(&self.settings.model)
+        reported.unwrap_or(self.settings.models.primary())
     }
 }
 

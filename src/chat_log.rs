@@ -99,7 +99,7 @@ impl ChatRecord {
     /// A prepared chat: whether it streams, the configured model, persona and resonance.
     pub fn note_chat(&mut self, chat: &Chat) {
         self.stream = chat.request.stream;
-        self.model = Some(chat.settings.model.clone());
+        self.model = Some(chat.settings.models.primary().to_owned());
         self.persona = Some(chat.routing.persona.name());
         self.resonance_key = Some(chat.resonance.key());
     }

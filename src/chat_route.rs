@@ -151,7 +151,7 @@ pub fn analysis_metadata(chat: &Chat) -> Value {
             "secondary_persona": chat.routing.secondary.name(),
             "reasoning": chat.routing.reasoning,
         },
-        "model": chat.settings.model,
+        "model": chat.settings.models.primary(),
     })
 }
 

@@ -45,6 +45,8 @@ pub mod chat_log;
 pub mod config;
 /// Gemini's request and response formats.
 pub mod gemini;
+/// The Gemini models a chat may call, in order: `model`, then `fallback_models`.
+pub mod model_list;
 /// The four mentor personas and routing between them.
 pub mod persona;
 /// What a chat route answers, and sending a streamed answer to its end.

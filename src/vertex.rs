@@ -88,7 +88,7 @@ pub async fn generate(
     settings: &Settings,
     request: &GenerateContentRequest,
 ) -> (Result<Answer, UpstreamError>, CallStats) {
-    let url = settings.generate_content_url();
+    let url = settings.generate_content_url(settings.models.primary());
     let body = encode(request);
     with_retries(clock, settings, || async {
         let reply = send(transport, settings, &url, &body, "application/json").await?;
@@ -186,7 +186,7 @@ pub async fn open_stream<T: Transport>(
     Result<(Chunk, AnswerStream<T::Body>), UpstreamError>,
     CallStats,
 ) {
-    let url = settings.stream_generate_content_url();
+    let url = settings.stream_generate_content_url(settings.models.primary());
     let body = encode(request);
     with_retries(clock, settings, || async {
         let reply = send(transport, settings, &url, &body, "text/event-stream").await?;
