@@ -58,7 +58,7 @@ pub async fn completions<T: Transport>(
         Ok(c) => c,
         Err(e) => return failed(e, record),
     };
-    let chat = match Chat::prepare(
+    let mut chat = match Chat::prepare(
         completion.chat.clone(),
         vars,
         completion.system.clone(),
@@ -76,7 +76,7 @@ pub async fn completions<T: Transport>(
     let created = clock.unix_seconds();
 
     if completion.chat.stream {
-        let (opened, stats) = chat::open(&chat, transport, clock).await;
+        let (opened, stats) = chat::open(&mut chat, transport, clock).await;
         record.note_call(&stats);
         return match opened {
             Ok(opened) => Reply::stream(
@@ -96,7 +96,7 @@ pub async fn completions<T: Transport>(
         };
     }
 
-    let (answer, stats) = chat::answer(&chat, transport, clock).await;
+    let (answer, stats) = chat::answer(&mut chat, transport, clock).await;
     record.note_call(&stats);
     match answer {
         Ok(answer) => {
