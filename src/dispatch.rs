@@ -871,6 +871,35 @@ mod tests {
     }
 
     #[test]
+    fn v1_lists_the_fallback_models_and_takes_them_as_a_model() {
+        let r = serve_with(
+            request("GET", "/v1/models"),
+            &with_fallback(),
+            &FakeVertex::new([]),
+            None,
+        );
+        let body = r.body();
+        let google: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["owned_by"] == "google")
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(google, ["gemini-2.5-flash", "gemini-3.5-flash"]);
+
+        // Named like the primary, a fallback routes like `ion-auto` (the list is still tried
+        // in order).
+        let vertex = FakeVertex::new([not_found(), unnamed_answer()]);
+        let named = request("POST", "/v1/chat/completions").body(
+            r#"{"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}"#,
+        );
+        let r = serve_with(named, &with_fallback(), &vertex, None);
+        assert_eq!(r.response.status, 200, "{}", r.body());
+        assert_eq!(r.body()["model"], "gemini-3.5-flash");
+    }
+
+    #[test]
     fn a_client_gone_mid_stream_is_logged_as_closed() {
         let vertex = FakeVertex::new([streamed_chunks(true)]);
         let r = serve_with(stream_request("/chat"), &configured(), &vertex, Some(2));

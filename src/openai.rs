@@ -10,6 +10,7 @@ use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
 use crate::error::ApiError;
 use crate::gemini::{self, Answer, Usage};
+use crate::model_list::ModelList;
 use crate::persona::Persona;
 use crate::reply::{Reply, StreamSource};
 use crate::response::ApiResponse;
@@ -22,17 +23,29 @@ pub const AUTO_MODEL: &str = "ion-auto";
 /// Most stop sequences Gemini takes.
 const MAX_STOP_SEQUENCES: usize = 5;
 
-/// `GET /v1/models`: the persona choices and the configured Gemini model (routed like
-/// `ion-auto`).
+/// `GET /v1/models`: the persona choices and the configured Gemini models, primary first, then
+/// the fallbacks (routed like `ion-auto`).
 pub fn models(vars: &impl Variables) -> ApiResponse {
-    let gemini = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
     let model = |id: String, owner: &str| json!({ "id": id, "object": "model", "created": 0, "owned_by": owner });
     let mut data = vec![model(AUTO_MODEL.into(), "ion-mentoring")];
     data.extend(
         Persona::ALL.map(|p| model(format!("ion-{}", p.name().to_lowercase()), "ion-mentoring")),
     );
-    data.push(model(gemini, "google"));
+    data.extend(
+        gemini_models(vars)
+            .into_iter()
+            .map(|id| model(id, "google")),
+    );
     ApiResponse::json(200, &json!({ "object": "list", "data": data }))
+}
+
+/// The Gemini model ids a request may name: the configured list or, when it is invalid (chats
+/// then answer 503 saying why), the `model` variable as it is.
+fn gemini_models(vars: &impl Variables) -> Vec<String> {
+    match ModelList::load(vars) {
+        Ok(list) => list.iter().map(str::to_owned).collect(),
+        Err(_) => vec![vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into())],
+    }
 }
 
 /// A chat-completions request, read into the shared chat flow's terms.
@@ -311,8 +324,7 @@ fn parse(body: &[u8], vars: &impl Variables) -> Result<Completion, ApiError> {
             ));
         }
     };
-    let gemini_model = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
-    let persona = if model == AUTO_MODEL || model == gemini_model {
+    let persona = if model == AUTO_MODEL || gemini_models(vars).contains(&model) {
         None
     } else {
         match model.strip_prefix("ion-").and_then(Persona::parse) {
