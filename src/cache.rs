@@ -54,7 +54,8 @@ pub fn key(chat: &Chat) -> String {
     // The generation config carries the thinking level, output budget and temperature.
     let parts = serde_json::json!([
         PROMPT_VERSION,
-        chat.settings.model,
+        // The primary: an answer is the configuration's, whichever model of the list gave it.
+        chat.settings.models.primary(),
         chat.persona().name(),
         normalize(&chat.request.message),
         chat.gemini.system_instruction,

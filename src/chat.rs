@@ -23,6 +23,9 @@ pub struct Chat {
     pub gemini: GenerateContentRequest,
     /// The turn's conversation and cache (`/chat` only).
     pub state: TurnState,
+    /// The model Vertex AI was last called with: the one that answered, when one did. Set by
+    /// [`answer`] and [`open`]; `None` before (and for an answer from the cache).
+    pub model_called: Option<String>,
 }
 
 impl Chat {
@@ -50,6 +53,7 @@ impl Chat {
             settings,
             gemini,
             state: TurnState::default(),
+            model_called: None,
         })
     }
 
@@ -57,19 +61,29 @@ impl Chat {
         self.routing.persona
     }
 
-    /// The model that answered, as Vertex AI named it, else the configured one.
+    /// The model that answered: as Vertex AI named it (`modelVersion`), else the model of the
+    /// list that was called (a fallback, when the primary failed), else the primary.
     pub fn model<'a>(&'a self, reported: Option<&'a str>) -> &'a str {
-        reported.unwrap_or(&self.settings.model)
+        reported
+            .or(self.model_called.as_deref())
+            .unwrap_or(self.settings.models.primary())
+    }
+
+    /// Notes which model the call reached, for [`Chat::model`].
+    fn note_call(&mut self, stats: &CallStats) {
+        self.model_called = stats.model().map(str::to_owned);
     }
 }
 
-/// Asks Gemini for the whole answer.
+/// Asks Gemini for the whole answer (the fallback models included).
 pub async fn answer(
-    chat: &Chat,
+    chat: &mut Chat,
     transport: &impl Transport,
     clock: &impl Clock,
 ) -> (Result<Answer, UpstreamError>, CallStats) {
-    vertex::generate(transport, clock, &chat.settings, &chat.gemini).await
+    let (answer, stats) = vertex::generate(transport, clock, &chat.settings, &chat.gemini).await;
+    chat.note_call(&stats);
+    (answer, stats)
 }
 
 /// A stream whose first answer text (or finish) has arrived, so a 200 can be sent.
@@ -81,11 +95,12 @@ pub struct OpenStream<B> {
 /// Opens the streamed answer. Every failure up to here (retries included) happens before any
 /// byte reaches the client, so it is answered with the unary path's status codes.
 pub async fn open<T: Transport>(
-    chat: &Chat,
+    chat: &mut Chat,
     transport: &T,
     clock: &impl Clock,
 ) -> (Result<OpenStream<T::Body>, UpstreamError>, CallStats) {
     let (opened, stats) = vertex::open_stream(transport, clock, &chat.settings, &chat.gemini).await;
+    chat.note_call(&stats);
     let opened = opened.and_then(|(first, rest)| {
         // A stream cut at the request's own token limit before any text is still an answer
         // (an empty one, `truncated`); any other finish without output is not.

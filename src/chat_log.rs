@@ -30,7 +30,12 @@ pub struct ChatRecord {
     /// `/chat` or `/v1/chat/completions`.
     pub route: &'static str,
     pub stream: bool,
+    /// The model that answered (as Vertex AI named it when it did), or the last one tried; the
+    /// configured one when the chat never reached Vertex AI.
     pub model: Option<String>,
+    /// Every model called, in order, when there was more than one (the primary failed and the
+    /// fallback models were tried); `null` otherwise.
+    pub models_tried: Option<Vec<String>>,
     pub persona: Option<&'static str>,
     pub resonance_key: Option<String>,
     /// `ok`, or the error `code` the client was given.
@@ -66,6 +71,7 @@ impl ChatRecord {
             route,
             stream: false,
             model: None,
+            models_tried: None,
             persona: None,
             resonance_key: None,
             outcome: "ok".into(),
@@ -99,18 +105,24 @@ impl ChatRecord {
         .sum()
     }
 
-    /// A prepared chat: whether it streams, the configured model, persona and resonance.
+    /// A prepared chat: whether it streams, the configured (primary) model, persona and
+    /// resonance.
     pub fn note_chat(&mut self, chat: &Chat) {
         self.stream = chat.request.stream;
-        self.model = Some(chat.settings.model.clone());
+        self.model = Some(chat.settings.models.primary().to_owned());
         self.persona = Some(chat.routing.persona.name());
         self.resonance_key = Some(chat.resonance.key());
     }
 
-    /// Attempts and upstream time of a call to Vertex AI.
+    /// Attempts, upstream time and models of a call to Vertex AI: the model it reached
+    /// replaces the configured one.
     pub fn note_call(&mut self, stats: &CallStats) {
         self.attempts = stats.attempts;
         self.upstream_latency_ms = Some(chat::millis(stats.upstream_latency));
+        if let Some(model) = stats.model() {
+            self.model = Some(model.to_owned());
+        }
+        self.models_tried = (stats.models_tried.len() > 1).then(|| stats.models_tried.clone());
     }
 
     /// A whole answer (from Vertex AI or the cache).
@@ -262,6 +274,7 @@ mod tests {
             "route",
             "stream",
             "model",
+            "models_tried",
             "persona",
             "resonance_key",
             "outcome",
@@ -278,6 +291,38 @@ mod tests {
             assert!(chat.contains_key(field), "missing {field}");
         }
         assert_eq!(chat["thoughts_tokens"], 3);
+    }
+
+    #[test]
+    fn the_line_names_the_model_that_answered_and_the_models_tried() {
+        let stats = |models: &[&str]| CallStats {
+            attempts: 4,
+            upstream_latency: Duration::from_millis(20),
+            models_tried: models.iter().map(|m| m.to_string()).collect(),
+        };
+        let mut record = ChatRecord::new("/chat");
+        record.model = Some("gemini-2.5-flash".into());
+        record.note_call(&stats(&["gemini-2.5-flash", "gemini-3.5-flash"]));
+        let line: Value = serde_json::from_str(&record.to_line()).unwrap();
+        assert_eq!(line["chat"]["model"], "gemini-3.5-flash");
+        assert_eq!(
+            line["chat"]["models_tried"],
+            serde_json::json!(["gemini-2.5-flash", "gemini-3.5-flash"])
+        );
+        assert_eq!(line["chat"]["attempts"], 4);
+        // Vertex AI's own name for the model wins, as for a single model.
+        record.note_result(Some("STOP"), None, Some("gemini-3.5-flash-002"));
+        assert_eq!(record.model.as_deref(), Some("gemini-3.5-flash-002"));
+
+        let mut record = ChatRecord::new("/chat");
+        record.note_call(&stats(&["gemini-3.5-flash"]));
+        let line: Value = serde_json::from_str(&record.to_line()).unwrap();
+        assert_eq!(line["chat"]["model"], "gemini-3.5-flash");
+        assert_eq!(
+            line["chat"]["models_tried"],
+            Value::Null,
+            "one model: no list"
+        );
     }
 
     #[test]

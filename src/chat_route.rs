@@ -86,7 +86,7 @@ pub async fn chat<T: Transport>(
     }
 
     if chat.request.stream {
-        let (opened, stats) = chat::open(&chat, transport, clock).await;
+        let (opened, stats) = chat::open(&mut chat, transport, clock).await;
         record.note_call(&stats);
         return match opened {
             Ok(opened) => {
@@ -108,7 +108,7 @@ pub async fn chat<T: Transport>(
         };
     }
 
-    let (answer, stats) = chat::answer(&chat, transport, clock).await;
+    let (answer, stats) = chat::answer(&mut chat, transport, clock).await;
     record.note_call(&stats);
     match answer {
         Ok(answer) => whole_answer(chat, answer, &stats, state, clock, record),
@@ -152,7 +152,7 @@ pub fn analysis_metadata(chat: &Chat) -> Value {
             "secondary_persona": chat.routing.secondary.name(),
             "reasoning": chat.routing.reasoning,
         },
-        "model": chat.settings.model,
+        "model": chat.model(None),
     })
 }
 

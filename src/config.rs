@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::model_list::ModelList;
+
 /// Where variable values come from.
 pub trait Variables {
     /// The value of a variable, `None` when it is unset or empty.
@@ -16,7 +18,8 @@ pub trait Variables {
 pub struct Settings {
     pub project_id: String,
     pub location: String,
-    pub model: String,
+    /// The models to call, primary (`model`) first, then `fallback_models`.
+    pub models: ModelList,
     /// Base URL of the Vertex AI REST API, e.g. `https://aiplatform.googleapis.com`.
     pub endpoint: String,
     /// OAuth2 bearer token the component sends; `None` when the runtime authenticates
@@ -146,13 +149,7 @@ impl Settings {
                 format!("location {location:?} is not a valid location"),
             ));
         }
-        let model = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
-        if !is_path_segment(&model) {
-            return Err(ConfigError::new(
-                "model",
-                format!("model {model:?} is not a valid model id"),
-            ));
-        }
+        let models = ModelList::load(vars)?;
         let endpoint = match vars.get("vertex_endpoint") {
             // The manifest default (it must be a valid outbound host for Spin) stands for
             // "Google's endpoint for this location".
@@ -174,7 +171,7 @@ impl Settings {
 
         Ok(Settings {
             project_id,
-            model,
+            models,
             endpoint,
             access_token: match vars.get("credentials").as_deref() {
                 None | Some("access_token") => Some(vars.get("access_token").ok_or_else(|| {
@@ -222,20 +219,21 @@ impl Settings {
         })
     }
 
-    /// `…/v1/projects/P/locations/L/publishers/google/models/M:generateContent`
-    pub fn generate_content_url(&self) -> String {
-        format!("{}:generateContent", self.model_url())
+    /// `…/v1/projects/P/locations/L/publishers/google/models/M:generateContent` for `model`
+    /// (one of [`Settings::models`]: a chat may call several).
+    pub fn generate_content_url(&self, model: &str) -> String {
+        format!("{}:generateContent", self.model_url(model))
     }
 
     /// `…:streamGenerateContent?alt=sse` (Server-Sent Events, one reply chunk per event).
-    pub fn stream_generate_content_url(&self) -> String {
-        format!("{}:streamGenerateContent?alt=sse", self.model_url())
+    pub fn stream_generate_content_url(&self, model: &str) -> String {
+        format!("{}:streamGenerateContent?alt=sse", self.model_url(model))
     }
 
-    fn model_url(&self) -> String {
+    fn model_url(&self, model: &str) -> String {
         format!(
-            "{}/v1/projects/{}/locations/{}/publishers/google/models/{}",
-            self.endpoint, self.project_id, self.location, self.model
+            "{}/v1/projects/{}/locations/{}/publishers/google/models/{model}",
+            self.endpoint, self.project_id, self.location
         )
     }
 }
@@ -250,7 +248,7 @@ pub fn default_endpoint(location: &str) -> String {
 }
 
 /// Project ids, locations and model ids go into a URL path: letters, digits, `-`, `_`, `.`.
-fn is_path_segment(value: &str) -> bool {
+pub(crate) fn is_path_segment(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 128
         && value
@@ -310,9 +308,9 @@ pub(crate) mod tests {
     fn defaults_use_the_global_endpoint() {
         let s = Settings::load(&vars(&[("project_id", "my-proj"), ("access_token", "t")])).unwrap();
         assert_eq!(s.location, "global");
-        assert_eq!(s.model, "gemini-3.5-flash");
+        assert_eq!(s.models.iter().collect::<Vec<_>>(), ["gemini-3.5-flash"]);
         assert_eq!(
-            s.generate_content_url(),
+            s.generate_content_url(s.models.primary()),
             "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-3.5-flash:generateContent"
         );
         assert_eq!(s.timeout, Duration::from_secs(30));
@@ -322,7 +320,7 @@ pub(crate) mod tests {
         assert_eq!(s.max_output_tokens, 8192);
         assert_eq!(s.max_attempts, 3);
         assert!(
-            s.stream_generate_content_url()
+            s.stream_generate_content_url("gemini-3.5-flash")
                 .ends_with("/models/gemini-3.5-flash:streamGenerateContent?alt=sse")
         );
     }
@@ -364,13 +362,52 @@ pub(crate) mod tests {
             ("vertex_endpoint", "https://aiplatform.googleapis.com"),
         ]))
         .unwrap();
-        assert!(s.generate_content_url().starts_with(
+        let url = s.generate_content_url(s.models.primary());
+        assert!(url.starts_with(
             "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/"
         ));
-        assert!(
-            s.generate_content_url()
-                .ends_with("/models/gemini-3.5-flash-lite:generateContent")
+        assert!(url.ends_with("/models/gemini-3.5-flash-lite:generateContent"));
+    }
+
+    #[test]
+    fn fallback_models_follow_the_model_and_each_has_its_url() {
+        let s = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("model", "gemini-2.5-flash"),
+            (
+                "fallback_models",
+                " gemini-3.5-flash , gemini-2.5-flash,gemini-3.1-flash-lite",
+            ),
+        ]))
+        .unwrap();
+        let models: Vec<&str> = s.models.iter().collect();
+        assert_eq!(
+            models,
+            [
+                "gemini-2.5-flash",
+                "gemini-3.5-flash",
+                "gemini-3.1-flash-lite"
+            ],
+            "primary first, whitespace ignored, the primary's duplicate removed"
         );
+        assert!(
+            s.generate_content_url(models[2])
+                .ends_with("/models/gemini-3.1-flash-lite:generateContent")
+        );
+        assert!(
+            s.stream_generate_content_url(models[1])
+                .ends_with("/models/gemini-3.5-flash:streamGenerateContent?alt=sse")
+        );
+
+        let e = Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("fallback_models", "gemini-3.1-flash-lite,models/../x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "fallback_models");
+        assert_eq!(e.problem, "model \"models/../x\" is not a valid model id");
     }
 
     #[test]
@@ -382,7 +419,7 @@ pub(crate) mod tests {
         ]))
         .unwrap();
         assert!(
-            s.generate_content_url()
+            s.generate_content_url("m")
                 .starts_with("http://127.0.0.1:9000/v1/projects/p/locations/global/")
         );
     }

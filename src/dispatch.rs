@@ -811,6 +811,138 @@ mod tests {
         }
     }
 
+    /// A primary Vertex AI does not serve, and a fallback that answers.
+    fn with_fallback() -> Fixed {
+        vars(&[
+            ("project_id", "proj"),
+            ("access_token", "tok"),
+            ("model", "gemini-2.5-flash"),
+            ("fallback_models", "gemini-3.5-flash"),
+        ])
+    }
+
+    fn not_found() -> Scripted {
+        Scripted::json(
+            404,
+            json!({"error": {"code": 404, "status": "NOT_FOUND",
+                   "message": "Publisher Model `gemini-2.5-flash` was not found"}}),
+        )
+    }
+
+    /// An answer without `modelVersion`: only the service knows which model gave it.
+    fn unnamed_answer() -> Scripted {
+        Scripted::json(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "answer"}]},
+                                   "finishReason": "STOP"}]}),
+        )
+    }
+
+    fn unnamed_stream() -> Scripted {
+        Scripted::sse(&[
+            json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}),
+            json!({"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2}}),
+        ])
+    }
+
+    /// The `data` of an event.
+    fn event_data(event: &str) -> Value {
+        serde_json::from_str(
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn both_chat_routes_name_the_fallback_model_that_answered() {
+        let answered = |r: &Served, path: &str| {
+            let record = r.record();
+            assert_eq!(record["model"], "gemini-3.5-flash", "{path}");
+            assert_eq!(
+                record["models_tried"],
+                json!(["gemini-2.5-flash", "gemini-3.5-flash"]),
+                "{path}"
+            );
+            assert_eq!(record["attempts"], 2, "{path}");
+            assert_eq!(record["outcome"], "ok", "{path}");
+        };
+
+        let vertex = FakeVertex::new([not_found(), unnamed_answer()]);
+        let r = serve_with(chat_request(), &with_fallback(), &vertex, None);
+        assert_eq!(r.response.status, 200);
+        assert_eq!(r.body()["metadata"]["model"], "gemini-3.5-flash");
+        assert_eq!(r.body()["metadata"]["attempts"], 2);
+        answered(&r, "/chat");
+
+        let vertex = FakeVertex::new([not_found(), unnamed_answer()]);
+        let r = serve_with(completion_request(), &with_fallback(), &vertex, None);
+        assert_eq!(r.response.status, 200);
+        assert_eq!(r.body()["model"], "ion-auto", "the model the request named");
+        assert_eq!(r.body()["ion"]["gemini_model"], "gemini-3.5-flash");
+        answered(&r, "/v1/chat/completions");
+
+        let vertex = FakeVertex::new([not_found(), unnamed_stream()]);
+        let r = serve_with(stream_request("/chat"), &with_fallback(), &vertex, None);
+        assert!(r.streamed);
+        let meta = event_data(&r.events[0]);
+        assert_eq!(meta["metadata"]["model"], "gemini-3.5-flash");
+        let done = event_data(r.events.last().unwrap());
+        assert_eq!(done["metadata"]["model"], "gemini-3.5-flash");
+        assert_eq!(done["metadata"]["attempts"], 2);
+        answered(&r, "/chat stream");
+
+        let vertex = FakeVertex::new([not_found(), unnamed_stream()]);
+        let body = r#"{"model": "ion-auto", "stream": true, "stream_options": {"include_usage": true},
+                       "messages": [{"role": "user", "content": "hi"}]}"#;
+        let v1 = request("POST", "/v1/chat/completions").body(body);
+        let r = serve_with(v1, &with_fallback(), &vertex, None);
+        assert!(r.streamed);
+        let usage = r
+            .events
+            .last()
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|d| d.get("usage").is_some())
+            .expect("a usage chunk");
+        assert_eq!(usage["ion"]["gemini_model"], "gemini-3.5-flash");
+        answered(&r, "/v1 stream");
+    }
+
+    #[test]
+    fn v1_lists_the_fallback_models_and_takes_them_as_a_model() {
+        let r = serve_with(
+            request("GET", "/v1/models"),
+            &with_fallback(),
+            &FakeVertex::new([]),
+            None,
+        );
+        let body = r.body();
+        let google: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["owned_by"] == "google")
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(google, ["gemini-2.5-flash", "gemini-3.5-flash"]);
+
+        // Named like the primary, a fallback routes like `ion-auto` (the list is still tried
+        // in order).
+        let vertex = FakeVertex::new([not_found(), unnamed_answer()]);
+        let named = request("POST", "/v1/chat/completions").body(
+            r#"{"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}"#,
+        );
+        let r = serve_with(named, &with_fallback(), &vertex, None);
+        assert_eq!(r.response.status, 200, "{}", r.body());
+        assert_eq!(r.body()["model"], "gemini-3.5-flash");
+    }
+
     #[test]
     fn a_client_gone_mid_stream_is_logged_as_closed() {
         let vertex = FakeVertex::new([streamed_chunks(true)]);

@@ -43,8 +43,12 @@ pub mod chat;
 pub mod chat_log;
 /// The service's variables.
 pub mod config;
+/// When a chat moves on to the next model of its list.
+pub mod fallback;
 /// Gemini's request and response formats.
 pub mod gemini;
+/// The Gemini models a chat may call, in order: `model`, then `fallback_models`.
+pub mod model_list;
 /// The four mentor personas and routing between them.
 pub mod persona;
 /// What a chat route answers, and sending a streamed answer to its end.
@@ -59,7 +63,8 @@ pub mod safety;
 pub mod sse;
 /// The `/chat` request's fields and limits.
 pub mod validation;
-/// Calls to Vertex AI: retries, deadlines, streams; the runtime's transport and clock.
+/// Calls to Vertex AI: retries, fallback models, deadlines, streams; the runtime's transport
+/// and clock.
 pub mod vertex;
 
 // State in the key-value store.

@@ -1,6 +1,7 @@
 //! Calls to Vertex AI, independent of how bytes travel: `generateContent` for a whole answer,
-//! `streamGenerateContent?alt=sse` for an answer chunk by chunk, both retried per
-//! [`RetryPolicy`] inside one deadline.
+//! `streamGenerateContent?alt=sse` for an answer chunk by chunk. Each model of the chat's list
+//! ([`crate::model_list`]) is retried per [`RetryPolicy`]; a failure [`fallback`] says another
+//! model need not share moves on to the next model. All of it runs inside one deadline.
 //!
 //! [`Transport`] and [`Clock`] are the seams between this logic and the runtime: the component
 //! uses `wasi:http` outbound requests and WASI clocks, unit tests use scripted fakes.
@@ -15,6 +16,7 @@ use futures::{Stream, StreamExt};
 
 use crate::config::Settings;
 use crate::error::{UpstreamError, upstream_status_error};
+use crate::fallback;
 use crate::gemini::{self, Answer, Chunk, GenerateContentRequest};
 use crate::retry::RetryPolicy;
 
@@ -73,49 +75,102 @@ pub trait Clock {
 /// Largest reply body read from Vertex AI; a reply to a chat is far smaller.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
-/// How a call went, whatever its result: attempts made and time spent waiting on Vertex AI.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// How a call went, whatever its result: attempts made, time spent waiting on Vertex AI, and
+/// the models called.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CallStats {
+    /// Every attempt on every model.
     pub attempts: u32,
     pub upstream_latency: Duration,
+    /// The models called, in order: the last one answered (or, when none did, was the last
+    /// tried). Empty when Vertex AI was not called.
+    pub models_tried: Vec<String>,
 }
 
-/// Calls `generateContent`, retrying transient failures, and reads the reply into an
-/// [`Answer`] or an honest error.
+impl CallStats {
+    /// The model that answered, or the last one tried; `None` when none was called.
+    pub fn model(&self) -> Option<&str> {
+        self.models_tried.last().map(String::as_str)
+    }
+}
+
+/// Calls `generateContent`, retrying transient failures and moving on to the fallback models,
+/// and reads the reply into an [`Answer`] or an honest error.
 pub async fn generate(
     transport: &impl Transport,
     clock: &impl Clock,
     settings: &Settings,
     request: &GenerateContentRequest,
 ) -> (Result<Answer, UpstreamError>, CallStats) {
-    let url = settings.generate_content_url();
     let body = encode(request);
-    with_retries(clock, settings, || async {
-        let reply = send(transport, settings, &url, &body, "application/json").await?;
-        let body = read_all(reply.body)
-            .await
-            .map_err(|e| upstream_failure(e, &url, settings))?;
-        gemini::read_reply(&body)
+    let body = body.as_slice();
+    with_fallbacks(clock, settings, |model| {
+        let url = settings.generate_content_url(model);
+        async move {
+            let reply = send(transport, settings, &url, body, "application/json").await?;
+            let body = read_all(reply.body)
+                .await
+                .map_err(|e| upstream_failure(e, &url, settings))?;
+            gemini::read_reply(&body)
+        }
     })
     .await
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or the retry policy or the deadline
-/// (`request_timeout_ms` from now) says stop.
-async fn with_retries<T, F, Fut>(
+/// Runs `attempt` on each model of the list in turn, each with its own retries, until one
+/// succeeds, one fails in a way the next would share ([`fallback::tries_next_model`]), the list
+/// ends, or the deadline (`request_timeout_ms` from now, shared by every model) has passed.
+/// The next model is called at once: its capacity is its own, so a backoff would only cost the
+/// caller time.
+async fn with_fallbacks<T, F, Fut>(
     clock: &impl Clock,
     settings: &Settings,
     mut attempt: F,
 ) -> (Result<T, UpstreamError>, CallStats)
 where
-    F: FnMut() -> Fut,
+    F: FnMut(&str) -> Fut,
     Fut: Future<Output = Result<T, UpstreamError>>,
 {
     let started = clock.now();
     let deadline = started + settings.timeout;
-    let policy = RetryPolicy::new(settings.max_attempts);
     let mut stats = CallStats::default();
+    let mut model = settings.models.primary();
+    let mut fallbacks = settings.models.fallbacks().iter();
     loop {
+        stats.models_tried.push(model.to_owned());
+        let result = with_retries(clock, settings, deadline, &mut stats, || attempt(model)).await;
+        stats.upstream_latency = clock.now().saturating_sub(started);
+        let error = match result {
+            Ok(value) => return (Ok(value), stats),
+            Err(error) => error,
+        };
+        match fallbacks.next() {
+            Some(next) if fallback::tries_next_model(&error) && clock.now() < deadline => {
+                model = next;
+            }
+            _ => return (Err(error), stats),
+        }
+    }
+}
+
+/// Runs `attempt` on one model until it succeeds, fails for good, or the retry policy or the
+/// `deadline` says stop; every attempt is counted in `stats`.
+async fn with_retries<T, F, Fut>(
+    clock: &impl Clock,
+    settings: &Settings,
+    deadline: Duration,
+    stats: &mut CallStats,
+    mut attempt: F,
+) -> Result<T, UpstreamError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>>,
+{
+    let policy = RetryPolicy::new(settings.max_attempts);
+    // The policy counts this model's attempts: each model gets the same retries.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
         stats.attempts += 1;
         let result =
             within(clock, deadline, attempt())
@@ -123,15 +178,14 @@ where
                 .unwrap_or(Err(UpstreamError::Timeout {
                     after: settings.timeout,
                 }));
-        stats.upstream_latency = clock.now().saturating_sub(started);
         let error = match result {
-            Ok(value) => return (Ok(value), stats),
+            Ok(value) => return Ok(value),
             Err(error) => error,
         };
         let remaining = deadline.saturating_sub(clock.now());
-        match policy.next_delay(stats.attempts, &error, remaining, clock.random()) {
+        match policy.next_delay(attempts, &error, remaining, clock.random()) {
             Some(delay) => clock.sleep(delay).await,
-            None => return (Err(error), stats),
+            None => return Err(error),
         }
     }
 }
@@ -176,7 +230,9 @@ pub struct AnswerStream<B> {
 }
 
 /// Opens `streamGenerateContent?alt=sse` and waits for the first chunk, retrying transient
-/// failures until then: nothing has reached the client yet, so a retry is invisible to it.
+/// failures and moving on to the fallback models until then: nothing has reached the client
+/// yet, so a retry or another model is invisible to it. Once a chunk has arrived the stream
+/// is that model's to the end.
 pub async fn open_stream<T: Transport>(
     transport: &T,
     clock: &impl Clock,
@@ -186,34 +242,37 @@ pub async fn open_stream<T: Transport>(
     Result<(Chunk, AnswerStream<T::Body>), UpstreamError>,
     CallStats,
 ) {
-    let url = settings.stream_generate_content_url();
     let body = encode(request);
-    with_retries(clock, settings, || async {
-        let reply = send(transport, settings, &url, &body, "text/event-stream").await?;
-        let mut stream = AnswerStream {
-            events: reply.body.eventsource(),
-            idle_timeout: settings.timeout,
-            url: url.clone(),
-        };
-        // Thinking models may send chunks with only usage or thoughts first: the stream
-        // counts as open at the first answer text or function call (or finish).
-        let mut first = Chunk::default();
-        loop {
-            let chunk = match stream.next_event(settings).await {
-                Some(chunk) => chunk?,
-                None => {
-                    return Err(UpstreamError::InvalidResponse {
-                        detail: "the stream ended before any answer".into(),
-                    });
-                }
+    let body = body.as_slice();
+    with_fallbacks(clock, settings, |model| {
+        let url = settings.stream_generate_content_url(model);
+        async move {
+            let reply = send(transport, settings, &url, body, "text/event-stream").await?;
+            let mut stream = AnswerStream {
+                events: reply.body.eventsource(),
+                idle_timeout: settings.timeout,
+                url,
             };
-            first.text = chunk.text;
-            first.calls = chunk.calls;
-            first.finish_reason = chunk.finish_reason;
-            first.usage = chunk.usage.or(first.usage);
-            first.model_version = chunk.model_version.or(first.model_version);
-            if first.has_output() || first.finish_reason.is_some() {
-                return Ok((first, stream));
+            // Thinking models may send chunks with only usage or thoughts first: the stream
+            // counts as open at the first answer text or function call (or finish).
+            let mut first = Chunk::default();
+            loop {
+                let chunk = match stream.next_event(settings).await {
+                    Some(chunk) => chunk?,
+                    None => {
+                        return Err(UpstreamError::InvalidResponse {
+                            detail: "the stream ended before any answer".into(),
+                        });
+                    }
+                };
+                first.text = chunk.text;
+                first.calls = chunk.calls;
+                first.finish_reason = chunk.finish_reason;
+                first.usage = chunk.usage.or(first.usage);
+                first.model_version = chunk.model_version.or(first.model_version);
+                if first.has_output() || first.finish_reason.is_some() {
+                    return Ok((first, stream));
+                }
             }
         }
     })
@@ -562,6 +621,257 @@ pub(crate) mod tests {
         assert!(matches!(answer, Err(UpstreamError::Timeout { .. })));
         assert_eq!(stats.attempts, 1);
         assert_eq!(clock.now(), settings().timeout);
+    }
+
+    /// Settings whose `model` is followed by `fallbacks` (a `fallback_models` value).
+    fn with_fallbacks_of(model: &'static str, fallbacks: &'static str) -> Settings {
+        Settings::load(&vars(&[
+            ("project_id", "p"),
+            ("access_token", "t"),
+            ("model", model),
+            ("fallback_models", fallbacks),
+        ]))
+        .unwrap()
+    }
+
+    /// The model each call went to, from its URL.
+    fn models_called(vertex: &FakeVertex) -> Vec<String> {
+        vertex
+            .calls
+            .borrow()
+            .iter()
+            .map(|c| {
+                let (_, rest) = c.url.split_once("/models/").unwrap();
+                rest.split(':').next().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    fn status_reply(status: u16, name: &str) -> Scripted {
+        Scripted::json(
+            status,
+            json!({"error": {"code": status, "message": "no", "status": name}}),
+        )
+    }
+
+    #[test]
+    fn a_model_that_stays_unavailable_after_its_retries_hands_over_to_the_next() {
+        let vertex = FakeVertex::new([unavailable(), unavailable(), unavailable(), ok_reply()]);
+        let clock = FakeClock::default();
+        let s = with_fallbacks_of("gemini-a", "gemini-b, gemini-c");
+        let (answer, stats) = block_on(generate(&vertex, &clock, &s, &request()));
+        assert_eq!(answer.unwrap().text, "hello");
+        assert_eq!(
+            models_called(&vertex),
+            ["gemini-a", "gemini-a", "gemini-a", "gemini-b"]
+        );
+        assert_eq!(stats.attempts, 4, "every attempt on every model");
+        assert_eq!(stats.models_tried, ["gemini-a", "gemini-b"]);
+        assert_eq!(stats.model(), Some("gemini-b"));
+        // The primary's usual backoff, then the next model at once.
+        assert_eq!(
+            *clock.sleeps.borrow(),
+            [Duration::from_millis(500), Duration::from_secs(1)]
+        );
+        assert_eq!(stats.upstream_latency, Duration::from_millis(1500));
+        let calls = vertex.calls.borrow();
+        assert_eq!(calls[3].body, calls[0].body, "the same request");
+        assert!(calls[3].url.ends_with("/models/gemini-b:generateContent"));
+    }
+
+    #[test]
+    fn a_rate_limited_model_hands_over_to_the_next_with_its_own_retries() {
+        let limited = || {
+            Scripted::Reply(
+                429,
+                Some("60"),
+                vec![br#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}"#.to_vec()],
+            )
+        };
+        // The primary's hint is past the deadline: no retry there. The next model is retried
+        // as usual (one 503, then an answer).
+        let vertex = FakeVertex::new([limited(), unavailable(), ok_reply()]);
+        let clock = FakeClock::default();
+        let s = with_fallbacks_of("gemini-a", "gemini-b");
+        let (answer, stats) = block_on(generate(&vertex, &clock, &s, &request()));
+        assert_eq!(answer.unwrap().text, "hello");
+        assert_eq!(models_called(&vertex), ["gemini-a", "gemini-b", "gemini-b"]);
+        assert_eq!((stats.attempts, stats.model()), (3, Some("gemini-b")));
+    }
+
+    #[test]
+    fn a_retired_or_unknown_model_hands_over_to_the_next() {
+        let vertex = FakeVertex::new([status_reply(404, "NOT_FOUND"), ok_reply()]);
+        let s = with_fallbacks_of("gemini-2.5-flash", "gemini-3.5-flash");
+        let (answer, stats) = block_on(generate(&vertex, &FakeClock::default(), &s, &request()));
+        assert_eq!(answer.unwrap().text, "hello");
+        assert_eq!(
+            models_called(&vertex),
+            ["gemini-2.5-flash", "gemini-3.5-flash"],
+            "a 404 is not retried on the same model"
+        );
+        assert_eq!(stats.attempts, 2);
+        assert_eq!(stats.model(), Some("gemini-3.5-flash"));
+    }
+
+    #[test]
+    fn the_last_models_error_is_returned_when_every_model_fails() {
+        let vertex = FakeVertex::new([status_reply(404, "NOT_FOUND"), unavailable()]);
+        let s = with_fallbacks_of("gemini-a", "gemini-b");
+        let s = Settings {
+            max_attempts: 1,
+            ..s
+        };
+        let (answer, stats) = block_on(generate(&vertex, &FakeClock::default(), &s, &request()));
+        assert!(matches!(
+            answer,
+            Err(UpstreamError::Status { status: 503, .. })
+        ));
+        assert_eq!(stats.models_tried, ["gemini-a", "gemini-b"]);
+        assert_eq!(stats.model(), Some("gemini-b"), "the last one tried");
+    }
+
+    #[test]
+    fn failures_every_model_would_share_do_not_hand_over() {
+        for (final_error, check) in [
+            (
+                status_reply(400, "INVALID_ARGUMENT"),
+                (|e: &UpstreamError| matches!(e, UpstreamError::Status { status: 400, .. }))
+                    as fn(&UpstreamError) -> bool,
+            ),
+            (status_reply(401, "UNAUTHENTICATED"), |e| {
+                matches!(e, UpstreamError::Status { status: 401, .. })
+            }),
+            (status_reply(403, "PERMISSION_DENIED"), |e| {
+                matches!(e, UpstreamError::Status { status: 403, .. })
+            }),
+            (
+                Scripted::json(200, json!({"promptFeedback": {"blockReason": "SAFETY"}})),
+                |e| matches!(e, UpstreamError::Blocked { .. }),
+            ),
+            (Scripted::json(200, json!({"unexpected": true})), |e| {
+                matches!(
+                    e,
+                    UpstreamError::InvalidResponse { .. } | UpstreamError::EmptyAnswer { .. }
+                )
+            }),
+            (Scripted::Fail(TransportError::Denied), |e| {
+                matches!(e, UpstreamError::Denied { .. })
+            }),
+            (Scripted::Fail(TransportError::RuntimeCredentials), |e| {
+                matches!(e, UpstreamError::CredentialsUnavailable)
+            }),
+        ] {
+            let vertex = FakeVertex::new([final_error, ok_reply()]);
+            let s = with_fallbacks_of("gemini-a", "gemini-b");
+            let (answer, stats) =
+                block_on(generate(&vertex, &FakeClock::default(), &s, &request()));
+            let error = answer.unwrap_err();
+            assert!(check(&error), "{error:?}");
+            assert_eq!(models_called(&vertex), ["gemini-a"], "{error:?}");
+            assert_eq!((stats.attempts, stats.model()), (1, Some("gemini-a")));
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_shared_by_every_model() {
+        // The primary hangs to the deadline: no model starts after it.
+        let vertex = FakeVertex::new([Scripted::Hang, ok_reply()]);
+        let clock = FakeClock::default();
+        let s = with_fallbacks_of("gemini-a", "gemini-b");
+        let (answer, stats) = block_on(generate(&vertex, &clock, &s, &request()));
+        assert!(matches!(answer, Err(UpstreamError::Timeout { .. })));
+        assert_eq!(models_called(&vertex), ["gemini-a"]);
+        assert_eq!(stats.models_tried, ["gemini-a"]);
+        assert_eq!(clock.now(), s.timeout);
+
+        // The primary spends 1.5 s on retries; the next model has what is left, not a deadline
+        // of its own.
+        let vertex = FakeVertex::new([
+            unavailable(),
+            unavailable(),
+            unavailable(),
+            Scripted::Hang,
+            ok_reply(),
+        ]);
+        let clock = FakeClock::default();
+        let s = with_fallbacks_of("gemini-a", "gemini-b, gemini-c");
+        let (answer, stats) = block_on(generate(&vertex, &clock, &s, &request()));
+        assert!(matches!(answer, Err(UpstreamError::Timeout { .. })));
+        assert_eq!(clock.now(), s.timeout, "ends at the one deadline");
+        assert_eq!(stats.models_tried, ["gemini-a", "gemini-b"]);
+        assert_eq!(stats.attempts, 4);
+        assert_eq!(stats.upstream_latency, s.timeout);
+    }
+
+    #[test]
+    fn a_runtime_timeout_or_a_failed_connection_hands_over_while_time_remains() {
+        let vertex = FakeVertex::new([
+            Scripted::Fail(TransportError::Timeout),
+            Scripted::Fail(TransportError::Failed {
+                what: "the connection was refused",
+                detail: "ConnectionRefused".into(),
+            }),
+            ok_reply(),
+        ]);
+        let s = Settings {
+            max_attempts: 1,
+            ..with_fallbacks_of("gemini-a", "gemini-b,gemini-c")
+        };
+        let (answer, stats) = block_on(generate(&vertex, &FakeClock::default(), &s, &request()));
+        assert_eq!(answer.unwrap().text, "hello");
+        assert_eq!(stats.models_tried, ["gemini-a", "gemini-b", "gemini-c"]);
+        assert_eq!(stats.attempts, 3);
+    }
+
+    #[test]
+    fn a_stream_hands_over_to_the_next_model_before_its_first_chunk() {
+        let vertex = FakeVertex::new([
+            status_reply(404, "NOT_FOUND"),
+            status_reply(429, "RESOURCE_EXHAUSTED"),
+            Scripted::sse(&[
+                json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}),
+                json!({"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}}),
+            ]),
+        ]);
+        let clock = FakeClock::default();
+        let s = Settings {
+            max_attempts: 2,
+            ..with_fallbacks_of("gemini-a", "gemini-b")
+        };
+        block_on(async {
+            let (opened, stats) = open_stream(&vertex, &clock, &s, &request()).await;
+            assert_eq!(stats.models_tried, ["gemini-a", "gemini-b"]);
+            assert_eq!((stats.attempts, stats.model()), (3, Some("gemini-b")));
+            let (first, mut rest) = opened.unwrap();
+            assert_eq!(first.text, "Hel");
+            // After the first chunk the stream is this model's: a failure ends it.
+            assert!(matches!(
+                rest.next(&clock, &s).await,
+                Some(Err(UpstreamError::Status { status: 503, .. }))
+            ));
+        });
+        assert_eq!(models_called(&vertex), ["gemini-a", "gemini-b", "gemini-b"]);
+        assert!(
+            vertex.calls.borrow()[2]
+                .url
+                .ends_with("/models/gemini-b:streamGenerateContent?alt=sse")
+        );
+    }
+
+    #[test]
+    fn a_stream_that_fails_for_every_model_reports_the_last() {
+        let vertex = FakeVertex::new([
+            status_reply(404, "NOT_FOUND"),
+            status_reply(400, "INVALID_ARGUMENT"),
+        ]);
+        let s = with_fallbacks_of("gemini-a", "gemini-b, gemini-c");
+        let (opened, stats) = block_on(open_stream(&vertex, &FakeClock::default(), &s, &request()));
+        assert!(matches!(
+            opened.err(),
+            Some(UpstreamError::Status { status: 400, .. })
+        ));
+        assert_eq!(stats.models_tried, ["gemini-a", "gemini-b"], "400 is final");
     }
 
     #[test]

@@ -80,6 +80,84 @@ fn retired_model_and_wrong_token_are_reported_as_such() {
 }
 
 #[test]
+fn a_retired_model_hands_over_to_the_fallback_model() {
+    let emulator = start_emulator();
+    for runtime in runtimes() {
+        emulator.clear_requests();
+        let mut env = emulator_env(&emulator);
+        // The emulator answers the retired 2.5 family with Vertex's 404, as after 2026-10-16.
+        env.push(("SPIN_VARIABLE_MODEL".into(), "gemini-2.5-flash".into()));
+        env.push((
+            "SPIN_VARIABLE_FALLBACK_MODELS".into(),
+            " gemini-3.5-flash ".into(),
+        ));
+        let service = Service::start(runtime, &env);
+        let reply = service.ask("hello");
+        assert_eq!(reply.status, 200, "{runtime:?}: {}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["metadata"]["model"], "gemini-3.5-flash", "{runtime:?}");
+        assert_eq!(
+            body["metadata"]["attempts"], 2,
+            "{runtime:?}: a 404 is not retried"
+        );
+        let called: Vec<(String, Option<u16>)> = emulator
+            .requests()
+            .iter()
+            .map(|r| {
+                let (_, model) = r.path.split_once("/models/").unwrap();
+                (model.split(':').next().unwrap().to_owned(), r.status)
+            })
+            .collect();
+        assert_eq!(
+            called,
+            [
+                ("gemini-2.5-flash".to_owned(), Some(404)),
+                ("gemini-3.5-flash".to_owned(), Some(200))
+            ],
+            "{runtime:?}"
+        );
+
+        if runtime == Runtime::IonHost {
+            // Lines reach stdout through a pipe: give the chat's line a moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let lines = loop {
+                let lines: Vec<serde_json::Value> = service
+                    .stdout_lines()
+                    .iter()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                if lines.iter().any(|l| l["message"] == "chat")
+                    || std::time::Instant::now() > deadline
+                {
+                    break lines;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            let startup = lines
+                .iter()
+                .find(|l| l["model_check"]["model"] == "gemini-2.5-flash")
+                .expect("a startup line about the retired model");
+            assert_eq!(startup["severity"], "ERROR");
+            assert_eq!(startup["model_check"]["status"], "retired");
+            let message = startup["message"].as_str().unwrap();
+            assert!(
+                message.contains("2026-10-16") && message.contains("gemini-3.5-flash-lite"),
+                "{message}"
+            );
+            let chat = lines
+                .iter()
+                .find(|l| l["message"] == "chat")
+                .expect("the per-chat line");
+            assert_eq!(chat["chat"]["model"], "gemini-3.5-flash");
+            assert_eq!(
+                chat["chat"]["models_tried"],
+                serde_json::json!(["gemini-2.5-flash", "gemini-3.5-flash"])
+            );
+        }
+    }
+}
+
+#[test]
 fn missing_configuration_is_a_503_that_says_what_to_set() {
     let emulator = start_emulator();
     for runtime in runtimes() {

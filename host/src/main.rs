@@ -10,6 +10,7 @@ mod http_client;
 mod kv;
 mod logging;
 mod manifest;
+mod model_check;
 mod outbound;
 mod ratelimit;
 mod runtime;
@@ -193,6 +194,8 @@ fn serve(options: ServeOptions) -> Result<()> {
         for notice in values.notices() {
             logging::warn(notice);
         }
+        // Before anything slow: a retired model is the first thing an operator should read.
+        model_check::log_findings(&values);
         let client = HttpClient::new(Timeouts::default());
         let auth = outbound::vertex_auth::configure(&mut values, &client).await?;
         if let Some(project) = values.get("project_id").filter(|p| !p.is_empty()) {

@@ -14,6 +14,7 @@ use crate::chat::{self, Chat};
 use crate::chat_log::ChatRecord;
 use crate::config::{DEFAULT_MODEL, Variables};
 use crate::error::ApiError;
+use crate::model_list::ModelList;
 use crate::persona::Persona;
 use crate::reply::{Reply, StreamSource};
 use crate::response::ApiResponse;
@@ -32,16 +33,24 @@ pub fn owns(path_and_query: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
 }
 
-/// Every model `/v1` offers: the persona choices, then the configured Gemini model (routed
-/// like `ion-auto`), with who owns each.
+/// Every model `/v1` offers: the persona choices, then the configured Gemini models, primary
+/// first, then the fallbacks (routed like `ion-auto`), with who owns each.
 fn offered(vars: &impl Variables) -> Vec<(String, &'static str)> {
-    let gemini = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
     let mut models = vec![(AUTO_MODEL.to_owned(), "ion-mentoring")];
     models.extend(
         Persona::ALL.map(|p| (format!("ion-{}", p.name().to_lowercase()), "ion-mentoring")),
     );
-    models.push((gemini, "google"));
+    models.extend(gemini_models(vars).into_iter().map(|id| (id, "google")));
     models
+}
+
+/// The Gemini model ids a request may name: the configured list or, when it is invalid (chats
+/// then answer 503 saying why), the `model` variable as it is.
+pub(crate) fn gemini_models(vars: &impl Variables) -> Vec<String> {
+    match ModelList::load(vars) {
+        Ok(list) => list.iter().map(str::to_owned).collect(),
+        Err(_) => vec![vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into())],
+    }
 }
 
 fn model_json(id: &str, owner: &str) -> serde_json::Value {
@@ -107,7 +116,7 @@ pub async fn completions<T: Transport>(
         Ok(c) => c,
         Err(e) => return failed(e, record),
     };
-    let chat = match Chat::prepare(
+    let mut chat = match Chat::prepare(
         completion.chat.clone(),
         vars,
         completion.system.clone(),
@@ -126,7 +135,7 @@ pub async fn completions<T: Transport>(
     };
 
     if completion.chat.stream {
-        let (opened, stats) = chat::open(&chat, transport, clock).await;
+        let (opened, stats) = chat::open(&mut chat, transport, clock).await;
         record.note_call(&stats);
         let chunks = CompletionChunks::new(header, completion.include_usage);
         return match opened {
@@ -151,7 +160,7 @@ pub async fn completions<T: Transport>(
         };
     }
 
-    let (answer, stats) = chat::answer(&chat, transport, clock).await;
+    let (answer, stats) = chat::answer(&mut chat, transport, clock).await;
     record.note_call(&stats);
     match answer {
         Ok(answer) => {

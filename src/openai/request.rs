@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{DEFAULT_MODEL, ThinkingLevel, Variables};
+use crate::config::{ThinkingLevel, Variables};
 use crate::error::ApiError;
 use crate::gemini::{self, Content, Part};
 use crate::persona::Persona;
@@ -194,8 +194,7 @@ fn refuse_unsupported(fields: &Map<String, Value>) -> Result<(), Invalid> {
 
 /// `model`: a persona (`ion-lua`, …), or `ion-auto` / the configured Gemini model (routed).
 fn persona_for(model: &str, vars: &impl Variables) -> Result<Option<Persona>, ApiError> {
-    let gemini_model = vars.get("model").unwrap_or_else(|| DEFAULT_MODEL.into());
-    if model == AUTO_MODEL || model == gemini_model {
+    if model == AUTO_MODEL || super::gemini_models(vars).iter().any(|m| m == model) {
         return Ok(None);
     }
     match model.strip_prefix("ion-").and_then(Persona::parse) {
