@@ -181,6 +181,16 @@ def access_off(r, ask):
       expect=header_has("Allow", "GET", "DELETE", "OPTIONS"))
     r("OPTIONS /admin/keys/{key_id} preflight, origin not allowed", key, "OPTIONS", 403, "cors_origin_not_allowed",
       headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "DELETE"}, path_parameters=some)
+    r("OPTIONS /admin/keys/{key_id}, an id that cannot exist", key, "OPTIONS", 404, "not_found",
+      path_parameters={"key_id": "not-an-id"})
+    model = "/v1/models/{model}"
+    r("HEAD /v1/models/{model}", model, "HEAD", 200, path_parameters={"model": "ion-auto"})
+    r("HEAD /v1/models/{model}, unknown", model, "HEAD", 404, path_parameters={"model": "gpt-4o"})
+    r("OPTIONS /v1/models/{model}", model, "OPTIONS", 204, path_parameters={"model": "ion-auto"},
+      expect=header_has("Allow", "GET", "HEAD", "OPTIONS"))
+    r("OPTIONS /v1/models/{model} preflight, origin not allowed", model, "OPTIONS", 403, "cors_origin_not_allowed",
+      headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"},
+      path_parameters={"model": "ion-auto"})
     r("GET /admin/keys/ redirects", keys + "/", "GET", 307, expect_header="Location")
     r("POST /admin/keys/ redirects", keys + "/", "POST", 307, body={"name": "x"}, expect_header="Location")
 
@@ -415,6 +425,7 @@ def main(base_url, runtime, unconfigured, keyed=None):
     r("conversation: malformed id", conv, "GET", 422, path_parameters=at(malformed))
     r("conversation: malformed id, headers", conv, "HEAD", 422, path_parameters=at(malformed))
     r("OPTIONS conversation", conv, "OPTIONS", 204, expect_header="Allow", path_parameters=at(cid))
+    r("OPTIONS conversation, an id that cannot exist", conv, "OPTIONS", 404, "not_found", path_parameters=at("xyz"))
     r("OPTIONS conversation preflight, origin not allowed", conv, "OPTIONS", 403, "cors_origin_not_allowed",
       headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "DELETE"}, path_parameters=at(cid))
     r("conversation: deleted", conv, "DELETE", 204, path_parameters=at(cid))
@@ -430,10 +441,22 @@ def main(base_url, runtime, unconfigured, keyed=None):
     r("completion: stream that fails after it started", v1, "POST", 200,
       body=complete("go [[emulator:stream-error]]", stream=True), events=lambda datas: datas != ["[DONE]"])
     r("completion: unknown model", v1, "POST", 404, "model_not_found", complete("hi", model="gpt-4o"))
-    r("completion: content blocked", v1, "POST", 400, "content_blocked", complete("x [[emulator:safety]]"))
+    r("completion: content filtered", v1, "POST", 200, body=complete("x [[emulator:safety]]"))
+    r("completion: a token limit spent on thinking", v1, "POST", 200,
+      body=complete("hi", max_completion_tokens=8, reasoning_effort="high"))
+    r("completion: json schema output", v1, "POST", 200, body=complete("hi", response_format={
+        "type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}}))
+    r("completion: a tool call", v1, "POST", 200, body=complete("weather?", tools=[
+        {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        tool_choice="required"))
+    r("completion: a tool result answering no call", v1, "POST", 400, body={"model": "ion-auto", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_x", "content": "3"}]})
+    r("completion: unsupported field", v1, "POST", 400, body=complete("hi", logprobs=True))
+    r("model: one", "/v1/models/{model}", "GET", 200, path_parameters={"model": "ion-lua"})
+    r("model: unknown", "/v1/models/{model}", "GET", 404, "model_not_found", path_parameters={"model": "gpt-4o"})
     r("completion: too large", v1, "POST", 413, "payload_too_large", complete("가" * 50_000))
     r("completion: not JSON", v1, "POST", 415, "unsupported_media_type", complete("hi"), headers={"Content-Type": "text/plain"})
-    r("completion: invalid", v1, "POST", 422, body=complete("hi", n=2))
+    r("completion: invalid", v1, "POST", 400, body=complete("hi", n=2))
     r("completion: rate limited", v1, "POST", 429, "upstream_rate_limited", complete("hi [[emulator:429]]"), expect_header="Retry-After")
     r("completion: upstream failed", v1, "POST", 502, "upstream_error", complete("hi [[emulator:500]]"))
     r("completion: upstream too slow", v1, "POST", 504, "upstream_timeout", complete("hi [[emulator:slow]]"))
