@@ -1,9 +1,11 @@
 //! Fault injection: a test asks for failures with the marker `[[emulator:FAULTS]]` anywhere in
-//! the last user text, or with the header `x-emulator-fault: FAULTS` (the header wins).
+//! the last user text, or with the header `x-emulator-fault: FAULTS` (the header wins; only the
+//! first marker counts, so combine names with commas: `[[emulator:parallel-calls,slow=10]]`).
 //!
 //! FAULTS is one fault or several separated by commas, e.g. `503x2,chunk-delay=50`: at most
 //! one *outcome* (a status, `safety`, `drop`, `stream-error`, …) plus any *modifiers*
-//! (`slow=MS`, `chunk-delay=MS`, `retry-delay=MS`), each named once.
+//! (`slow=MS`, `chunk-delay=MS`, `retry-delay=MS`) and *answer modifiers* (`parallel-calls`,
+//! `no-tool`: how a request with tools is answered, see [`Steering`]), each named once.
 
 use std::time::Duration;
 
@@ -51,6 +53,8 @@ pub const FAULT_NAMES: &[&str] = &[
     "garbage",
     "drop",
     "stream-error",
+    "parallel-calls",
+    "no-tool",
 ];
 
 const STATUSES: &[u16] = &[400, 401, 403, 404, 429, 500, 503, 504];
@@ -75,6 +79,16 @@ pub enum Outcome {
     StreamError,
 }
 
+/// How a request that declares functions is answered (not faults: the answer is still a
+/// normal one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// `parallel-calls`: call the first two allowed functions at once instead of one.
+    pub parallel_calls: bool,
+    /// `no-tool`: in mode AUTO (or unspecified), answer with text instead of a call.
+    pub no_tool: bool,
+}
+
 /// Everything the faults of one request ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -85,6 +99,8 @@ pub struct Plan {
     pub chunk_delay: Option<Duration>,
     /// `retryDelay` of a 429 (`retry-delay`).
     pub retry_delay: Option<Duration>,
+    /// `parallel-calls`, `no-tool`.
+    pub steering: Steering,
 }
 
 impl Plan {
@@ -102,6 +118,8 @@ enum Piece {
     Slow(Duration),
     ChunkDelay(Duration),
     RetryDelay(Duration),
+    ParallelCalls,
+    NoTool,
 }
 
 fn millis(name: &str, ms: &str) -> Result<Duration, String> {
@@ -169,6 +187,8 @@ fn parse_one(spec: &str) -> Result<Piece, String> {
         ("garbage", None) => Piece::Outcome(Outcome::Garbage),
         ("drop", None) => Piece::Outcome(Outcome::Drop),
         ("stream-error", None) => Piece::Outcome(Outcome::StreamError),
+        ("parallel-calls", None) => Piece::ParallelCalls,
+        ("no-tool", None) => Piece::NoTool,
         _ => {
             return Err(format!(
                 "Unknown emulator fault \"{spec}\". Known faults: {}.",
@@ -208,6 +228,16 @@ pub fn parse(specs: &str) -> Result<Plan, String> {
             }
             Piece::RetryDelay(delay) => {
                 if plan.retry_delay.replace(delay).is_some() {
+                    return Err(twice());
+                }
+            }
+            Piece::ParallelCalls => {
+                if std::mem::replace(&mut plan.steering.parallel_calls, true) {
+                    return Err(twice());
+                }
+            }
+            Piece::NoTool => {
+                if std::mem::replace(&mut plan.steering.no_tool, true) {
                     return Err(twice());
                 }
             }
@@ -363,6 +393,7 @@ mod tests {
                 delay: Duration::from_millis(5),
                 chunk_delay: Some(Duration::from_millis(10)),
                 retry_delay: Some(Duration::ZERO),
+                steering: Steering::default(),
             }
         );
         for conflicting in [
@@ -370,6 +401,8 @@ mod tests {
             "drop,stream-error",
             "slow,slow=1",
             "chunk-delay=1,chunk-delay=2",
+            "parallel-calls,Parallel-Calls",
+            "no-tool,no-tool",
         ] {
             let err = parse(conflicting).unwrap_err();
             assert!(
@@ -377,6 +410,36 @@ mod tests {
                 "{conflicting}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn answer_modifiers_combine_with_faults() {
+        let plan = parse("parallel-calls").unwrap();
+        assert_eq!(plan.outcome, None);
+        assert_eq!(
+            plan.steering,
+            Steering {
+                parallel_calls: true,
+                no_tool: false
+            }
+        );
+        let plan = parse("No-Tool, 503x1, parallel-calls, chunk-delay=5").unwrap();
+        assert_eq!(
+            plan.steering,
+            Steering {
+                parallel_calls: true,
+                no_tool: true
+            }
+        );
+        assert_eq!(
+            plan.outcome,
+            Some(Outcome::Status {
+                code: 503,
+                times: Some(1)
+            })
+        );
+        assert_eq!(plan.chunk_delay, Some(Duration::from_millis(5)));
+        assert_eq!(spec(None, "go [[emulator:no-tool]]"), Some("no-tool"));
     }
 
     #[test]
@@ -415,6 +478,9 @@ mod tests {
             "chunk-delay=1.5",
             "retry-delay",
             "stream-error=1",
+            "parallel-calls=2",
+            "no-tool=yes",
+            "parallel",
             "503,",
         ] {
             let err = parse(bad).expect_err(bad);

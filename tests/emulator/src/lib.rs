@@ -4,16 +4,19 @@
 //!
 //! It speaks the real path shapes and JSON shapes, validates requests as strictly as Google
 //! (unknown fields, bad roles, a conversation not ending with a user turn, out-of-range
-//! settings → 400 INVALID_ARGUMENT), checks the bearer token, answers 404 NOT_FOUND for
-//! retired model families ([`RETIRED_FAMILIES`]: every `gemini-1.*`, `gemini-2.0*`,
-//! `gemini-2.5*`), answers with a deterministic text that echoes what arrived, and injects
-//! failures on demand (see [`FAULT_NAMES`]): put `[[emulator:FAULTS]]` in the last user text
-//! or send the header `x-emulator-fault: FAULTS`.
+//! settings → 400 INVALID_ARGUMENT; both the camelCase and the snake_case name of every field
+//! are accepted), checks the bearer token, answers 404 NOT_FOUND for retired model families
+//! ([`RETIRED_FAMILIES`]: every `gemini-1.*`, `gemini-2.0*`, `gemini-2.5*`), answers with a
+//! deterministic text that echoes what arrived (or with function calls, or JSON, see below),
+//! and injects failures on demand (see [`FAULT_NAMES`]): put `[[emulator:FAULTS]]` in the last
+//! user text or send the header `x-emulator-fault: FAULTS`.
 //!
 //! The reply text is
 //! `[Vertex AI emulator · {model} · turn {N}] {first line of the system instruction, ≤160 chars,
 //! or "(no system instruction)"} — you said: {last user text}`, where N is the number of
-//! `contents` entries (1 for a single message, 3 for user/model/user).
+//! `contents` entries (1 for a single message, 3 for user/model/user). When the last content
+//! holds function responses, `tool results: {name}={compact JSON of its response}; {name2}=…`
+//! (in part order) takes the place of `you said: …`.
 //!
 //! Thinking is modelled: Gemini 3 models think by default (Flash at `MEDIUM`, Pro at `HIGH`);
 //! each level spends a fixed number of thought tokens ([`ThinkingLevel::thought_tokens`]:
@@ -25,10 +28,68 @@
 //! `totalTokenCount = promptTokenCount + candidatesTokenCount + thoughtsTokenCount`.
 //!
 //! Streams split a normal answer into at least 3 delta chunks; intermediate ones carry the
-//! usage so far, the last one the finish reason and the full usage.
+//! usage so far, the last one the finish reason and the full usage (function calls come whole
+//! in one chunk, see below).
 //!
 //! [`Emulator::requests`] lists every generate request (faulted ones included), with the
-//! status it got and its [`Delivery`] (complete, or the client went away first).
+//! status it got, its [`Delivery`] (complete, or the client went away first), its raw JSON body
+//! and, once it passed validation, the request as parsed ([`RecordedRequest::request`]:
+//! contents with function calls, responses and signatures, tools, tool config, generation
+//! config, safety settings).
+//!
+//! # Function calling
+//! `tools[].functionDeclarations[]` (`name`, `description`, `parameters` — the OpenAPI subset,
+//! parsed strictly — or `parametersJsonSchema` — any JSON Schema —, `response` or
+//! `responseJsonSchema`) and `toolConfig.functionCallingConfig` (`mode` AUTO, ANY, NONE,
+//! VALIDATED or MODE_UNSPECIFIED; `allowedFunctionNames`) are accepted; any other kind of tool is
+//! a 400 (not modelled). Checked like Google: function names match
+//! `^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$` and are unique, one declaration sets at most one of
+//! `parameters` / `parametersJsonSchema`, `allowedFunctionNames` only with ANY / VALIDATED and
+//! only declared names. Parts may be `functionCall` (`name`, `args`, `id`; only in `model`
+//! contents) or `functionResponse` (`name`, `response`, `id`; only in `user` contents), one kind
+//! of data per part, with a `thoughtSignature` (base64) beside; a function-call turn must follow a
+//! user turn, a function-response turn must follow a function-call turn and answer each of its
+//! calls (Google's wording).
+//!
+//! Thought signatures (the Gemini 3 rule, for every model served): the current turn is every
+//! content after the last `user` content that holds a text part; the first `functionCall` of
+//! each `model` content in it must carry a `thoughtSignature`, otherwise a 400 whose message
+//! starts `Function call is missing a thought_signature in functionCall parts.` and names the
+//! call and its position (N counting `contents` from 1) in Google's words. Any signature anywhere
+//! must be one the emulator issued or [`SKIP_THOUGHT_SIGNATURE`] (raw or base64), otherwise
+//! `Corrupted thought signature.`. The emulator's signatures ([`thought_signature`], checked
+//! by [`signature_is_valid`]) are the base64 of
+//! `emu-sig:{16 hex: FNV-1a of model, name, canonical args}.{8 hex check}`.
+//!
+//! When functions are declared, the mode is not NONE and the last content is the user's text,
+//! the answer calls the first allowed function (`allowedFunctionNames` order, else declaration
+//! order) — or the first two with the marker `[[emulator:parallel-calls]]`, only the first
+//! carrying the signature, as Gemini does; in mode AUTO / unspecified the marker
+//! `[[emulator:no-tool]]` makes it answer with text instead. Arguments are an instance of the
+//! parameter schema: every property, strings the last user text cut to 40 characters (or
+//! `"text"`), `enum[0]`, integers `minimum` or 1, numbers `minimum` or 1.5, booleans `true`,
+//! arrays one item, nested objects recursed, `{}` without a schema. The candidate is
+//! `{role: model, parts: [{functionCall: {name, args}, thoughtSignature}, …]}` with
+//! `finishReason: STOP`; its tokens are the calls' compact JSON at 4 characters per token. A
+//! stream sends the calls whole in one chunk (after the thought summary, if any). After function
+//! responses the answer is text, as above. Declarations (name, description, parameter schema)
+//! and function calls and responses in `contents` (as compact JSON) count as prompt tokens.
+//! The markers are answer modifiers, parsed with the faults: combine them with commas
+//! (`[[emulator:parallel-calls,503x1]]`) or send them in the `x-emulator-fault` header.
+//!
+//! # Structured output
+//! `generationConfig.responseMimeType` may be `text/plain`, `application/json` or
+//! `text/x.enum`; `responseSchema` (OpenAPI subset) and `responseJsonSchema` (any JSON Schema)
+//! exclude each other and need `application/json` (`responseSchema` with an `enum` also
+//! `text/x.enum`). The JSON answer is compact JSON: a deterministic instance that validates
+//! against the schema (`$ref` into `$defs` / `definitions`, `anyOf` / `oneOf` first branch,
+//! `allOf` merged, `required`, `enum` / `const`, bounds, lengths, `minItems`; strings from the
+//! last user text), or `{"answer": "<the usual reply text>"}` without a schema; `text/x.enum`
+//! answers the first enum value. It is billed, cut and streamed like any text.
+//!
+//! # Safety settings
+//! Each names one of [`SAFETY_CATEGORIES`] (not HARM_CATEGORY_UNSPECIFIED, not twice) with a
+//! known threshold and method, or the request is a 400.
 //!
 //! # Use from async tests
 //! ```no_run
@@ -50,15 +111,19 @@
 //! let url = emulator.url();
 //! ```
 
+mod b64;
 mod body;
 mod faults;
 mod protocol;
 mod record;
 mod reply;
 mod route;
+mod schema;
 mod server;
 mod status;
+mod structured;
 mod thinking;
+mod tools;
 mod transient;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -74,11 +139,19 @@ pub use faults::{
     DEFAULT_RETRY_DELAY, DEFAULT_SLOW, FAULT_HEADER, FAULT_NAMES, MAX_TRANSIENT_FAILURES,
     TRANSIENT_RETRY_DELAY,
 };
+pub use protocol::{
+    Content, FunctionCall, FunctionCallingConfig, FunctionDeclaration, FunctionResponse,
+    GenerateContentRequest, GenerationConfig, Part, SAFETY_CATEGORIES, SafetySetting,
+    ThinkingConfig, Tool, ToolConfig,
+};
 pub use record::{Delivery, RECORD_LIMIT, RecordedRequest};
 pub use reply::DEFAULT_MAX_OUTPUT_TOKENS;
 pub use route::{RETIRED_FAMILIES, SERVED_MODELS, model_is_served};
+pub use schema::TEXT_CHARS as SCHEMA_TEXT_CHARS;
 pub use server::MAX_BODY_BYTES;
+pub use structured::RESPONSE_MIME_TYPES;
 pub use thinking::{Level as ThinkingLevel, MAX_THINKING_BUDGET};
+pub use tools::{SKIP_THOUGHT_SIGNATURE, signature_is_valid, thought_signature};
 
 use server::Shared;
 

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::header::AUTHORIZATION;
 
+use crate::protocol::GenerateContentRequest;
+
 /// How many recorded requests are kept; older ones are dropped first.
 pub const RECORD_LIMIT: usize = 1000;
 
@@ -39,6 +41,11 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// The body as JSON, or `Null` when it is not JSON.
     pub body: serde_json::Value,
+    /// The body as the emulator understood it (camelCase and snake_case names alike): its
+    /// contents with their function calls, responses and thought signatures, tools, tool
+    /// config, generation config, safety settings, … Set once the request passed validation;
+    /// `None` for a request rejected before (a bad token, model or body).
+    pub request: Option<GenerateContentRequest>,
     /// The HTTP status of the response; `None` while undecided or when the `drop` fault
     /// closed the connection.
     pub status: Option<u16>,
@@ -88,6 +95,7 @@ impl Records {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+            request: None,
             status: None,
             delivery: Delivery::InProgress,
         };
@@ -138,6 +146,11 @@ impl Tracker {
         self.records.update(self.id, |entry| entry.status = status);
     }
 
+    pub fn set_request(&self, request: GenerateContentRequest) {
+        self.records
+            .update(self.id, |entry| entry.request = Some(request));
+    }
+
     pub fn finish(mut self, delivery: Delivery) {
         self.finished = true;
         self.records
@@ -174,6 +187,7 @@ mod tests {
         let first = records.start(&parts(), b"{\"a\": 1}");
         let second = records.start(&parts(), b"not json");
         second.set_status(Some(200));
+        second.set_request(GenerateContentRequest::default());
         second.finish(Delivery::Completed);
         first.set_status(Some(200));
         drop(first);
@@ -184,6 +198,8 @@ mod tests {
         assert_eq!(log[0].body, serde_json::json!({"a": 1}));
         assert!(log[0].client_disconnected() && !log[0].completed());
         assert_eq!(log[1].body, serde_json::Value::Null);
+        assert_eq!(log[0].request, None);
+        assert_eq!(log[1].request, Some(GenerateContentRequest::default()));
         assert_eq!(log[1].status, Some(200));
         assert!(log[1].completed());
     }

@@ -3,19 +3,26 @@
 //!
 //! The reply text echoes what arrived so tests can check it:
 //! `[Vertex AI emulator · {model} · turn {N}] {first line of the system instruction} — you said: {last user text}`,
-//! where N is the number of `contents` entries (1 without history).
+//! where N is the number of `contents` entries (1 without history); after function responses
+//! `tool results: {name}={response JSON}; …` replaces `you said: …`. A request for JSON gets it
+//! in the form [`crate::structured`] describes, and a request whose functions the emulator
+//! calls gets the calls instead of text ([`crate::tools::planned_calls`]).
 //!
 //! Tokens are characters / 4, rounded up ([`tokens`]). Thought tokens (see [`crate::thinking`])
 //! come out of `maxOutputTokens` first (65536 when unset, as on Vertex AI): if they use it all
 //! up the candidate has no `content` and finishes with `MAX_TOKENS`; otherwise the answer is
-//! cut to the tokens left (4 characters each), also with `MAX_TOKENS`.
+//! cut to the tokens left (4 characters each), also with `MAX_TOKENS`. Function calls are
+//! billed by the characters of their compact JSON (`{"name":…,"args":…}` each); calls that do
+//! not fit are left out whole (no `content`, `MAX_TOKENS`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::faults::Steering;
 use crate::protocol::GenerateContentRequest;
 use crate::thinking::Thinking;
+use crate::{structured, tools};
 
 /// Longest system-instruction excerpt echoed in the reply, in characters.
 pub const SYSTEM_EXCERPT_CHARS: usize = 160;
@@ -47,6 +54,11 @@ pub struct Reply {
     pub answer: Answer,
     /// The (possibly cut, possibly empty) answer text and its finish reason, for `Answer::Text`.
     pub text: String,
+    /// The `functionCall` parts (the first with its `thoughtSignature`) when the answer calls
+    /// functions instead of saying `text`.
+    pub calls: Vec<Value>,
+    /// Characters of the calls' JSON, which their tokens are counted from.
+    pub call_chars: usize,
     pub finish_reason: &'static str,
     /// Thought tokens spent (capped by `maxOutputTokens`); 0 for fault answers.
     pub thoughts: u64,
@@ -56,7 +68,7 @@ pub struct Reply {
     pub response_id: String,
 }
 
-/// The full reply text before any `maxOutputTokens` cut.
+/// The plain reply text (before any structured-output form and `maxOutputTokens` cut).
 pub fn reply_text(model: &str, request: &GenerateContentRequest) -> String {
     let system = request
         .system_instruction
@@ -71,10 +83,13 @@ pub fn reply_text(model: &str, request: &GenerateContentRequest) -> String {
         })
         .and_then(|text| first_line(&text))
         .unwrap_or_else(|| "(no system instruction)".to_string());
+    let said = match tools::tool_results(request) {
+        Some(results) => format!("tool results: {results}"),
+        None => format!("you said: {}", request.last_user_text()),
+    };
     format!(
-        "[Vertex AI emulator · {model} · turn {}] {system} — you said: {}",
+        "[Vertex AI emulator · {model} · turn {}] {system} — {said}",
         request.contents.len(),
-        request.last_user_text()
     )
 }
 
@@ -87,8 +102,9 @@ fn first_line(text: &str) -> Option<String> {
 }
 
 /// Prompt tokens Vertex AI's implicit caching would have served: a request that continues a
-/// conversation repeats its previous request's prompt (the system instruction and the turns
-/// before the last answer), which counts as cached. Without history, none.
+/// conversation repeats its previous request's prompt (the function declarations, the system
+/// instruction and the turns before the last answer), which counts as cached. Without history,
+/// none.
 pub fn cached_tokens(request: &GenerateContentRequest) -> u64 {
     let n = request.contents.len();
     if n < 3 {
@@ -96,14 +112,35 @@ pub fn cached_tokens(request: &GenerateContentRequest) -> u64 {
     }
     let system = request.system_instruction.as_ref().map_or(0, |c| c.chars());
     let earlier: usize = request.contents[..n - 2].iter().map(|c| c.chars()).sum();
-    tokens(system + earlier)
+    tokens(request.tools_chars() + system + earlier)
 }
 
-/// Prompt tokens: every text of the system instruction and the contents, at least 1.
+/// Prompt tokens: the function declarations, every text of the system instruction and the
+/// contents (function calls and responses as JSON), at least 1.
 pub fn prompt_tokens(request: &GenerateContentRequest) -> u64 {
     let system = request.system_instruction.as_ref().map_or(0, |c| c.chars());
     let contents: usize = request.contents.iter().map(|c| c.chars()).sum();
-    tokens(system + contents).max(1)
+    tokens(request.tools_chars() + system + contents).max(1)
+}
+
+/// The parts of the calls the emulator makes, and the characters they are billed by. Only the
+/// first carries a signature, as with Gemini's parallel calls.
+fn call_parts(model: &str, planned: &[(String, Value)]) -> (Vec<Value>, usize) {
+    let mut chars = 0;
+    let parts = planned
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            let call = json!({"name": name, "args": args});
+            chars += call.to_string().chars().count();
+            let mut part = json!({"functionCall": call});
+            if i == 0 {
+                part["thoughtSignature"] = json!(tools::thought_signature(model, name, args));
+            }
+            part
+        })
+        .collect();
+    (parts, chars)
 }
 
 /// `usageMetadata`; like Google's proto3 JSON, zero counts other than the prompt's are left out.
@@ -134,10 +171,13 @@ impl Reply {
         request: &GenerateContentRequest,
         thinking: &Thinking,
         answer: Answer,
+        steering: Steering,
         create_time: String,
         response_id: String,
     ) -> Reply {
         let mut text = String::new();
+        let mut calls = Vec::new();
+        let mut call_chars = 0;
         let mut finish_reason = "STOP";
         let mut thoughts = 0;
         let mut thought_summary = None;
@@ -148,10 +188,20 @@ impl Reply {
                 .map_or(DEFAULT_MAX_OUTPUT_TOKENS, |max| max.max(1) as u64);
             thoughts = thinking.tokens.min(max);
             let left = max - thoughts;
-            text = reply_text(model, request);
-            if tokens(text.chars().count()) > left {
-                text = text.chars().take((left * 4) as usize).collect();
-                finish_reason = "MAX_TOKENS";
+            let planned = tools::planned_calls(request, steering);
+            if planned.is_empty() {
+                text = structured::answer_text(model, request);
+                if tokens(text.chars().count()) > left {
+                    text = text.chars().take((left * 4) as usize).collect();
+                    finish_reason = "MAX_TOKENS";
+                }
+            } else {
+                let (parts, chars) = call_parts(model, &planned);
+                if tokens(chars) > left {
+                    finish_reason = "MAX_TOKENS";
+                } else {
+                    (calls, call_chars) = (parts, chars);
+                }
             }
             if thinking.include_thoughts && thoughts > 0 {
                 let level = thinking.level.map_or("a budget", |level| level.name());
@@ -166,6 +216,8 @@ impl Reply {
             cached_tokens: cached_tokens(request),
             answer,
             text,
+            calls,
+            call_chars,
             finish_reason,
             thoughts,
             thought_summary,
@@ -175,7 +227,11 @@ impl Reply {
     }
 
     pub fn candidate_tokens(&self) -> u64 {
-        tokens(self.text.chars().count())
+        if self.calls.is_empty() {
+            tokens(self.text.chars().count())
+        } else {
+            tokens(self.call_chars)
+        }
     }
 
     fn envelope(&self, mut body: Value) -> Value {
@@ -230,6 +286,7 @@ impl Reply {
         match &self.answer {
             Answer::Text => {
                 let mut parts: Vec<Value> = self.thought_part().into_iter().collect();
+                parts.extend(self.calls.iter().cloned());
                 if !self.text.is_empty() {
                     parts.push(json!({"text": self.text}));
                 }
@@ -269,22 +326,26 @@ impl Reply {
     /// The `streamGenerateContent` chunks. A text answer is split into deltas (the thought
     /// summary, if any, first): intermediate chunks carry the usage so far (prompt, thoughts,
     /// the candidate tokens sent up to then), the last one the finish reason and full usage.
+    /// Function calls come whole in one chunk, the last (after the thought summary, if any).
     /// Other answers, and a text answer with nothing to say, are a single chunk equal to the
     /// unary response.
     pub fn stream_chunks(&self) -> Vec<Value> {
         if self.answer != Answer::Text {
             return vec![self.unary_json()];
         }
-        let mut deltas: Vec<(Value, usize)> = self
+        let mut deltas: Vec<(Vec<Value>, usize)> = self
             .thought_part()
-            .map(|part| (part, 0))
+            .map(|part| (vec![part], 0))
             .into_iter()
             .collect();
+        if !self.calls.is_empty() {
+            deltas.push((self.calls.clone(), self.call_chars));
+        }
         if !self.text.is_empty() {
             deltas.extend(
                 split_chunks(&self.text)
                     .into_iter()
-                    .map(|piece| (json!({"text": piece}), piece.chars().count())),
+                    .map(|piece| (vec![json!({"text": piece})], piece.chars().count())),
             );
         }
         if deltas.is_empty() {
@@ -295,16 +356,16 @@ impl Reply {
         deltas
             .into_iter()
             .enumerate()
-            .map(|(i, (part, chars))| {
+            .map(|(i, (parts, chars))| {
                 chars_sent += chars;
                 if i < last {
                     self.envelope(json!({
-                        "candidates": [{"content": {"role": "model", "parts": [part]}}],
+                        "candidates": [{"content": {"role": "model", "parts": parts}}],
                         "usageMetadata": usage(self.prompt_tokens, self.cached_tokens, tokens(chars_sent), self.thoughts),
                     }))
                 } else {
                     self.envelope(json!({
-                        "candidates": [self.final_candidate(vec![part])],
+                        "candidates": [self.final_candidate(parts)],
                         "usageMetadata": self.full_usage(),
                     }))
                 }
@@ -382,8 +443,8 @@ pub fn split_chunks(text: &str) -> Vec<&str> {
     out
 }
 
-/// A stable id derived from the request: 64-bit FNV-1a, as 16 hex digits.
-pub fn response_id(parts: &[&[u8]]) -> String {
+/// 64-bit FNV-1a of the parts, each followed by a 0xff byte (so `["a", "b"]` ≠ `["ab"]`).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.iter().chain(&[0xff]) {
@@ -391,7 +452,12 @@ pub fn response_id(parts: &[&[u8]]) -> String {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{hash:016x}")
+    hash
+}
+
+/// A stable id derived from the request: 64-bit FNV-1a, as 16 hex digits.
+pub fn response_id(parts: &[&[u8]]) -> String {
+    format!("{:016x}", fnv1a(parts))
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-26T08:00:00.123456Z`.
@@ -447,6 +513,7 @@ mod tests {
             &request,
             &thinking,
             answer,
+            Steering::default(),
             "2026-01-01T00:00:00.000000Z".into(),
             "abc".into(),
         )
@@ -734,6 +801,212 @@ mod tests {
         assert_eq!(body["candidates"][0]["finishReason"], "STOP");
         assert!(body["candidates"][0]["content"]["parts"].is_null());
         assert_eq!(empty.stream_chunks(), vec![body]);
+    }
+
+    fn weather_request(extra: Value) -> Value {
+        let mut body = json!({
+            "contents": [{"role": "user", "parts": [{"text": "Weather in Paris?"}]}],
+            "tools": [{"functionDeclarations": [
+                {"name": "get_weather", "parameters": {"type": "OBJECT", "properties": {
+                    "city": {"type": "STRING"}, "days": {"type": "INTEGER", "minimum": 2}}}},
+                {"name": "get_time", "parametersJsonSchema": {"type": "object", "properties": {
+                    "zone": {"type": "string", "enum": ["CET", "UTC"]}}}},
+                {"name": "ping"}
+            ]}]
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        body
+    }
+
+    fn steered(value: Value, steering: Steering) -> Reply {
+        let request = request(value);
+        let thinking =
+            crate::thinking::plan(MODEL, request.generation_config.thinking_config.as_ref())
+                .unwrap();
+        Reply::new(
+            MODEL,
+            &request,
+            &thinking,
+            Answer::Text,
+            steering,
+            "t".into(),
+            "id".into(),
+        )
+    }
+
+    #[test]
+    fn declared_functions_are_called_with_a_signature() {
+        let r = reply(weather_request(json!({})), Answer::Text);
+        assert!(r.text.is_empty());
+        let body = r.unary_json();
+        let candidate = &body["candidates"][0];
+        assert_eq!(candidate["finishReason"], "STOP");
+        let parts = candidate["content"]["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 1);
+        let args = json!({"city": "Weather in Paris?", "days": 2});
+        assert_eq!(
+            parts[0],
+            json!({"functionCall": {"name": "get_weather", "args": args},
+                   "thoughtSignature": tools::thought_signature(MODEL, "get_weather", &args)})
+        );
+        assert!(tools::signature_is_valid(
+            parts[0]["thoughtSignature"].as_str().unwrap()
+        ));
+        let call_chars = parts[0]["functionCall"].to_string().chars().count();
+        let usage = &body["usageMetadata"];
+        assert_eq!(usage["candidatesTokenCount"], tokens(call_chars));
+        assert_eq!(usage["thoughtsTokenCount"], 512);
+        // The declarations count as prompt.
+        let request = request(weather_request(json!({})));
+        assert!(request.tools_chars() > 0);
+        assert_eq!(
+            usage["promptTokenCount"],
+            tokens(request.tools_chars() + "Weather in Paris?".len())
+        );
+        // A stream sends the call whole, in one chunk equal to the unary answer.
+        assert_eq!(r.stream_chunks(), vec![body]);
+    }
+
+    #[test]
+    fn parallel_calls_sign_only_the_first() {
+        let both = Steering {
+            parallel_calls: true,
+            no_tool: false,
+        };
+        let r = steered(weather_request(json!({})), both);
+        let parts = r.unary_json()["candidates"][0]["content"]["parts"].clone();
+        assert_eq!(parts.as_array().unwrap().len(), 2);
+        assert_eq!(parts[0]["functionCall"]["name"], "get_weather");
+        assert_eq!(parts[1]["functionCall"]["name"], "get_time");
+        assert_eq!(parts[1]["functionCall"]["args"], json!({"zone": "CET"}));
+        assert!(parts[0].get("thoughtSignature").is_some());
+        assert!(parts[1].get("thoughtSignature").is_none());
+        // allowedFunctionNames picks and orders them.
+        let config = json!({"toolConfig": {"functionCallingConfig": {
+            "mode": "ANY", "allowedFunctionNames": ["ping", "get_weather"]}}});
+        let r = steered(weather_request(config), both);
+        let parts = r.unary_json()["candidates"][0]["content"]["parts"].clone();
+        assert_eq!(
+            parts[0]["functionCall"],
+            json!({"name": "ping", "args": {}})
+        );
+        assert_eq!(parts[1]["functionCall"]["name"], "get_weather");
+    }
+
+    #[test]
+    fn modes_and_no_tool_decide_between_calls_and_text() {
+        let no_tool = Steering {
+            parallel_calls: false,
+            no_tool: true,
+        };
+        let calls = |mode: &str, steering: Steering| {
+            let config = json!({"toolConfig": {"functionCallingConfig": {"mode": mode}}});
+            steered(weather_request(config), steering).calls.len()
+        };
+        for mode in ["AUTO", "MODE_UNSPECIFIED", "ANY", "VALIDATED"] {
+            assert_eq!(calls(mode, Steering::default()), 1, "{mode}");
+        }
+        assert_eq!(calls("NONE", Steering::default()), 0);
+        assert_eq!(calls("AUTO", no_tool), 0);
+        assert_eq!(calls("MODE_UNSPECIFIED", no_tool), 0);
+        assert_eq!(calls("ANY", no_tool), 1);
+        let text = steered(weather_request(json!({})), no_tool).text;
+        assert!(text.ends_with("you said: Weather in Paris?"), "{text}");
+    }
+
+    #[test]
+    fn function_responses_get_a_text_answer_showing_them() {
+        let sig = tools::thought_signature(MODEL, "get_weather", &json!({}));
+        let body = weather_request(json!({"contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather"}, "thoughtSignature": sig},
+                                        {"functionCall": {"name": "get_time"}}]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 21, "sky": "clear"}}},
+                {"functionResponse": {"name": "get_time", "response": {"time": "12:00"}}}]}
+        ]}));
+        let r = reply(body.clone(), Answer::Text);
+        assert!(r.calls.is_empty());
+        assert_eq!(
+            r.text,
+            format!(
+                "[Vertex AI emulator · {MODEL} · turn 3] (no system instruction) — tool results: \
+                 get_weather={{\"sky\":\"clear\",\"temp\":21}}; get_time={{\"time\":\"12:00\"}}"
+            )
+        );
+        assert_eq!(reply_text(MODEL, &request(body)), r.text);
+    }
+
+    #[test]
+    fn thinking_and_limits_apply_to_calls() {
+        let thoughts = weather_request(json!({"generationConfig": {
+            "thinkingConfig": {"thinkingLevel": "LOW", "includeThoughts": true}}}));
+        let r = reply(thoughts, Answer::Text);
+        let body = r.unary_json();
+        let parts = body["candidates"][0]["content"]["parts"]
+            .as_array()
+            .unwrap();
+        assert_eq!(parts[0]["thought"], true);
+        assert_eq!(parts[1]["functionCall"]["name"], "get_weather");
+        let chunks = r.stream_chunks();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(
+            chunks[0]["candidates"][0]["content"]["parts"][0]["thought"],
+            true
+        );
+        assert_eq!(chunks[1]["candidates"][0]["content"]["parts"][0], parts[1]);
+        assert_eq!(chunks[1]["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(chunks[1]["usageMetadata"], body["usageMetadata"]);
+
+        // Thoughts that use up maxOutputTokens leave no content, as for text.
+        let starved = reply(
+            weather_request(json!({"generationConfig": {"maxOutputTokens": 512}})),
+            Answer::Text,
+        );
+        assert_eq!(starved.finish_reason, "MAX_TOKENS");
+        assert!(
+            starved.unary_json()["candidates"][0]
+                .get("content")
+                .is_none()
+        );
+        // Calls that do not fit in what is left are dropped whole.
+        let tight = reply(
+            weather_request(json!({"generationConfig": {"maxOutputTokens": 515}})),
+            Answer::Text,
+        );
+        assert_eq!((tight.finish_reason, tight.thoughts), ("MAX_TOKENS", 512));
+        assert!(tight.calls.is_empty() && tight.text.is_empty());
+        let body = tight.unary_json();
+        assert!(body["candidates"][0].get("content").is_none());
+        assert!(body["usageMetadata"].get("candidatesTokenCount").is_none());
+    }
+
+    #[test]
+    fn json_answers_are_cut_like_text() {
+        let r = reply(
+            no_thinking(json!({"contents": [{"parts": [{"text": "hi"}]}],
+                               "generationConfig": {"responseMimeType": "application/json"}})),
+            Answer::Text,
+        );
+        let parsed: Value = serde_json::from_str(&r.text).unwrap();
+        assert_eq!(
+            parsed["answer"],
+            reply_text(
+                MODEL,
+                &request(json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+            )
+        );
+        let cut = reply(
+            no_thinking(json!({"contents": [{"parts": [{"text": "hi"}]}],
+                               "generationConfig": {"responseMimeType": "application/json", "maxOutputTokens": 2}})),
+            Answer::Text,
+        );
+        assert_eq!(
+            (cut.finish_reason, cut.text.as_str()),
+            ("MAX_TOKENS", "{\"answer")
+        );
     }
 
     #[test]

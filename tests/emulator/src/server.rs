@@ -22,7 +22,7 @@ use crate::EmulatorConfig;
 use crate::body::EmulatorBody;
 use crate::faults::{self, FAULT_HEADER, Outcome, Plan};
 use crate::protocol;
-use crate::record::{Delivery, Records};
+use crate::record::{Delivery, Records, Tracker};
 use crate::reply::{self, Answer, Reply};
 use crate::route::{self, Call, Rpc};
 use crate::status::ApiError;
@@ -127,7 +127,7 @@ async fn handle(
             if call.is_some() && shared.config.record {
                 tracker = Some(shared.records.start(&parts, &bytes));
             }
-            decide(&shared, call.as_ref(), &parts, &bytes)
+            decide(&shared, call.as_ref(), &parts, &bytes, tracker.as_ref())
         }
         Err(err) if err.is::<http_body_util::LengthLimitError>() => (
             Duration::ZERO,
@@ -172,6 +172,7 @@ fn decide(
     call: Option<&Call>,
     parts: &http::request::Parts,
     body: &Bytes,
+    tracker: Option<&Tracker>,
 ) -> (Duration, Action) {
     let respond = |response| (Duration::ZERO, Action::Respond(Box::new(response)));
     let fail = |error: ApiError| respond(error_response(&error));
@@ -209,6 +210,9 @@ fn decide(
         Ok(thinking) => thinking,
         Err(error) => return fail(error),
     };
+    if let Some(tracker) = tracker {
+        tracker.set_request(request.clone());
+    }
     let header_fault = parts
         .headers
         .get(FAULT_HEADER)
@@ -257,6 +261,7 @@ fn decide(
         &request,
         &thinking,
         answer,
+        plan.steering,
         reply::rfc3339(SystemTime::now()),
         reply::response_id(&[call.model.as_bytes(), body]),
     );

@@ -357,8 +357,8 @@ fn unknown_fields_are_400_naming_the_field() {
             "Invalid JSON payload received. Unknown name \"foo\" at 'generation_config': Cannot find field.",
         ),
         (
-            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": []}),
-            "Invalid JSON payload received. Unknown name \"tools\": Cannot find field.",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tool": []}),
+            "Invalid JSON payload received. Unknown name \"tool\": Cannot find field.",
         ),
         (
             json!({"contents": [{"role": "user", "parts": [{"text": "hi", "inline_data": {}}]}]}),
@@ -541,5 +541,95 @@ fn conversations_must_use_user_and_model_and_end_with_the_user() {
                 .expect_error(400, "INVALID_ARGUMENT");
             assert_eq!(message, expected);
         }
+    }
+}
+
+#[test]
+fn safety_settings_are_validated_strictly_and_recorded() {
+    let emulator = background();
+    let with = |settings: Value| json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "safetySettings": settings});
+    let good = json!([
+        {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_LOW_AND_ABOVE"},
+        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_MEDIUM_AND_ABOVE", "method": "PROBABILITY"},
+        {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF", "method": "SEVERITY"},
+        {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "BLOCK_NONE"},
+        {"category": "HARM_CATEGORY_CIVIC_INTEGRITY", "threshold": "HARM_BLOCK_THRESHOLD_UNSPECIFIED"}
+    ]);
+    let response = post(&emulator, &generate_path(), &with(good));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let recorded = emulator.requests().pop().unwrap().request.unwrap();
+    let arrived: Vec<(Option<&str>, Option<&str>, Option<&str>)> = recorded
+        .safety_settings
+        .iter()
+        .map(|s| {
+            (
+                s.category.as_deref(),
+                s.threshold.as_deref(),
+                s.method.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        arrived,
+        [
+            (
+                Some("HARM_CATEGORY_HATE_SPEECH"),
+                Some("BLOCK_LOW_AND_ABOVE"),
+                None
+            ),
+            (
+                Some("HARM_CATEGORY_DANGEROUS_CONTENT"),
+                Some("BLOCK_MEDIUM_AND_ABOVE"),
+                Some("PROBABILITY")
+            ),
+            (
+                Some("HARM_CATEGORY_HARASSMENT"),
+                Some("OFF"),
+                Some("SEVERITY")
+            ),
+            (
+                Some("HARM_CATEGORY_SEXUALLY_EXPLICIT"),
+                Some("BLOCK_NONE"),
+                None
+            ),
+            (
+                Some("HARM_CATEGORY_CIVIC_INTEGRITY"),
+                Some("HARM_BLOCK_THRESHOLD_UNSPECIFIED"),
+                None
+            ),
+        ]
+    );
+    let cases = [
+        (
+            json!([{"category": "HARM_CATEGORY_UNSPECIFIED", "threshold": "OFF"}]),
+            "safety_settings[0].category is HARM_CATEGORY_UNSPECIFIED",
+        ),
+        (
+            json!([{"threshold": "OFF"}]),
+            "safety_settings[0].category is HARM_CATEGORY_UNSPECIFIED",
+        ),
+        (
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"},
+                   {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "OFF"},
+                   {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
+            "safety_settings[2] sets HARM_CATEGORY_HARASSMENT again",
+        ),
+        (
+            json!([{"category": "HARM_CATEGORY_MEDICAL", "threshold": "OFF"}]),
+            "Invalid value at 'safety_settings[0].category' (type.googleapis.com/google.cloud.aiplatform.v1.HarmCategory)",
+        ),
+        (
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_MOST"}]),
+            "Invalid value at 'safety_settings[0].threshold'",
+        ),
+        (
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF", "method": "VIBES"}]),
+            "Invalid value at 'safety_settings[0].method'",
+        ),
+    ];
+    for (settings, needle) in cases {
+        let message = post(&emulator, &generate_path(), &with(settings.clone()))
+            .expect_error(400, "INVALID_ARGUMENT");
+        assert!(message.contains(needle), "{settings}: {message}");
     }
 }

@@ -130,6 +130,8 @@ fn help_lists_the_faults_and_flags() {
         "stream-error",
         "chunk-delay=MS",
         "retry-delay=MS",
+        "parallel-calls",
+        "no-tool",
     ] {
         assert!(help.contains(needle), "{needle} missing from {help}");
     }

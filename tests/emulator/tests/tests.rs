@@ -9,4 +9,6 @@ mod faults;
 mod retries;
 mod server;
 mod streaming;
+mod structured;
 mod thinking;
+mod tools;
