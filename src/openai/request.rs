@@ -127,8 +127,12 @@ pub fn parse(body: &[u8], vars: &impl Variables) -> Result<Completion, ApiError>
         seed: match fields.get("seed") {
             None | Some(Value::Null) => None,
             Some(seed) => Some(
+                // Gemini's seed is an int32.
                 seed.as_i64()
-                    .ok_or_else(|| invalid("seed", "invalid_type", "seed must be an integer"))?,
+                    .filter(|s| i32::try_from(*s).is_ok())
+                    .ok_or_else(|| {
+                        invalid("seed", "invalid_value", "seed must be a 32-bit integer")
+                    })?,
             ),
         },
         stop_sequences: stop_sequences(fields.get("stop"))?,
