@@ -407,7 +407,9 @@ def main(base_url, runtime, unconfigured, keyed=None):
     r("chat: rate limited", chat, "POST", 429, "upstream_rate_limited", ask("hi [[emulator:429]]"), expect_header="Retry-After")
     r("chat: upstream failed", chat, "POST", 502, "upstream_error", ask("hi [[emulator:500]]"))
     r("chat: retired model", chat, "POST", 502, "upstream_model_not_found", ask("hi [[emulator:404]]"))
-    r("chat: empty answer", chat, "POST", 502, "upstream_empty_answer", ask("hi", thinking_level="high", max_output_tokens=10))
+    r("chat: a token limit spent on thinking", chat, "POST", 200, body=ask("hi", thinking_level="high", max_output_tokens=10),
+      expect=body_is("an empty, truncated answer", lambda b: b["metadata"]["truncated"] is True and b["content"] == ""))
+    r("chat: empty answer", chat, "POST", 502, "upstream_empty_answer", ask("hi [[emulator:empty]]"))
     r("chat: upstream too slow", chat, "POST", 504, "upstream_timeout", ask("hi [[emulator:slow]]"))
 
     # Server-side conversations: one made through /chat, read back, continued and deleted.
