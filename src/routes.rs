@@ -43,6 +43,36 @@ const KEY_METHODS: &str = "GET, DELETE";
 const MODEL_METHODS: &str = "GET, HEAD";
 pub(crate) const MODELS_PREFIX: &str = "/v1/models/";
 
+/// A path ending in an id: its prefix, whether an id is well formed, its route and methods.
+struct IdPath {
+    prefix: &'static str,
+    well_formed: fn(&str) -> bool,
+    route: Route,
+    allow: &'static str,
+}
+
+const ID_PATHS: [IdPath; 3] = [
+    IdPath {
+        prefix: CONVERSATIONS_PREFIX,
+        well_formed: |id| crate::conversation::ConversationId::parse(id).is_some(),
+        route: Route::Conversation,
+        allow: CONVERSATION_METHODS,
+    },
+    IdPath {
+        prefix: crate::access::admin::KEY_PATH_PREFIX,
+        well_formed: crate::access::keys::is_id,
+        route: Route::AdminKeys,
+        allow: KEY_METHODS,
+    },
+    IdPath {
+        prefix: MODELS_PREFIX,
+        // Any model id reaches the handler, which answers OpenAI's 404 for an unknown one.
+        well_formed: |_| true,
+        route: Route::Model,
+        allow: MODEL_METHODS,
+    },
+];
+
 /// Every path and the methods it takes.
 pub(crate) const ROUTES: &[(&str, Route, &str)] = &[
     ("/", Route::Index, "GET, HEAD"),
@@ -74,23 +104,13 @@ pub fn route(method: &str, path_and_query: &str) -> Result<Route, ApiError> {
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
-    // Paths with an id: `(prefix, is the id well formed, route, methods)`.
-    let with_id: [(&str, fn(&str) -> bool, Route, &'static str); 3] = [
-        (
-            CONVERSATIONS_PREFIX,
-            |id| crate::conversation::ConversationId::parse(id).is_some(),
-            Route::Conversation,
-            CONVERSATION_METHODS,
-        ),
-        (
-            crate::access::admin::KEY_PATH_PREFIX,
-            crate::access::keys::is_id,
-            Route::AdminKeys,
-            KEY_METHODS,
-        ),
-        (MODELS_PREFIX, |_| true, Route::Model, MODEL_METHODS),
-    ];
-    for (prefix, well_formed, route, allow) in with_id {
+    for IdPath {
+        prefix,
+        well_formed,
+        route,
+        allow,
+    } in ID_PATHS
+    {
         let Some(id) = path.strip_prefix(prefix) else {
             continue;
         };

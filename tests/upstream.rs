@@ -236,3 +236,65 @@ fn outbound_policy_denies_hosts_missing_from_the_manifest() {
         "a denied request never leaves the runtime"
     );
 }
+
+#[test]
+fn safety_settings_reach_vertex_ai_as_configured() {
+    let emulator = start_emulator();
+    let thresholds = |emulator: &Emulator| -> Vec<(String, String)> {
+        let last = emulator.requests().pop().expect("a generate request");
+        let request = last.request.expect("the emulator accepted the request");
+        request
+            .safety_settings
+            .into_iter()
+            .map(|s| {
+                (
+                    s.category.unwrap_or_default(),
+                    s.threshold.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    for runtime in runtimes() {
+        // The default: the four categories at BLOCK_MEDIUM_AND_ABOVE (src/safety.rs).
+        let service = Service::start(runtime, &emulator_env(&emulator));
+        assert_eq!(service.ask("안녕하세요").status, 200, "{runtime:?}");
+        let sent = thresholds(&emulator);
+        assert_eq!(sent.len(), 4, "{runtime:?}: {sent:?}");
+        assert!(sent.iter().all(|(_, t)| t == "BLOCK_MEDIUM_AND_ABOVE"));
+        drop(service);
+
+        let mut env = emulator_env(&emulator);
+        env.push((
+            "SPIN_VARIABLE_SAFETY_SETTINGS".into(),
+            "harassment=block_only_high,HARM_CATEGORY_DANGEROUS_CONTENT=OFF".into(),
+        ));
+        let service = Service::start(runtime, &env);
+        assert_eq!(service.ask("안녕하세요").status, 200, "{runtime:?}");
+        assert_eq!(
+            thresholds(&emulator),
+            [
+                (
+                    "HARM_CATEGORY_HARASSMENT".to_owned(),
+                    "BLOCK_ONLY_HIGH".to_owned()
+                ),
+                (
+                    "HARM_CATEGORY_DANGEROUS_CONTENT".to_owned(),
+                    "OFF".to_owned()
+                )
+            ],
+            "{runtime:?}"
+        );
+        drop(service);
+
+        // A mistake is an honest 503 naming the variable, not a guess.
+        let mut env = emulator_env(&emulator);
+        env.push((
+            "SPIN_VARIABLE_SAFETY_SETTINGS".into(),
+            "VIOLENCE=OFF".into(),
+        ));
+        let service = Service::start(runtime, &env);
+        let reply = service.ask("안녕하세요");
+        assert_eq!(reply.status, 503, "{runtime:?}: {}", reply.body);
+        assert_eq!(reply.json()["variable"], "safety_settings");
+    }
+}
