@@ -414,6 +414,32 @@ fn the_original_callers_requests_behave_as_before() {
                 .unwrap(),
             "/health"
         );
+        // Only the methods the route takes are redirected; any other is refused where asked.
+        for (method, path, allow) in [
+            ("TRACE", "/chat/", "POST"),
+            ("OPTIONS", "/chat/", "POST"),
+            ("DELETE", "/v1/models/", "GET, HEAD"),
+        ] {
+            let reply = request(method, &service.url(path), &[], b"");
+            assert_eq!(
+                reply.status, 405,
+                "{runtime:?} {method} {path}: {}",
+                reply.body
+            );
+            assert_eq!(
+                reply.header("allow"),
+                Some(allow),
+                "{runtime:?} {method} {path}"
+            );
+        }
+        // Under /v1 an unknown path is answered as OpenAI answers it.
+        let reply = service.get("/v1/nope");
+        assert_eq!(reply.status, 404, "{runtime:?}");
+        assert_eq!(
+            reply.json()["error"]["message"],
+            "Invalid URL (GET /v1/nope)"
+        );
+        assert_eq!(reply.json()["error"]["type"], "not_found_error");
     }
 }
 
