@@ -1,12 +1,12 @@
 //! Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with OpenAI's
-//! status codes: an invalid request is a 400 (where `/chat` keeps FastAPI's 422), an unknown
-//! path a 404 naming the URL as OpenAI does. `code` is this service's stable error code (or,
+//! status codes: an invalid request is a 400 (where `/chat` keeps FastAPI's 422, and a request
+//! Vertex AI refused a 502), an unknown path a 404 naming the URL as OpenAI does. `code` is this service's stable error code (or,
 //! for an invalid request, the rule it broke).
 
 use serde_json::{Value, json};
 
 use crate::chat_log::ChatRecord;
-use crate::error::ApiError;
+use crate::error::{ApiError, UpstreamError};
 use crate::reply::Reply;
 use crate::response::ApiResponse;
 
@@ -44,11 +44,19 @@ pub fn route_error(error: &ApiError, method: &str, path: &str) -> ApiResponse {
     response
 }
 
-/// OpenAI's status for an error: 400 for an invalid request, else `/chat`'s.
+/// OpenAI's status for an error: 400 for an invalid request, else `/chat`'s. That includes a
+/// request Vertex AI refused as invalid (400 INVALID_ARGUMENT): on `/v1` the caller wrote nearly
+/// all of it (the conversation, tool calls and their signatures, tool and output schemas), so
+/// the refusal is theirs to fix, with Vertex AI's own words; `/chat` builds its requests itself
+/// and keeps the 502.
 pub fn status(error: &ApiError) -> u16 {
-    match error.status() {
-        422 => 400,
-        status => status,
+    let refused = |e: &UpstreamError| matches!(e, UpstreamError::Status { status: 400, .. });
+    match error {
+        ApiError::Upstream(e) | ApiError::UpstreamAfter { error: e, .. } if refused(e) => 400,
+        _ => match error.status() {
+            422 => 400,
+            status => status,
+        },
     }
 }
 

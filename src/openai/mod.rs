@@ -694,4 +694,26 @@ mod tests {
         );
         assert!(text.ends_with("data: [DONE]\n\n"));
     }
+
+    #[test]
+    fn a_request_vertex_ai_refuses_is_the_callers_400() {
+        let vertex = FakeVertex::new([Scripted::json(
+            400,
+            json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                   "message": "Function call is missing a thought_signature in functionCall parts."}}),
+        )]);
+        let (status, body) = whole(run(
+            json!({"model": "ion-auto", "messages": [user("hi")]}),
+            &vertex,
+        ));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "upstream_rejected");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("thought_signature")
+        );
+    }
 }

@@ -461,6 +461,7 @@ def main(base_url, runtime, unconfigured, keyed=None):
     r("completion: invalid", v1, "POST", 400, body=complete("hi", n=2))
     r("completion: rate limited", v1, "POST", 429, "upstream_rate_limited", complete("hi [[emulator:429]]"), expect_header="Retry-After")
     r("completion: upstream failed", v1, "POST", 502, "upstream_error", complete("hi [[emulator:500]]"))
+    r("completion: Vertex AI refused the request", v1, "POST", 400, "upstream_rejected", complete("hi [[emulator:400]]"))
     r("completion: upstream too slow", v1, "POST", 504, "upstream_timeout", complete("hi [[emulator:slow]]"))
 
     access_off(r, ask)
