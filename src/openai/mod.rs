@@ -716,4 +716,27 @@ mod tests {
                 .contains("thought_signature")
         );
     }
+
+    #[test]
+    fn tool_results_answer_calls_by_unique_id() {
+        let call = |id: &str| json!({"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}});
+        let (status, body) = whole(run(
+            json!({"model": "ion-auto", "messages": [
+                user("hi"),
+                {"role": "assistant", "tool_calls": [call("c1"), call("c1")]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}
+            ]}),
+            &FakeVertex::new([]),
+        ));
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["param"], "messages.1.tool_calls");
+        let (status, body) = whole(run(
+            json!({"model": "ion-auto", "messages": [
+                user("hi"), {"role": "tool", "tool_call_id": "nobody", "content": "ok"}
+            ]}),
+            &FakeVertex::new([]),
+        ));
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["param"], "messages.1.tool_call_id");
+    }
 }

@@ -287,6 +287,15 @@ impl Conversation {
                         push(&mut contents, "model", Part::text(text));
                     }
                     for (id, part) in tools::call_parts(tool_calls, i)? {
+                        if calls.iter().any(|(made, _)| *made == id) {
+                            return Err(invalid(
+                                &format!("messages.{i}.tool_calls"),
+                                "invalid_value",
+                                &format!(
+                                    "the tool call id {id:?} is used twice in the conversation"
+                                ),
+                            ));
+                        }
                         let name = part
                             .function_call
                             .as_ref()

@@ -4,7 +4,7 @@
 The document states every rule JSON Schema can state. `/v1/chat/completions` has a few that it
 cannot (its description lists them): the conversation needs a user message (or only system
 messages), must end with a user message or a tool result, and each `tool` message answers a
-tool call an earlier assistant message made; `tool_choice` names a declared function. The
+tool call an earlier assistant message made (ids unique); `tool_choice` names a declared function. The
 filter below keeps generated bodies to those rules, so that positive data is really valid and
 `positive_data_acceptance` can run on that operation too. A body that breaks one of them is
 tested by tests/python/contract_check.py and the unit tests instead.
@@ -35,7 +35,10 @@ def _follows_conversation_rules(body):
     made = set()
     for m in messages:
         if m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list):
-            made.update(c.get("id") for c in m["tool_calls"] if isinstance(c, dict))
+            ids = [c.get("id") for c in m["tool_calls"] if isinstance(c, dict)]
+            if len(set(ids)) != len(ids) or made.intersection(ids):
+                return False  # tool call ids are unique in the conversation
+            made.update(ids)
         if m.get("role") == "tool" and m.get("tool_call_id") not in made:
             return False
     return True
