@@ -38,11 +38,9 @@ const FAMILIES: &[Family] = &[
         "on 2026-10-16",
         &["gemini-3.5-flash-lite", "gemini-3.1-flash-lite"],
     ),
-    retired(
-        "gemini-2.5-pro",
-        "on 2026-10-16",
-        &["gemini-3.1-pro-preview"],
-    ),
+    // No stable 3.x Pro is in the dated model list this table was checked against (a preview
+    // is no replacement to copy into a configuration): the current stable Flash.
+    retired("gemini-2.5-pro", "on 2026-10-16", &["gemini-3.5-flash"]),
     retired("gemini-2.5", "on 2026-10-16", GENERAL_REPLACEMENT),
     retired("gemini-2.0", "by 2026-10-16", GENERAL_REPLACEMENT),
     retired("gemini-1.", "by 2026-10-16", GENERAL_REPLACEMENT),
@@ -251,11 +249,7 @@ mod tests {
                 "on 2026-10-16",
                 &["gemini-3.5-flash-lite", "gemini-3.1-flash-lite"],
             ),
-            (
-                "gemini-2.5-pro",
-                "on 2026-10-16",
-                &["gemini-3.1-pro-preview"],
-            ),
+            ("gemini-2.5-pro", "on 2026-10-16", &["gemini-3.5-flash"]),
             (
                 "gemini-2.5-flash-image",
                 "on 2026-10-16",
@@ -337,7 +331,7 @@ mod tests {
         assert_eq!(entries[2]["model_check"]["model"], "gemini-2.5-pro");
         assert_eq!(
             entries[2]["model_check"]["replacement"],
-            json!(["gemini-3.1-pro-preview"])
+            json!(["gemini-3.5-flash"])
         );
     }
 
