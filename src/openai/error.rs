@@ -22,10 +22,7 @@ pub fn failed<B>(error: ApiError, record: &mut ChatRecord) -> Reply<B> {
 /// it too, for a body it could not read and a caller it refused, so `/v1` never answers in
 /// `/chat`'s shape.
 pub fn error_response(error: &ApiError) -> ApiResponse {
-    let answer = error.answer();
-    let mut response = ApiResponse::json(status(error), &openai_error(error, None));
-    response.headers.extend(answer.headers);
-    response
+    respond(error, None)
 }
 
 /// A path or method under `/v1` that has no route: OpenAI's `Invalid URL (METHOD /path)`.
@@ -38,9 +35,13 @@ pub fn route_error(error: &ApiError, method: &str, path: &str) -> ApiResponse {
         )),
         _ => None,
     };
-    let answer = error.answer();
+    respond(error, message)
+}
+
+/// The response: OpenAI's status and shape, the error's own headers (`Allow`, `Retry-After`, …).
+fn respond(error: &ApiError, message: Option<String>) -> ApiResponse {
     let mut response = ApiResponse::json(status(error), &openai_error(error, message));
-    response.headers.extend(answer.headers);
+    response.headers.extend(error.answer().headers);
     response
 }
 

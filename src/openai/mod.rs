@@ -70,38 +70,13 @@ pub fn models(vars: &impl Variables) -> ApiResponse {
 pub fn model(vars: &impl Variables, path_and_query: &str) -> ApiResponse {
     let path = path_and_query.split('?').next().unwrap_or_default();
     let id = path.strip_prefix(MODELS_PREFIX).unwrap_or_default();
-    let id = percent_decoded(id);
-    match offered(vars).iter().find(|(m, _)| *m == id) {
+    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+    match offered(vars).iter().find(|(m, _)| *m == id.as_ref()) {
         Some((id, owner)) => ApiResponse::json(200, &model_json(id, owner)),
         None => error_response(&ApiError::ModelNotFound {
             model: id.chars().filter(|c| !c.is_control()).take(100).collect(),
         }),
     }
-}
-
-/// A path segment with `%XX` escapes decoded (model ids are plain, but clients escape).
-fn percent_decoded(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `POST /v1/chat/completions`.
@@ -256,7 +231,7 @@ mod tests {
         );
         assert_eq!(body["ion"]["persona"], "Riri");
 
-        let sent: Value = serde_json::from_slice(&vertex.calls.borrow()[0].body).unwrap();
+        let sent = sent(&vertex, 0);
         assert_eq!(sent["contents"].as_array().unwrap().len(), 3);
         assert_eq!(sent["contents"][1]["role"], "model");
         let config = &sent["generationConfig"];
@@ -282,7 +257,7 @@ mod tests {
             &vertex,
         ));
         assert_eq!(status, 200);
-        let sent: Value = serde_json::from_slice(&vertex.calls.borrow()[0].body).unwrap();
+        let sent = sent(&vertex, 0);
         assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be terse.");
     }
 

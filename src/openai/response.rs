@@ -66,8 +66,7 @@ pub fn completion(header: &Header, chat: &Chat, answer: &Answer, attempts: u32) 
 /// A `chat.completion` whose answer Gemini's content filters withheld: no content, finish
 /// reason `content_filter`, and in `ion` what blocked it.
 pub fn filtered(header: &Header, chat: &Chat, reason: &str, stage: &str, attempts: u32) -> Value {
-    let mut ion = ion_metadata(chat, attempts, None);
-    ion["content_filter"] = json!({ "block_reason": reason, "stage": stage });
+    let ion = filtered_metadata(chat, reason, stage, attempts);
     body(
         header,
         json!({ "role": "assistant", "content": null, "refusal": null }),
@@ -105,6 +104,13 @@ pub fn content_filter(error: &ApiError) -> Option<(&str, &'static str)> {
         } => Some((reason, stage)),
         _ => None,
     }
+}
+
+/// [`ion_metadata`] with what withheld the answer.
+fn filtered_metadata(chat: &Chat, reason: &str, stage: &str, attempts: u32) -> Value {
+    let mut ion = ion_metadata(chat, attempts, None);
+    ion["content_filter"] = json!({ "block_reason": reason, "stage": stage });
+    ion
 }
 
 /// What this service adds: who answered and how.
@@ -201,8 +207,7 @@ impl CompletionChunks {
             attempts,
             ..StreamEnd::default()
         };
-        let mut ion = ion_metadata(chat, attempts, None);
-        ion["content_filter"] = json!({ "block_reason": reason, "stage": stage });
+        let ion = filtered_metadata(chat, reason, stage, attempts);
         body.extend(self.ending("content_filter", &end, Some(ion)));
         let mut response = sse::head();
         response.body = body;

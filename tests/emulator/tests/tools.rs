@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
-use vertex_emulator::{FAULT_HEADER, SKIP_THOUGHT_SIGNATURE, signature_is_valid};
+use vertex_emulator::{Emulator, FAULT_HEADER, SKIP_THOUGHT_SIGNATURE, signature_is_valid};
 
 const QUESTION: &str = "What is the weather in Paris today, and what time is it there?";
 
@@ -67,6 +67,16 @@ fn parts(reply: &Value) -> Vec<Value> {
 
 fn truncated(text: &str) -> String {
     text.chars().take(40).collect()
+}
+
+/// The answer to [`QUESTION`] alone: a signed function call.
+fn first_answer(emulator: &Emulator) -> Value {
+    post(
+        emulator,
+        &generate_path(),
+        &ask(json!([user_text(QUESTION)])),
+    )
+    .json()
 }
 
 #[test]
@@ -140,12 +150,7 @@ fn a_two_step_tool_loop_ends_with_the_tool_results() {
 #[test]
 fn a_longer_loop_needs_a_signature_on_every_call_of_the_turn() {
     let emulator = background();
-    let first = post(
-        &emulator,
-        &generate_path(),
-        &ask(json!([user_text(QUESTION)])),
-    )
-    .json();
+    let first = first_answer(&emulator);
     let call = model_content(&first);
     let mut contents = vec![
         user_text(QUESTION),
@@ -205,12 +210,7 @@ fn a_call_without_its_signature_is_400() {
 #[test]
 fn a_tampered_or_foreign_signature_is_400() {
     let emulator = background();
-    let first = post(
-        &emulator,
-        &generate_path(),
-        &ask(json!([user_text(QUESTION)])),
-    )
-    .json();
+    let first = first_answer(&emulator);
     let signature = parts(&first)[0]["thoughtSignature"]
         .as_str()
         .unwrap()
