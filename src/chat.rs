@@ -148,6 +148,7 @@ pub struct StreamEnd {
     /// From the last chunk only: earlier chunks carry partial counts.
     pub usage: Option<Usage>,
     pub model_version: Option<String>,
+    pub response_id: Option<String>,
     pub attempts: u32,
     /// The failure that ended the stream early, as the client was told.
     pub error: Option<ApiError>,
@@ -194,6 +195,9 @@ where
     loop {
         match next.take() {
             Some(Ok(chunk)) => {
+                if end.response_id.is_none() {
+                    end.response_id = chunk.response_id.clone();
+                }
                 if end.model_version.is_none() {
                     end.model_version = chunk.model_version;
                 }

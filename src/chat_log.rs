@@ -43,6 +43,10 @@ pub struct ChatRecord {
     /// The HTTP status the client was given (200 for a stream that failed part-way).
     pub status: u16,
     pub finish_reason: Option<String>,
+    /// Vertex AI's id of the answer (`responseId`).
+    pub response_id: Option<String>,
+    /// The output-token limit the request set.
+    pub max_tokens: Option<u32>,
     /// Upstream attempts; 0 when the chat never reached Vertex AI.
     pub attempts: u32,
     pub prompt_tokens: Option<u32>,
@@ -77,6 +81,8 @@ impl ChatRecord {
             outcome: "ok".into(),
             status: 200,
             finish_reason: None,
+            response_id: None,
+            max_tokens: None,
             attempts: 0,
             prompt_tokens: None,
             completion_tokens: None,
@@ -112,6 +118,7 @@ impl ChatRecord {
         self.model = Some(chat.settings.models.primary().to_owned());
         self.persona = Some(chat.routing.persona.name());
         self.resonance_key = Some(chat.resonance.key());
+        self.max_tokens = Some(chat.gemini.generation_config.max_output_tokens);
     }
 
     /// Attempts, upstream time and models of a call to Vertex AI: the model it reached
@@ -127,6 +134,7 @@ impl ChatRecord {
 
     /// A whole answer (from Vertex AI or the cache).
     pub fn note_answer(&mut self, answer: &Answer) {
+        self.response_id = answer.response_id.clone();
         self.note_result(
             Some(&answer.finish_reason),
             Some(answer.usage),
@@ -136,6 +144,7 @@ impl ChatRecord {
 
     /// How a stream ended: its answer so far, and a failure after the 200 or a client gone.
     pub fn note_stream_end(&mut self, end: &StreamEnd) {
+        self.response_id = end.response_id.clone();
         self.note_result(
             end.finish_reason.as_deref(),
             end.usage,

@@ -81,6 +81,7 @@ pub async fn chat<T: Transport>(
             finish_reason: gemini::STOP.into(),
             usage: Usage::default(),
             model_version: Some(hit.model),
+            response_id: None,
         };
         return whole_answer(chat, answer, &CallStats::default(), state, clock, record);
     }

@@ -242,6 +242,7 @@ pub struct GenerateContentResponse {
     pub prompt_feedback: Option<PromptFeedback>,
     pub usage_metadata: Option<UsageMetadata>,
     pub model_version: Option<String>,
+    pub response_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -309,6 +310,8 @@ pub struct Answer {
     pub finish_reason: String,
     pub usage: Usage,
     pub model_version: Option<String>,
+    /// Vertex AI's `responseId`.
+    pub response_id: Option<String>,
 }
 
 /// The finish reason of an answer cut at `maxOutputTokens`.
@@ -334,6 +337,7 @@ pub struct Chunk {
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub model_version: Option<String>,
+    pub response_id: Option<String>,
 }
 
 /// A function call the model asked for, with the signature that must come back with it.
@@ -389,6 +393,7 @@ pub fn read_reply(body: &[u8]) -> Result<Answer, UpstreamError> {
         finish_reason,
         usage: chunk.usage.unwrap_or_default(),
         model_version: chunk.model_version,
+        response_id: chunk.response_id,
     })
 }
 
@@ -414,6 +419,7 @@ pub fn read_chunk(body: &[u8]) -> Result<Chunk, UpstreamError> {
     let mut chunk = Chunk {
         usage: reply.usage_metadata.map(Usage::from),
         model_version: reply.model_version,
+        response_id: reply.response_id,
         ..Chunk::default()
     };
     if let Some(candidate) = reply.candidates.into_iter().next() {
@@ -598,6 +604,7 @@ mod tests {
         assert_eq!(answer.usage.thoughts_tokens, 8);
         assert_eq!(answer.usage.total_tokens, 40);
         assert_eq!(answer.model_version.as_deref(), Some("gemini-3.5-flash"));
+        assert_eq!(answer.response_id.as_deref(), Some("abc"));
     }
 
     #[test]

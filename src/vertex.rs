@@ -270,6 +270,7 @@ pub async fn open_stream<T: Transport>(
                 first.finish_reason = chunk.finish_reason;
                 first.usage = chunk.usage.or(first.usage);
                 first.model_version = chunk.model_version.or(first.model_version);
+                first.response_id = chunk.response_id.or(first.response_id);
                 if first.has_output() || first.finish_reason.is_some() {
                     return Ok((first, stream));
                 }

@@ -15,6 +15,7 @@ mod outbound;
 mod ratelimit;
 mod runtime;
 mod server;
+mod telemetry;
 mod template;
 mod variables;
 
@@ -196,10 +197,17 @@ fn serve(options: ServeOptions) -> Result<()> {
         }
         // Before anything slow: a retired model is the first thing an operator should read.
         model_check::log_findings(&values);
+        let telemetry_config = telemetry::Config::from_env(|name| std::env::var(name).ok())
+            .context("telemetry is misconfigured (OTEL_* variables)")?;
         let client = HttpClient::new(Timeouts::default());
         let auth = outbound::vertex_auth::configure(&mut values, &client).await?;
-        if let Some(project) = values.get("project_id").filter(|p| !p.is_empty()) {
+        let project_id = values.get("project_id").filter(|p| !p.is_empty());
+        if let Some(project) = project_id {
             logging::set_project_id(project);
+        }
+        if let Some(config) = telemetry_config {
+            let credentials = auth.as_ref().map(|a| a.credentials.clone());
+            telemetry::start(config, project_id, client.clone(), credentials).await?;
         }
 
         let variables = ComponentVariables::render(&app, &values)?;
@@ -274,6 +282,8 @@ fn serve(options: ServeOptions) -> Result<()> {
             tokio::spawn(async move { server.run(listener, shutdown_signal(), grace).await })
                 .await
                 .context("the server task failed")?;
+        // What the last requests recorded, before the process goes.
+        telemetry::flush(Duration::from_secs(5)).await;
         // After the drain: no request is left to write, and every commit is already on disk.
         stores.close();
         served

@@ -446,6 +446,7 @@ async fn a_failed_background_refresh_is_logged_as_part_of_the_request_that_start
     });
     let request = Arc::new(crate::logging::RequestContext {
         request_id: "r-refresh".into(),
+        telemetry: None,
         trace: Some(crate::logging::Trace {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             span_id: Some("00f067aa0ba902b7".into()),

@@ -72,6 +72,10 @@ impl GuestOutput {
         let Some(mut object) = structured else {
             return Some((self.severity, line.to_owned(), fields));
         };
+        // The per-chat line also completes the request's spans (tokens, finish reason).
+        if let (Some(telemetry), Some(chat)) = (&self.context.telemetry, object.get("chat")) {
+            telemetry.note_chat(chat);
+        }
         let message = match object.remove("message") {
             Some(Value::String(message)) => message,
             _ => unreachable!("checked to be a string"),
@@ -176,6 +180,7 @@ mod tests {
     fn traced_context() -> Arc<RequestContext> {
         Arc::new(RequestContext {
             request_id: "r7".into(),
+            telemetry: None,
             trace: Trace::from_headers(&traceparent(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )),
@@ -253,6 +258,7 @@ mod tests {
         let log = crate::logging::Capture::start();
         let out = GuestOutput::stdout(Arc::new(RequestContext {
             request_id: "r1".into(),
+            telemetry: None,
             trace: None,
         }));
         out.accept(b"first line\nsecond ");

@@ -1,11 +1,12 @@
 //! What ties an entry to its request: the request id the host assigns, and the trace the caller
 //! sent (`traceparent` or `X-Cloud-Trace-Context`), as Cloud Logging's fields.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
 
 use super::Severity;
+use crate::telemetry::RequestTrace;
 
 /// Known once configuration is resolved; trace ids are qualified with it.
 static PROJECT_ID: OnceLock<String> = OnceLock::new();
@@ -32,6 +33,17 @@ impl Trace {
         header("traceparent")
             .and_then(Trace::from_traceparent)
             .or_else(|| header("x-cloud-trace-context").and_then(Trace::from_cloud_trace_context))
+    }
+
+    /// The trace as a W3C `traceparent` naming its span, when it has one.
+    pub fn traceparent(&self) -> Option<String> {
+        let span = self.span_id.as_deref()?;
+        let flags = if self.sampled == Some(true) {
+            "01"
+        } else {
+            "00"
+        };
+        Some(format!("00-{}-{span}-{flags}", self.trace_id))
     }
 
     /// `version-traceid-parentid-flags` (W3C Trace Context): the parent id is the caller's
@@ -88,10 +100,23 @@ fn is_hex_id(text: &str) -> bool {
 }
 
 /// Per-request context carried into every entry of that request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RequestContext {
     pub request_id: String,
+    /// The trace the entries name: this request's span when telemetry is on, else the
+    /// caller's.
     pub trace: Option<Trace>,
+    /// The request's spans and metrics, when telemetry is on.
+    pub telemetry: Option<Arc<RequestTrace>>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("request_id", &self.request_id)
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestContext {
@@ -233,6 +258,7 @@ mod tests {
     fn trace_fields_carry_span_and_sampling() {
         let context = RequestContext {
             request_id: "r1".into(),
+            telemetry: None,
             trace: Trace::from_headers(&headers(&[(
                 "x-cloud-trace-context",
                 "105445aa7843bc8bf206b12000100000/1;o=1",

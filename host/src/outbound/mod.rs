@@ -1,6 +1,7 @@
 //! Outbound `wasi:http` requests from the component: the allow-list from `spin.toml`, Google
 //! credentials added to requests bound for the Vertex AI endpoint, and the pooled client.
 
+mod observed;
 pub mod policy;
 pub mod vertex_auth;
 
@@ -15,6 +16,7 @@ use crate::http_client::{
     BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts, full_body,
 };
 use crate::logging::RequestContext;
+use observed::ObservedBody;
 use policy::AllowList;
 use vertex_auth::VertexAuth;
 
@@ -85,6 +87,43 @@ impl Outbound {
             let _ = request.into_body().collect().await;
             return Err(HttpError::HttpRequestDenied);
         }
+        // The trace goes on to Vertex AI: a call to a model gets a span of its own.
+        let mut request = request;
+        let attempt = served
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.start_attempt(request.uri()));
+        let traceparent = match (&attempt, &served.telemetry) {
+            (Some(attempt), _) => Some(attempt.traceparent()),
+            (None, Some(telemetry)) => Some(telemetry.traceparent()),
+            (None, None) => served.trace.as_ref().and_then(|t| t.traceparent()),
+        };
+        if let Some(value) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let result = self.send_allowed(request, options, served).await;
+        let Some(attempt) = attempt else {
+            return result;
+        };
+        match result {
+            Ok(response) => {
+                attempt.responded(response.status().as_u16());
+                Ok(response.map(|body| ObservedBody::new(body, attempt).boxed_unsync()))
+            }
+            Err(e) => {
+                attempt.failed(observed::error_type(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends an allowed request, with credentials when it is bound for Vertex AI.
+    async fn send_allowed(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        served: &Arc<RequestContext>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
         let timeouts = self.timeouts(options);
 
         let auth = self.auth.as_ref().filter(|a| {
@@ -202,6 +241,9 @@ fn add_credentials(
     Ok(())
 }
 
+/// W3C Trace Context's header.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// The project Google bills for a call made with user credentials.
 const USER_PROJECT: http::HeaderName = http::HeaderName::from_static("x-goog-user-project");
 
@@ -229,6 +271,7 @@ mod tests {
         };
         let served = Arc::new(RequestContext {
             request_id: "r-out".into(),
+            telemetry: None,
             trace: Some(Trace {
                 trace_id: "105445aa7843bc8bf206b12000100000".into(),
                 span_id: Some("000000000000007b".into()),

@@ -25,6 +25,7 @@ use super::errors::HostError;
 use super::stream::{Cut, GuestBody, GuestTask};
 use crate::logging::{self, GuestOutput, HttpRequestEntry, RequestContext, Severity, Trace};
 use crate::runtime::RequestState;
+use crate::telemetry::{self, RequestHead};
 
 impl Server {
     pub(super) async fn handle(
@@ -34,24 +35,33 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
         let client_ip = self.admission.clients.client_ip(request.headers(), peer);
+        let inbound = Trace::from_headers(request.headers());
+        let telemetry = telemetry::start_request(
+            inbound.as_ref(),
+            || RequestHead {
+                method: request.method().to_string(),
+                path: request.uri().path().to_owned(),
+                user_agent: user_agent(request.headers()).map(str::to_owned),
+                client_address: client_ip.to_string(),
+                protocol: protocol_version(request.version()),
+            },
+            started,
+        );
         let context = Arc::new(RequestContext {
             request_id: format!(
                 "{:08x}-{:x}",
                 self.id_prefix,
                 self.next_request.fetch_add(1, Ordering::Relaxed)
             ),
-            trace: Trace::from_headers(request.headers()),
+            trace: telemetry.as_ref().map(|t| t.log_trace()).or(inbound),
+            telemetry,
         });
         let entry = HttpRequestEntry {
             method: request.method().to_string(),
             url: crate::logging::logged_url(&request.uri().to_string()),
             status: 0,
             request_size: content_length(request.headers()),
-            user_agent: request
-                .headers()
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            user_agent: user_agent(request.headers()).map(str::to_owned),
             remote_ip: client_ip.to_string(),
             protocol: format!("{:?}", request.version()),
             latency: Duration::ZERO,
@@ -240,6 +250,21 @@ struct Instance {
     _slot: InstanceSlot,
 }
 
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers.get(USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// `network.protocol.version` of a request.
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)
@@ -280,6 +305,9 @@ struct PendingLog {
 impl PendingLog {
     fn finish(&mut self, status: u16) {
         if let Some(mut entry) = self.entry.take() {
+            if let Some(telemetry) = &self.context.telemetry {
+                telemetry.set_status(status);
+            }
             entry.status = status;
             entry.latency = self.started.elapsed();
             logging::request(&self.context, &entry);
