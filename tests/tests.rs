@@ -17,5 +17,6 @@ mod hostile;
 mod monitoring;
 mod rate_limit;
 mod state;
+mod telemetry;
 mod upstream;
 mod validation;

@@ -39,6 +39,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// The raw `Authorization` header value.
     pub authorization: Option<String>,
+    /// The W3C `traceparent` header: the trace the caller continues here.
+    pub traceparent: Option<String>,
     /// The body as JSON, or `Null` when it is not JSON.
     pub body: serde_json::Value,
     /// The body as the emulator understood it (camelCase and snake_case names alike): its
@@ -92,6 +94,11 @@ impl Records {
             authorization: parts
                 .headers
                 .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            traceparent: parts
+                .headers
+                .get("traceparent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
