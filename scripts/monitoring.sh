@@ -14,7 +14,10 @@
 #   monitoring/slo/*.json        the service and SLOs   POST/PATCH monitoring.googleapis.com/v3/.../serviceLevelObjectives
 #   monitoring/alerts/*.json     alert policies         gcloud alpha monitoring policies create|update --policy-from-file
 # The files name the service @SERVICE@, its region @REGION@, the project @PROJECT_ID@ and the
-# Monitoring service that holds the SLOs @SLO_SERVICE@; this script fills them in.
+# Monitoring service that holds the SLOs @SLO_SERVICE@; this script fills them in. ion-host's
+# OpenTelemetry metrics carry no Cloud Run service name: they are told apart by their `job` label
+# (the OTel service.name, which deploy.yml sets to the service's name), @OTEL_JOB@: OTEL_JOB,
+# default SERVICE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +31,13 @@ render() {
   : "${PROJECT_ID:?set PROJECT_ID}" "${REGION:?set REGION}"
   SERVICE=${SERVICE:-ion-api}
   SLO_SERVICE=${SLO_SERVICE:-$SERVICE}
+  OTEL_JOB=${OTEL_JOB:-$SERVICE}
   for dir in metrics dashboards slo alerts; do
     mkdir -p "$out/$dir"
     for file in monitoring/"$dir"/*.json; do
       sed -e "s|@PROJECT_ID@|$PROJECT_ID|g" -e "s|@REGION@|$REGION|g" \
         -e "s|@SERVICE@|$SERVICE|g" -e "s|@SLO_SERVICE@|$SLO_SERVICE|g" \
+        -e "s|@OTEL_JOB@|$OTEL_JOB|g" \
         "$file" >"$out/$dir/$(basename "$file")"
       jq -e . "$out/$dir/$(basename "$file")" >/dev/null
     done

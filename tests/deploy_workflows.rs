@@ -146,7 +146,9 @@ fn deploy_updates_only_the_variables_it_owns() {
         deploy.value("--update-env-vars"),
         Some(
             "SPIN_VARIABLE_PROJECT_ID=ion-prod,SPIN_VARIABLE_LOCATION=global,\
-             SPIN_VARIABLE_MODEL=gemini-3.5-flash"
+             SPIN_VARIABLE_MODEL=gemini-3.5-flash,\
+             OTEL_EXPORTER_OTLP_ENDPOINT=https://telemetry.googleapis.com,\
+             OTEL_SERVICE_NAME=ion-api,OTEL_RESOURCE_ATTRIBUTES=cloud.region=us-central1"
         ),
         "{deploy}"
     );
@@ -192,7 +194,10 @@ fn deploy_with_memorystore_sets_the_runtime_config_and_direct_vpc_egress() {
         deploy.value("--update-env-vars"),
         Some(
             "^|^SPIN_VARIABLE_PROJECT_ID=ion-prod|SPIN_VARIABLE_LOCATION=global|\
-             SPIN_VARIABLE_MODEL=gemini-3.5-flash|ION_RUNTIME_CONFIG=key_value_store.default = \
+             SPIN_VARIABLE_MODEL=gemini-3.5-flash|\
+             OTEL_EXPORTER_OTLP_ENDPOINT=https://telemetry.googleapis.com|\
+             OTEL_SERVICE_NAME=ion-api|OTEL_RESOURCE_ATTRIBUTES=cloud.region=us-central1|\
+             ION_RUNTIME_CONFIG=key_value_store.default = \
              { type = \"redis\", url = \"redis://10.0.0.3:6379\" }"
         ),
         "{deploy}"
@@ -248,6 +253,13 @@ fn deploy_defaults_are_the_original_service_name_region_and_timeout() {
     );
     assert_eq!(deploy.value("--region"), Some("europe-west4"), "{deploy}");
     assert_eq!(deploy.value("--timeout"), Some("900"), "{deploy}");
+    // The OpenTelemetry metrics follow: their `job` is the service, their `location` the region.
+    let env = updated_env(&deploy);
+    assert_eq!(env["OTEL_SERVICE_NAME"], "mentor", "{deploy}");
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"], "cloud.region=europe-west4",
+        "{deploy}"
+    );
 }
 
 #[test]

@@ -5,6 +5,12 @@
 //! component reports. The entries come from ion-host serving the component against the
 //! emulator: a chat that succeeds, one that Vertex AI rate-limits, a streamed one and one on the
 //! OpenAI route.
+//!
+//! And monitoring/ against the OpenTelemetry metrics ion-host exports ([`OTEL_METRICS`]): every
+//! one it names, under the name Cloud Monitoring gives an OTLP metric sent to the Telemetry API
+//! (`prometheus.googleapis.com/<name>/histogram`, or `{"<name>_bucket", ...}` in PromQL: the
+//! OTel name with its dots, no unit suffix), is exported, with the attributes, values and bucket
+//! boundaries it uses, and only ion-host's own series (`job`, `cluster`) are read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -215,15 +221,382 @@ fn problems(files: &BTreeMap<String, Value>, chats: &[Value]) -> Vec<String> {
 
 /// Label keys in a Monitoring filter or group-by field: `metric.label."k"` or `metric.label.k`.
 fn filter_labels(text: &str) -> Vec<String> {
-    let mut labels = Vec::new();
-    for prefix in ["metric.label.", "metric.labels."] {
-        for (at, _) in text.match_indices(prefix) {
-            let start = at + prefix.len();
-            let quoted = text[start..].starts_with('"');
-            labels.push(word_at(text, start + usize::from(quoted), false).to_owned());
+    ["metric.label.", "metric.labels."]
+        .iter()
+        .flat_map(|prefix| filter_keys(text, prefix))
+        .map(|(key, _)| key.to_owned())
+        .collect()
+}
+
+/// The keys after `prefix` in a Monitoring filter (`resource.label."k"`, `metric.label.k`; a
+/// quoted key may hold dots), each with the value it is compared to (`="v"`), if any.
+fn filter_keys<'a>(text: &'a str, prefix: &str) -> Vec<(&'a str, Option<&'a str>)> {
+    text.match_indices(prefix)
+        .map(|(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            let (key, after) = match rest.strip_prefix('"') {
+                Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+                None => {
+                    let key = word_at(rest, 0, false);
+                    (key, &rest[key.len()..])
+                }
+            };
+            let value = after.strip_prefix("=\"").and_then(|v| v.split('"').next());
+            (key, value)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenTelemetry metrics
+
+/// A metric ion-host exports over OTLP: an explicit-bucket histogram, cumulative.
+struct OtelMetric {
+    name: &'static str,
+    /// Every attribute it may carry (some only sometimes, such as `error.type`).
+    attributes: &'static [&'static str],
+    /// The buckets' upper bounds: where monitoring/ cuts the histogram (an SLO's range, an
+    /// `le`) it must be at one of them, or Cloud Monitoring can only estimate the count.
+    bounds: &'static [f64],
+}
+
+/// The GenAI conventions' advice for durations, in seconds.
+const GEN_AI_DURATION_BOUNDS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// The attributes of every Vertex AI attempt's metrics.
+const GEN_AI_ATTRIBUTES: &[&str] = &[
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+    "error.type",
+];
+
+/// What ion-host exports (OpenTelemetry semantic conventions v1.41.0, GenAI in Development), and
+/// so all monitoring/ may name of it; the bounds are the conventions' advice, which ion-host's
+/// instruments use. Another test, tests/telemetry.rs, checks that ion-host really exports these
+/// metrics and attributes, so a rename on either side fails a test.
+const OTEL_METRICS: &[OtelMetric] = &[
+    OtelMetric {
+        name: "http.server.request.duration",
+        // `http.route` only on the chat routes; `error.type` (the status) on 5xx.
+        attributes: &[
+            "http.request.method",
+            "http.response.status_code",
+            "url.scheme",
+            "http.route",
+            "error.type",
+        ],
+        bounds: &[
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ],
+    },
+    OtelMetric {
+        // One per Vertex AI attempt; `error.type` on failure (`429`, `503`, `timeout`, ...).
+        name: "gen_ai.client.operation.duration",
+        attributes: GEN_AI_ATTRIBUTES,
+        bounds: GEN_AI_DURATION_BOUNDS,
+    },
+    OtelMetric {
+        name: "gen_ai.client.token.usage",
+        attributes: &[
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "server.address",
+            "server.port",
+            "error.type",
+            "gen_ai.token.type",
+        ],
+        bounds: &[
+            1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+            4194304.0, 16777216.0, 67108864.0,
+        ],
+    },
+    OtelMetric {
+        // Streamed attempts only.
+        name: "gen_ai.client.operation.time_to_first_chunk",
+        attributes: GEN_AI_ATTRIBUTES,
+        bounds: GEN_AI_DURATION_BOUNDS,
+    },
+];
+
+/// Attributes with a closed set of values, and the values ion-host gives them.
+const OTEL_VALUES: &[(&str, &[&str])] = &[
+    ("http.route", &["/chat", "/v1/chat/completions"]),
+    ("gen_ai.operation.name", &["chat"]),
+    ("gen_ai.provider.name", &["gcp.vertex_ai"]),
+    ("gen_ai.token.type", &["input", "output"]),
+];
+
+/// The labels of `prometheus_target`, the resource Google files every OTLP metric under:
+/// `location` from `cloud.region`, `cluster` `__run__` on Cloud Run, `namespace`, `job` from
+/// `service.name`, `instance` from `service.instance.id`.
+const PROMETHEUS_TARGET_LABELS: &[&str] = &[
+    "project_id",
+    "location",
+    "cluster",
+    "namespace",
+    "job",
+    "instance",
+];
+
+/// What selects ion-host's own series: `job`, its `service.name` (deploy.yml sets
+/// `OTEL_SERVICE_NAME`; scripts/monitoring.sh fills in `@OTEL_JOB@`), and Cloud Run's `cluster`.
+const OTEL_SERIES: [(&str, &str); 2] = [("job", "@OTEL_JOB@"), ("cluster", "__run__")];
+
+fn otel_metric(name: &str) -> Option<&'static OtelMetric> {
+    OTEL_METRICS.iter().find(|m| m.name == name)
+}
+
+/// Problems with the OpenTelemetry metrics `files` name, and the names of those they use.
+fn otel_problems(files: &BTreeMap<String, Value>) -> (Vec<String>, BTreeSet<&'static str>) {
+    let mut problems = Vec::new();
+    let mut used = BTreeSet::new();
+    for (path, json) in files {
+        let mut found = Vec::new();
+        strings(json, None, &mut found);
+        for (text, parent) in found {
+            // The googlemanagedprometheus exporter's names; the Telemetry API keeps the dots.
+            for metric in OTEL_METRICS {
+                let mangled = metric.name.replace('.', "_");
+                if text.contains(&mangled) {
+                    problems.push(format!(
+                        "{path}: {mangled}: Cloud Monitoring keeps the dots of {}",
+                        metric.name
+                    ));
+                }
+            }
+            otel_filter_problems(path, text, parent, &mut problems, &mut used);
+            otel_query_problems(path, text, &mut problems, &mut used);
         }
     }
-    labels
+    (problems, used)
+}
+
+/// A Monitoring filter (an SLO's): `metric.type="prometheus.googleapis.com/NAME/KIND"`, with
+/// `resource.label."job"=...` and `metric.label."attribute"=...`, and the distribution cut's
+/// range beside it in `parent`.
+fn otel_filter_problems(
+    path: &str,
+    text: &str,
+    parent: Option<&Value>,
+    problems: &mut Vec<String>,
+    used: &mut BTreeSet<&'static str>,
+) {
+    for (at, _) in text.match_indices("prometheus.googleapis.com/") {
+        let rest = &text[at + "prometheus.googleapis.com/".len()..];
+        let (name, kind) = rest.split_once('/').unwrap_or((rest, ""));
+        let kind = word_at(kind, 0, false);
+        let Some(metric) = otel_metric(name) else {
+            problems.push(format!("{path}: ion-host exports no metric {name:?}"));
+            continue;
+        };
+        used.insert(metric.name);
+        if kind != "histogram" {
+            problems.push(format!("{path}: {name} is a histogram, not {kind:?}"));
+        }
+        if !text.contains("resource.type=\"prometheus_target\"") {
+            problems.push(format!("{path}: {name} is on prometheus_target"));
+        }
+        let resource = filter_keys(text, "resource.label.");
+        for (label, _) in &resource {
+            if !PROMETHEUS_TARGET_LABELS.contains(label) {
+                problems.push(format!("{path}: prometheus_target has no label {label:?}"));
+            }
+        }
+        for (label, value) in OTEL_SERIES {
+            if !resource.contains(&(label, Some(value))) {
+                problems.push(format!(
+                    "{path}: {name} is not selected by {label}={value:?}"
+                ));
+            }
+        }
+        let group_by = parent
+            .and_then(|p| p.get("aggregation"))
+            .and_then(|a| a["groupByFields"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .flat_map(|field| filter_keys(field, "metric.label."));
+        for (label, value) in filter_keys(text, "metric.label.")
+            .into_iter()
+            .chain(group_by)
+        {
+            check_attribute(path, metric, label, value.into_iter().collect(), problems);
+        }
+        // A distribution cut: at bucket boundaries.
+        let range = parent.and_then(|p| p.get("range"));
+        for bound in ["min", "max"]
+            .iter()
+            .filter_map(|k| range?.get(k)?.as_f64())
+        {
+            check_bound(path, metric, bound, problems);
+        }
+    }
+}
+
+/// PromQL in Google's UTF-8 form: `{"NAME_bucket", job="...", "dotted.label"=~"a|b"}`, and
+/// the labels a query groups by.
+fn otel_query_problems(
+    path: &str,
+    text: &str,
+    problems: &mut Vec<String>,
+    used: &mut BTreeSet<&'static str>,
+) {
+    let mut in_query = Vec::new();
+    for selector in braces(text) {
+        let mut items = split_outside_quotes(selector, ',')
+            .into_iter()
+            .map(str::trim);
+        let Some(series) = items
+            .next()
+            .and_then(|i| i.strip_prefix('"')?.strip_suffix('"'))
+            .filter(|s| !s.contains('"'))
+        else {
+            continue; // no quoted metric name: one of Cloud Run's or a log-based metric
+        };
+        let Some((base, suffix)) = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| Some((series.strip_suffix(s)?, *s)))
+        else {
+            problems.push(format!(
+                "{path}: {series}: a histogram is read as NAME_bucket, _sum or _count"
+            ));
+            continue;
+        };
+        let Some(metric) = otel_metric(base) else {
+            problems.push(format!("{path}: ion-host exports no metric {base:?}"));
+            continue;
+        };
+        used.insert(metric.name);
+        in_query.push(metric);
+        let matchers: Vec<(String, &str, &str)> = items.filter_map(matcher).collect();
+        for (label, value) in OTEL_SERIES {
+            if !matchers.contains(&(label.to_owned(), "=", value)) {
+                problems.push(format!(
+                    "{path}: {series} is not selected by {label}={value:?}"
+                ));
+            }
+        }
+        for (label, op, value) in &matchers {
+            if PROMETHEUS_TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            if label == "le" && suffix == "_bucket" {
+                match value.parse() {
+                    Ok(bound) => check_bound(path, metric, bound, problems),
+                    Err(_) => problems.push(format!("{path}: le={value:?} is not a number")),
+                }
+                continue;
+            }
+            let values = match *op {
+                "=~" | "!~" => value.split('|').collect(),
+                _ => vec![*value],
+            };
+            check_attribute(path, metric, label, values, problems);
+        }
+    }
+    if in_query.is_empty() {
+        return;
+    }
+    for (at, _) in text.match_indices("by (") {
+        let list = text[at + "by (".len()..]
+            .split(')')
+            .next()
+            .unwrap_or_default();
+        for label in list.split(',').map(|l| l.trim().trim_matches('"')) {
+            let known = label == "le"
+                || PROMETHEUS_TARGET_LABELS.contains(&label)
+                || in_query.iter().any(|m| m.attributes.contains(&label));
+            if !known {
+                problems.push(format!("{path}: no metric of the query has {label:?}"));
+            }
+        }
+    }
+}
+
+/// `label` is one of `metric`'s attributes, and `values` (none empty: an absent label) are ones
+/// ion-host gives it.
+fn check_attribute(
+    path: &str,
+    metric: &OtelMetric,
+    label: &str,
+    values: Vec<&str>,
+    problems: &mut Vec<String>,
+) {
+    if !metric.attributes.contains(&label) {
+        problems.push(format!(
+            "{path}: {} has no attribute {label:?}",
+            metric.name
+        ));
+        return;
+    }
+    let closed = OTEL_VALUES.iter().find(|(l, _)| *l == label);
+    for value in values.into_iter().filter(|v| !v.is_empty()) {
+        if closed.is_some_and(|(_, known)| !known.contains(&value)) {
+            problems.push(format!("{path}: ion-host never sets {label}={value:?}"));
+        }
+    }
+}
+
+fn check_bound(path: &str, metric: &OtelMetric, bound: f64, problems: &mut Vec<String>) {
+    if bound != 0.0 && !metric.bounds.contains(&bound) {
+        problems.push(format!(
+            "{path}: {} cut at {bound}, not at a bucket boundary ({:?})",
+            metric.name, metric.bounds
+        ));
+    }
+}
+
+/// What stands between `{` and `}` outside quoted strings: PromQL's selectors.
+fn braces(text: &str) -> Vec<&str> {
+    let (mut quoted, mut open, mut found) = (false, None, Vec::new());
+    for (at, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '{' if !quoted => open = Some(at + 1),
+            '}' if !quoted => found.extend(open.take().map(|start| &text[start..at])),
+            _ => {}
+        }
+    }
+    found
+}
+
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let (mut quoted, mut start, mut parts) = (false, 0, Vec::new());
+    for (at, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == separator && !quoted {
+            parts.push(&text[start..at]);
+            start = at + 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// A PromQL label matcher, `label op "value"` or `"label" op "value"`: (label, op, value).
+fn matcher(item: &str) -> Option<(String, &str, &str)> {
+    let (label, rest) = match item.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"')?,
+        None => item.split_at(item.find(['=', '!'])?),
+    };
+    let rest = rest.trim();
+    let op = ["=~", "!~", "!=", "="]
+        .into_iter()
+        .find(|op| rest.starts_with(op))?;
+    let value = rest[op.len()..]
+        .trim()
+        .strip_prefix('"')?
+        .strip_suffix('"')?;
+    Some((label.trim().to_owned(), op, value))
 }
 
 /// The JSON entries ion-host wrote whose message is "chat".
@@ -352,26 +725,110 @@ fn the_check_finds_missing_fields_metrics_and_labels() {
         "{found:#?}"
     );
 
-    // A dashboard using an undefined metric or label.
+    // An SLO using an undefined metric, a dashboard an undefined label.
     let mut broken = files.clone();
-    let dashboard = broken.get_mut("dashboards/ion-mentoring.json").unwrap();
-    let text = dashboard
+    let slo = broken.get_mut("slo/latency.json").unwrap();
+    let text = slo
         .to_string()
-        .replace("user/ion_chat_attempts", "user/ion_chat_retries")
-        .replace(
-            "metric.label.\\\"persona\\\"",
-            "metric.label.\\\"character\\\"",
-        );
+        .replace("user/ion_chat_total_latency", "user/ion_chat_duration");
+    *slo = serde_json::from_str(&text).unwrap();
+    let dashboard = broken.get_mut("dashboards/ion-mentoring.json").unwrap();
+    let text = dashboard.to_string().replace(
+        "metric.label.\\\"persona\\\"",
+        "metric.label.\\\"character\\\"",
+    );
     *dashboard = serde_json::from_str(&text).unwrap();
     let found = problems(&broken, &good);
     assert!(
         found
             .iter()
-            .any(|p| p.contains("ion_chat_retries is not defined")),
+            .any(|p| p.contains("ion_chat_duration is not defined")),
         "{found:#?}"
     );
     assert!(
         found.iter().any(|p| p.contains("\"character\"")),
         "{found:#?}"
     );
+}
+
+#[test]
+fn monitoring_names_only_the_otel_metrics_ion_host_exports() {
+    let (problems, used) = otel_problems(&monitoring_files());
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Each is read somewhere (the first-chunk SLO, the dashboard); none slipped past the check.
+    let exported: BTreeSet<&str> = OTEL_METRICS.iter().map(|m| m.name).collect();
+    assert_eq!(used, exported);
+}
+
+#[test]
+fn the_check_finds_otel_names_cloud_monitoring_would_not_have() {
+    let files = monitoring_files();
+    let dashboard = "dashboards/ion-mentoring.json";
+    let cases = [
+        // The dots turned to underscores, as Google's older exporter did.
+        (
+            dashboard,
+            "gen_ai.client.token.usage_sum",
+            "gen_ai_client_token_usage_sum",
+            "keeps the dots",
+        ),
+        // A unit suffix, which the Telemetry API does not add.
+        (
+            dashboard,
+            "time_to_first_chunk_bucket",
+            "time_to_first_chunk_seconds_bucket",
+            "no metric \"gen_ai.client.operation.time_to_first_chunk_seconds\"",
+        ),
+        // An attribute ion-host does not export, and a value it never gives.
+        (
+            dashboard,
+            r#"\"gen_ai.token.type\"=\"input\""#,
+            r#"\"gen_ai.token.kind\"=\"input\""#,
+            "no attribute \"gen_ai.token.kind\"",
+        ),
+        (
+            dashboard,
+            r#"\"gen_ai.token.type\"=\"input\""#,
+            r#"\"gen_ai.token.type\"=\"prompt\""#,
+            "never sets gen_ai.token.type=\"prompt\"",
+        ),
+        (
+            dashboard,
+            r#"by (\"error.type\")"#,
+            r#"by (\"error.kind\")"#,
+            "no metric of the query has \"error.kind\"",
+        ),
+        // Every service's series, not ion-host's.
+        (
+            "alerts/upstream-rate-limited.json",
+            r#"job=\"@OTEL_JOB@\", "#,
+            "",
+            "not selected by job",
+        ),
+        // Not the histogram's kind, and a cut between two buckets.
+        (
+            "slo/first-chunk.json",
+            "time_to_first_chunk/histogram",
+            "time_to_first_chunk/counter",
+            "not \"counter\"",
+        ),
+        (
+            "slo/first-chunk.json",
+            "\"max\":10.24",
+            "\"max\":10.0",
+            "not at a bucket boundary",
+        ),
+    ];
+    for (path, from, to, expected) in cases {
+        let mut broken = files.clone();
+        let json = broken.get_mut(path).unwrap();
+        let text = json.to_string();
+        assert!(text.contains(from), "{path} has no {from}");
+        *json = serde_json::from_str(&text.replace(from, to)).unwrap();
+        let (found, _) = otel_problems(&broken);
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{from} -> {to}: {found:#?}"
+        );
+    }
 }
