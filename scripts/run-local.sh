@@ -3,8 +3,10 @@
 # the local Vertex AI emulator (tests/emulator), which speaks Vertex's REST protocol but returns
 # canned, clearly labelled text instead of Gemini's answers.
 #
-#   ./scripts/run-local.sh          # under ion-host (the production host)
-#   ./scripts/run-local.sh --spin   # under `spin up`
+#   ./scripts/run-local.sh           # under ion-host (the production host)
+#   ./scripts/run-local.sh --spin    # under `spin up`
+#   ./scripts/run-local.sh --traces  # under ion-host, printing each OpenTelemetry span it
+#                                    # records as a log line (`"message":"span …"`)
 #
 # Ctrl-C stops the service and the emulator.
 set -euo pipefail
@@ -13,8 +15,12 @@ cd "$(dirname "$0")/.."
 runtime=ion-host
 case "${1:-}" in
   --spin) runtime=spin ;;
+  --traces)
+    # The spans go to the log instead of an OTLP endpoint, sent every half second.
+    export OTEL_TRACES_EXPORTER=console OTEL_METRICS_EXPORTER=none OTEL_BSP_SCHEDULE_DELAY=500
+    ;;
   "") ;;
-  *) echo "usage: $0 [--spin]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--spin | --traces]" >&2; exit 2 ;;
 esac
 port="${PORT:-8080}"
 target="${CARGO_TARGET_DIR:-target}"
