@@ -439,3 +439,53 @@ fn an_exporter_that_is_down_never_fails_a_request_and_is_reported_once() {
         assert_eq!(service.ask("Is anyone listening?").status, 200);
     }
 }
+
+#[test]
+fn what_waits_for_export_is_sent_at_shutdown() {
+    let receiver = Receiver::start();
+    let emulator = start_emulator();
+    let mut env = emulator_env(&emulator);
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()));
+    // Nothing would go out on a schedule while the test runs.
+    env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "600000".into()));
+    env.push(("OTEL_METRIC_EXPORT_INTERVAL".into(), "600000".into()));
+    let mut service = Service::start(Runtime::IonHost, &env);
+    assert_eq!(service.ask("What is left to do?").status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.spans().is_empty(), "exported before shutdown");
+    service.terminate();
+    assert!(service.wait_exit(Duration::from_secs(10)).is_some());
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|s| s["name"] == format!("chat {MODEL}")),
+        "{spans:#?}"
+    );
+    assert!(
+        receiver
+            .metric_points()
+            .iter()
+            .any(|p| p["name"] == "gen_ai.client.operation.duration")
+    );
+}
+
+#[test]
+fn console_traces_print_each_span_as_a_log_entry() {
+    let emulator = start_emulator();
+    let mut env = emulator_env(&emulator);
+    env.push(("OTEL_TRACES_EXPORTER".into(), "console".into()));
+    env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+    let service = Service::start(Runtime::IonHost, &env);
+    assert_eq!(service.ask("Show me the trace").status, 200);
+    let span = eventually("the client span in the log", || {
+        service
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["message"] == format!("span chat {MODEL}"))
+    });
+    assert_eq!(span["span"]["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(
+        span["span"]["attributes"]["gen_ai.provider.name"],
+        "gcp.vertex_ai"
+    );
+}

@@ -158,7 +158,6 @@ impl Reporter {
 
 pub struct Exporter {
     pub telemetry: &'static Telemetry,
-    pub spans: mpsc::Receiver<Span>,
     pub flush: mpsc::Receiver<oneshot::Sender<()>>,
     pub sink: Sink,
     pub config: Config,
@@ -166,7 +165,6 @@ pub struct Exporter {
 
 impl Exporter {
     pub async fn run(mut self) {
-        let mut batch: Vec<Span> = Vec::new();
         let mut span_tick = tokio::time::interval(self.config.batch.delay);
         let mut metric_tick = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.metric_interval,
@@ -178,22 +176,11 @@ impl Exporter {
         };
         loop {
             tokio::select! {
-                span = self.spans.recv() => match span {
-                    Some(span) => {
-                        batch.push(span);
-                        if batch.len() >= self.config.batch.max_batch {
-                            self.export_spans(&mut batch, &mut reporter).await;
-                        }
-                    }
-                    None => return,
-                },
-                _ = span_tick.tick() => self.export_spans(&mut batch, &mut reporter).await,
+                () = batch_full(self.telemetry) => self.export_spans(&mut reporter).await,
+                _ = span_tick.tick() => self.export_spans(&mut reporter).await,
                 _ = metric_tick.tick() => self.export_metrics(&mut reporter).await,
                 done = self.flush.recv() => {
-                    while let Ok(span) = self.spans.try_recv() {
-                        batch.push(span);
-                    }
-                    self.export_spans(&mut batch, &mut reporter).await;
+                    self.export_spans(&mut reporter).await;
                     self.export_metrics(&mut reporter).await;
                     reporter.report(&self.telemetry.drops, true);
                     if let Some(done) = done {
@@ -206,7 +193,12 @@ impl Exporter {
         }
     }
 
-    async fn export_spans(&self, batch: &mut Vec<Span>, reporter: &mut Reporter) {
+    /// Sends every span waiting, in batches.
+    async fn export_spans(&self, reporter: &mut Reporter) {
+        let Some(buffer) = &self.telemetry.spans else {
+            return;
+        };
+        let mut batch = buffer.take();
         while !batch.is_empty() {
             let take = batch.len().min(self.config.batch.max_batch);
             let spans: Vec<Span> = batch.drain(..take).collect();
@@ -264,6 +256,15 @@ impl Exporter {
                 .fetch_add(1, Ordering::Relaxed);
             reporter.failed(format!("{e:#}"));
         }
+    }
+}
+
+/// Resolves when a batch of spans is waiting. `notify_one` keeps a permit when nobody waits, so
+/// a batch filled between two waits is not missed.
+async fn batch_full(telemetry: &Telemetry) {
+    match &telemetry.spans {
+        Some(buffer) => buffer.batch_full.notified().await,
+        None => std::future::pending().await,
     }
 }
 

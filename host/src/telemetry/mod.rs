@@ -21,12 +21,12 @@ mod request;
 pub mod semconv;
 mod spans;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::credentials::Credentials;
 use crate::http_client::HttpClient;
@@ -38,9 +38,26 @@ pub use request::{AttemptHandle, RequestHead, RequestTrace};
 pub struct Telemetry {
     sampler: config::Sampler,
     metrics: metrics::Metrics,
-    spans: Option<mpsc::Sender<Span>>,
+    /// Finished spans waiting for the exporter, when traces are on.
+    spans: Option<SpanBuffer>,
     flush: mpsc::Sender<oneshot::Sender<()>>,
     drops: export::Drops,
+}
+
+/// Spans waiting for export: at most `max_queue`; the exporter is woken only when a batch is
+/// full (otherwise it comes on its schedule), so a request never wakes another thread.
+struct SpanBuffer {
+    pending: Mutex<Vec<Span>>,
+    max_queue: usize,
+    max_batch: usize,
+    batch_full: Notify,
+}
+
+impl SpanBuffer {
+    /// Everything waiting, leaving the buffer empty.
+    fn take(&self) -> Vec<Span> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
@@ -48,13 +65,20 @@ static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
 impl Telemetry {
     /// Queues a finished request's spans; what does not fit is dropped and counted.
     fn offer(&self, spans: Vec<Span>) {
-        let Some(queue) = &self.spans else { return };
-        for span in spans {
-            if queue.try_send(span).is_err() {
-                self.drops
-                    .spans
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        let Some(buffer) = &self.spans else { return };
+        let mut pending = buffer.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let room = buffer.max_queue.saturating_sub(pending.len());
+        let dropped = spans.len().saturating_sub(room);
+        pending.extend(spans.into_iter().take(room));
+        let full = pending.len() >= buffer.max_batch;
+        drop(pending);
+        if dropped > 0 {
+            self.drops
+                .spans
+                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if full {
+            buffer.batch_full.notify_one();
         }
     }
 }
@@ -87,12 +111,16 @@ pub async fn start(
         )),
         None => None,
     };
-    let (span_sender, span_receiver) = mpsc::channel(config.batch.max_queue);
     let (flush_sender, flush_receiver) = mpsc::channel(1);
     let telemetry = TELEMETRY.get_or_init(|| Telemetry {
         sampler: config.sampler.clone(),
         metrics: metrics::Metrics::new(),
-        spans: config.traces.is_some().then_some(span_sender),
+        spans: config.traces.is_some().then(|| SpanBuffer {
+            pending: Mutex::new(Vec::new()),
+            max_queue: config.batch.max_queue,
+            max_batch: config.batch.max_batch,
+            batch_full: Notify::new(),
+        }),
         flush: flush_sender,
         drops: export::Drops::default(),
     });
@@ -121,7 +149,6 @@ pub async fn start(
     ));
     let exporter = export::Exporter {
         telemetry,
-        spans: span_receiver,
         flush: flush_receiver,
         sink: export::Sink {
             client,
@@ -158,4 +185,41 @@ pub fn start_request(
         head(),
         started,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn telemetry(max_queue: usize, max_batch: usize) -> Telemetry {
+        Telemetry {
+            sampler: config::Sampler::AlwaysOn,
+            metrics: metrics::Metrics::new(),
+            spans: Some(SpanBuffer {
+                pending: Mutex::new(Vec::new()),
+                max_queue,
+                max_batch,
+                batch_full: Notify::new(),
+            }),
+            flush: mpsc::channel(1).0,
+            drops: export::Drops::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_span_queue_is_bounded_and_wakes_the_exporter_only_for_a_full_batch() {
+        let telemetry = telemetry(3, 2);
+        let buffer = telemetry.spans.as_ref().unwrap();
+        telemetry.offer(vec![Span::default()]);
+        let woken = tokio::time::timeout(Duration::from_millis(20), buffer.batch_full.notified());
+        assert!(woken.await.is_err(), "one span is not a batch");
+        telemetry.offer(vec![Span::default(), Span::default(), Span::default()]);
+        assert_eq!(buffer.pending.lock().unwrap().len(), 3);
+        assert_eq!(telemetry.drops.spans.load(Ordering::Relaxed), 1);
+        let woken = tokio::time::timeout(Duration::from_millis(20), buffer.batch_full.notified());
+        assert!(woken.await.is_ok(), "a full batch wakes the exporter");
+        assert_eq!(buffer.take().len(), 3);
+        assert!(buffer.take().is_empty());
+    }
 }
