@@ -11,6 +11,7 @@
 #   scripts/bench.sh --quick        # smoke run: about 2 minutes
 #   scripts/bench.sh --state-only   # only the state section (conversations and the cache)
 #   scripts/bench.sh --access-only  # only the access section (key and shared-limit checks)
+#   scripts/bench.sh --telemetry-only  # only the telemetry section (OpenTelemetry's CPU cost)
 #
 # Options:
 #   --quick           short runs, one round
@@ -23,6 +24,9 @@
 #                     hit against a miss (needs redis-server)
 #   --access-only     only section 5: what a key check and a shared-limit check add to /chat,
 #                     with Redis on loopback (needs redis-server)
+#   --telemetry-only  only section 6: the host CPU OpenTelemetry export adds to /chat, at 100%
+#                     sampling and with sampling off, to a real OTLP receiver on loopback
+#                     (tests/python/otlp_receiver.py, in the test suite's Python environment)
 #
 # Peers: Wasmtime CLI 48.0.8 via $WASMTIME_BIN, PATH or ../shared/bin/wasmtime; Spin via
 # $SPIN_BIN, PATH or ../shared/bin/spin; Python 3 with venv for the FastAPI reference (pinned
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
     --quiet-wait) QUIET_WAIT=${2:?--quiet-wait needs a value}; shift ;;
     --state-only) ONLY=state ;;
     --access-only) ONLY=access ;;
+    --telemetry-only) ONLY=telemetry ;;
     -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -72,6 +77,8 @@ REPORT=$OUT/results.md
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+  printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 if [ "$PIN" = 1 ] && { [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; }; then
   log "no second CPU or no taskset: /health runs unpinned"
@@ -314,7 +321,7 @@ launch() {
 # peer that can serve /chat (wasmtime serve cannot: it has no variables). RSS sampled throughout.
 ION_HOST_ARGS=()
 if [ -z "$ONLY" ]; then
-log "1/5 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
+log "1/6 /chat: ${CHAT_CONCURRENCY} connections, emulator latency ${LATENCY_MS} ms"
 start emulator "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 EMULATOR_PID=$PID
 EMULATOR_URL=$(wait_url emulator "$EMULATOR_PID")
@@ -354,7 +361,7 @@ load_after_chat=$(loadavg)
 
 # /health: each server pinned to one CPU, the load generator on the other, one at a time,
 # alternating, ${HEALTH_ROUNDS} rounds; the median round counts.
-log "2/5 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
+log "2/6 /health: ${HEALTH_CONCURRENCY} connections, ${HEALTH_ROUNDS} round(s)"
 health_files=()
 health_run() { # health_run NAME LABEL PEER KIND [ENV...]
   local name=$1 label=$2 peer=$3 kind=$4 pid
@@ -377,8 +384,6 @@ for round in $(seq "$HEALTH_ROUNDS"); do
   health_run "health-wasmtime-$round" "wasmtime serve, composed component (round $round)" wasmtime composed
   health_run "health-fastapi-$round" "FastAPI + uvicorn, one worker (round $round)" fastapi shipped
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-  printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for peer in "${HEALTH_PEERS[@]}"; do
   rps=() cpu=()
   for round in $(seq "$HEALTH_ROUNDS"); do
@@ -391,7 +396,7 @@ done
 load_after_health=$(loadavg)
 
 # Cold start: process start → first 200 on /health, interleaved run by run.
-log "3/5 cold start (${COLD_RUNS} runs each)"
+log "3/6 cold start (${COLD_RUNS} runs each)"
 "$BENCH" cold-start --runs "$COLD_RUNS" --format json \
   --label "ion-host, ion_mentoring.cwasm (as shipped)" --json-out "$RUN/cold-ion-host.json" \
   --label "wasmtime serve --allow-precompiled, composed .cwasm" --json-out "$RUN/cold-wasmtime.json" \
@@ -522,9 +527,9 @@ start_redis() {
 }
 [ -z "$ONLY" ] || : >"$REPORT"
 
-if [ "$ONLY" != access ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = state ]; then
 # ---------------------------------------------------------------------------------------------
-# 4/5 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
+# 4/6 State: what a conversation turn adds, and what a cache hit costs. ion-host as shipped,
 # STATE_CONCURRENCY connections, the emulator answering after LATENCY_MS. The baseline is the
 # same chat with a ${STATE_TURNS}-turn history sent along (no store involved); in the
 # conversation runs each connection continues a conversation of its own, made beforehand with
@@ -533,7 +538,7 @@ if [ "$ONLY" != access ]; then
 # the record and the counter. The cache runs send one first
 # question: `Cache-Control: no-cache` (every request goes to the emulator and refreshes the
 # entry) against plain requests, all hits.
-log "4/5 state: conversation turns (Redis on loopback, embedded store) and cache hits"
+log "4/6 state: conversation turns (Redis on loopback, embedded store) and cache hits"
 STATE_CONCURRENCY=64
 STATE_TURNS=8
 start emulator-state "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
@@ -640,9 +645,9 @@ STATE_REPORT=$OUT/state.md
 { echo; cat "$STATE_REPORT"; } >>"$REPORT"
 fi # section 4
 
-if [ "$ONLY" != state ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = access ]; then
 # ---------------------------------------------------------------------------------------------
-# 5/5 Access: the host CPU and latency that a key check and a shared-limit check add to /chat.
+# 5/6 Access: the host CPU and latency that a key check and a shared-limit check add to /chat.
 # ion-host as shipped on Redis (loopback), ACCESS_CONCURRENCY connections, the emulator answering
 # after LATENCY_MS, the cache off (every chat reaches the emulator and is charged its tokens).
 # Three servers, one run each: no limits (auth_mode none: the access layer reads nothing), a
@@ -651,7 +656,7 @@ if [ "$ONLY" != state ]; then
 # read first, then the same). The limits are set too high to refuse anything; every request is
 # one caller (one address, one key): increments never contend, so the one busy caller is not a
 # worse case than many.
-log "5/5 access: a key check and a shared-limit check (Redis on loopback)"
+log "5/6 access: a key check and a shared-limit check (Redis on loopback)"
 ACCESS_CONCURRENCY=64
 ACCESS_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
 start emulator-access "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
@@ -718,5 +723,101 @@ ACCESS_REPORT=$OUT/access.md
 } >"$ACCESS_REPORT"
 { echo; cat "$ACCESS_REPORT"; } >>"$REPORT"
 fi # section 5
+
+if [ -z "$ONLY" ] || [ "$ONLY" = telemetry ]; then
+# ---------------------------------------------------------------------------------------------
+# 6/6 Telemetry: the host CPU that OpenTelemetry export adds to /chat. ion-host as shipped,
+# TELEMETRY_CONCURRENCY connections, the emulator answering after LATENCY_MS, the cache off.
+# Three servers, one run each: telemetry off; traces (every request sampled: a server span and a
+# client span per attempt) and metrics exported to a real OTLP receiver on loopback; sampling off
+# (metrics only, every request still measured). The receiver decodes every export with the
+# official protobuf definitions; its CPU is its own, not the server's.
+log "6/6 telemetry: OpenTelemetry export's cost per /chat"
+TELEMETRY_CONCURRENCY=64
+TEST_VENV=${ION_TEST_PYTHON_VENV:-$ROOT/target/python-tests}
+if [ "$(cat "$TEST_VENV/pins" 2>/dev/null)" != "$(cat tests/python/requirements.txt)" ]; then
+  rm -rf "$TEST_VENV" && python3 -m venv "$TEST_VENV"
+  "$TEST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
+    -r tests/python/requirements.txt
+  cat tests/python/requirements.txt >"$TEST_VENV/pins"
+fi
+start emulator-telemetry "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
+TELEMETRY_EMULATOR_PID=$PID
+TELEMETRY_EMULATOR_URL=$(wait_url emulator-telemetry "$TELEMETRY_EMULATOR_PID")
+start otlp-receiver "$TEST_VENV/bin/python" tests/python/otlp_receiver.py --port 0
+RECEIVER_PID=$PID
+for _ in $(seq 100); do
+  grep -q "listening on" "$RUN/otlp-receiver.out" 2>/dev/null && break
+  sleep 0.1
+done
+RECEIVER_URL="http://127.0.0.1:$(sed -n 's/^listening on //p' "$RUN/otlp-receiver.out" | head -1)"
+[ "$RECEIVER_URL" != "http://127.0.0.1:" ] || die "the OTLP receiver did not start"
+export SPIN_VARIABLE_CACHE_TTL_SECONDS=0
+telemetry_load() { # telemetry_load NAME LABEL [ARGS...]
+  local name=$1 label=$2
+  shift 2
+  "$BENCH" load --url "$URL/chat" --method POST -H 'content-type: application/json' \
+    --body '{"message": "How do I start learning Rust?"}' -c "$TELEMETRY_CONCURRENCY" \
+    -d "$CHAT_SECS" --warmup "$WARMUP" --ramp-up "$RAMP" --upstream-ms "$LATENCY_MS" \
+    --server-pid "$SERVING_PID" --label "$label" --format json --json-out "$RUN/$name.json" \
+    "$@" >/dev/null
+}
+# Interleaved rounds; each figure is the median of its rounds.
+for round in $(seq "$HEALTH_ROUNDS"); do
+  launch "telemetry-off-$round" ion-host "$TELEMETRY_EMULATOR_URL" shipped
+  telemetry_load "telemetry-off-$round" "ion-host, telemetry off (round $round)"
+  stop "$PID"
+  OTEL_EXPORTER_OTLP_ENDPOINT=$RECEIVER_URL OTEL_TRACES_SAMPLER=always_on OTEL_METRIC_EXPORT_INTERVAL=5000 \
+    launch "telemetry-sampled-$round" ion-host "$TELEMETRY_EMULATOR_URL" shipped
+  telemetry_load "telemetry-sampled-$round" "ion-host, traces (100% sampled) and metrics (round $round)" \
+    --baseline "$RUN/telemetry-off-$round.json"
+  stop "$PID"
+  OTEL_EXPORTER_OTLP_ENDPOINT=$RECEIVER_URL OTEL_TRACES_SAMPLER=always_off OTEL_METRIC_EXPORT_INTERVAL=5000 \
+    launch "telemetry-unsampled-$round" ion-host "$TELEMETRY_EMULATOR_URL" shipped
+  telemetry_load "telemetry-unsampled-$round" "ion-host, sampling off: metrics only (round $round)" \
+    --baseline "$RUN/telemetry-off-$round.json"
+  stop "$PID"
+done
+SPANS_RECEIVED=$(curl -sf "$RECEIVER_URL/control/stats" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["trace_requests"])')
+unset SPIN_VARIABLE_CACHE_TTL_SECONDS
+stop "$RECEIVER_PID"
+stop "$TELEMETRY_EMULATOR_PID"
+
+# telemetry RUN FIELD: the median over the rounds.
+telemetry() {
+  local values=() round
+  for round in $(seq "$HEALTH_ROUNDS"); do
+    values+=("$(value "$RUN/telemetry-$1-$round.json" "$2")")
+  done
+  median "${values[@]}"
+}
+TELEMETRY_REPORT=$OUT/telemetry.md
+{
+  echo "### Telemetry: OpenTelemetry export's cost"
+  echo
+  echo "\`scripts/bench.sh$([ -n "$ONLY" ] && echo " --$ONLY-only")$([ "$QUICK" = 1 ] && echo ' --quick')\`," \
+    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores: ion-host as shipped, ${TELEMETRY_CONCURRENCY}" \
+    "connections, emulator latency ${LATENCY_MS} ms, cache off; OTLP http/protobuf to a receiver on" \
+    "loopback (${SPANS_RECEIVED} trace exports received). \"adds\" is against telemetry off; the goal" \
+    "is at most 10% more host CPU per chat at 100% sampling. Medians of ${HEALTH_ROUNDS} interleaved round(s)."
+  echo
+  echo "| run | host CPU per chat | CPU added | p50 adds | p99 adds | req/s |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  off_cpu=$(telemetry off server_cpu.us_per_response)
+  echo "| telemetry off | $(fmt "$off_cpu") µs | | | | $(fmt "$(telemetry off throughput_rps)") |"
+  for run in sampled unsampled; do
+    run_cpu=$(telemetry "$run" server_cpu.us_per_response)
+    added=$(awk -v a="$run_cpu" -v b="$off_cpu" 'BEGIN { printf "%.2f µs (%.1f%%)", a - b, (b > 0) ? 100 * (a - b) / b : 0 }')
+    echo "| $([ "$run" = sampled ] && echo "traces at 100% sampling + metrics" || echo "sampling off (metrics only)") | $(fmt "$run_cpu") µs | $added | $(fmt "$(telemetry "$run" overhead_vs_baseline_ms.p50)") ms | $(fmt "$(telemetry "$run" overhead_vs_baseline_ms.p99)") ms | $(fmt "$(telemetry "$run" throughput_rps)") |"
+  done
+  echo
+  telemetry_files=()
+  for round in $(seq "$HEALTH_ROUNDS"); do
+    telemetry_files+=("$RUN/telemetry-off-$round.json" "$RUN/telemetry-sampled-$round.json" "$RUN/telemetry-unsampled-$round.json")
+  done
+  "$BENCH" table "${telemetry_files[@]}"
+} >"$TELEMETRY_REPORT"
+{ echo; cat "$TELEMETRY_REPORT"; } >>"$REPORT"
+fi # section 6
 cat "$REPORT"
 log "report written to ${REPORT#"$ROOT"/}; raw results, RSS samples and logs in ${RUN#"$ROOT"/}/"

@@ -489,3 +489,65 @@ fn console_traces_print_each_span_as_a_log_entry() {
         "gcp.vertex_ai"
     );
 }
+
+#[test]
+fn message_content_is_on_the_spans_only_when_an_operator_opts_in() {
+    let receiver = Receiver::start();
+    let emulator = start_emulator();
+    let mut env = receiver.env(&emulator);
+    env.push((
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT".into(),
+        "true".into(),
+    ));
+    let service = Service::start(Runtime::IonHost, &env);
+    let trace_id = "5af7651916cd43dd8448eb211c80319c";
+    let parent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    for stream in [false, true] {
+        let reply = chat_with_headers(
+            &service,
+            &[("traceparent", &parent)],
+            // Different questions: the second is not answered from the cache.
+            json!({ "message": format!("Where do I begin with Rust? (streamed: {stream})"), "stream": stream }),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let attempts = eventually("both chats' client spans", || {
+        let attempts: Vec<Value> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s["trace_id"] == trace_id && s["kind"] == "SPAN_KIND_CLIENT")
+            .collect();
+        (attempts.len() == 2).then_some(attempts)
+    });
+    for attempt in &attempts {
+        let json_attribute = |key: &str| -> Value {
+            serde_json::from_str(
+                attribute(attempt, key)
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key} in {attempt:#}")),
+            )
+            .unwrap()
+        };
+        let input = json_attribute("gen_ai.input.messages");
+        assert_eq!(input[0]["role"], "user");
+        assert_eq!(input[0]["parts"][0]["type"], "text");
+        assert!(
+            input[0]["parts"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Where do I begin with Rust?")
+        );
+        let instructions = json_attribute("gen_ai.system_instructions");
+        assert!(instructions[0]["content"].as_str().unwrap().contains("Ion"));
+        let output = json_attribute("gen_ai.output.messages");
+        assert_eq!(output[0]["role"], "assistant");
+        assert_eq!(output[0]["finish_reason"], "stop");
+        assert!(
+            output[0]["parts"][0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("[Vertex AI emulator"),
+            "{output}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use crate::http_client::{
     BodyTimeout, BoxError, ClientBody, HttpClient, SendError, Timeouts, full_body,
 };
 use crate::logging::RequestContext;
+use crate::telemetry::AttemptHandle;
 use observed::ObservedBody;
 use policy::AllowList;
 use vertex_auth::VertexAuth;
@@ -100,6 +101,9 @@ impl Outbound {
         };
         if let Some(value) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
             request.headers_mut().insert(TRACEPARENT, value);
+        }
+        if let Some(attempt) = attempt.as_ref().filter(|a| a.captures_content()) {
+            request = recorded_input(request, attempt).await?;
         }
         let result = self.send_allowed(request, options, served).await;
         let Some(attempt) = attempt else {
@@ -220,6 +224,25 @@ impl Outbound {
             .boxed_unsync()
         }))
     }
+}
+
+/// Reads a request's body (to record its messages on the attempt's span) and gives back the
+/// same request with the body in memory.
+async fn recorded_input(
+    request: http::Request<WasiBody>,
+    attempt: &AttemptHandle,
+) -> Result<http::Request<WasiBody>, HttpError> {
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_REPLAY_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
+        .to_bytes();
+    attempt.record_input(&body);
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
 }
 
 /// Sets `Authorization: Bearer <token>` and, for credentials that name a quota project,

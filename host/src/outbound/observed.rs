@@ -15,12 +15,15 @@ pub struct ObservedBody {
     inner: WasiBody,
     attempt: AttemptHandle,
     seen_data: bool,
+    /// The answer's bytes are kept for the span (an operator opted in).
+    capture: bool,
 }
 
 impl ObservedBody {
     pub fn new(inner: WasiBody, attempt: AttemptHandle) -> ObservedBody {
         ObservedBody {
             inner,
+            capture: attempt.captures_content(),
             attempt,
             seen_data: false,
         }
@@ -38,9 +41,14 @@ impl Body for ObservedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if !self.seen_data && frame.data_ref().is_some_and(|d| !d.is_empty()) {
-                    self.seen_data = true;
-                    self.attempt.first_chunk();
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    if !self.seen_data {
+                        self.seen_data = true;
+                        self.attempt.first_chunk();
+                    }
+                    if self.capture {
+                        self.attempt.record_output(data);
+                    }
                 }
             }
             Poll::Ready(Some(Err(e))) => self.attempt.failed(error_type(e)),

@@ -15,6 +15,8 @@
 //!   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_METRIC_EXPORT_TIMEOUT`: batching.
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource.
 //! - `OTEL_SDK_DISABLED=true`: everything off.
+//! - `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: the instruction, messages and
+//!   answer of each Vertex AI call on its span (off: spans carry no message text).
 
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub metric_timeout: Duration,
     /// `key=value` pairs of `OTEL_RESOURCE_ATTRIBUTES`, `service.name` resolved.
     pub resource: Vec<(String, String)>,
+    /// Message content on the client spans (an operator's opt-in).
+    pub capture_content: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +186,8 @@ impl Config {
                 var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
                 var("OTEL_SERVICE_NAME"),
             )?,
+            capture_content: var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }))
     }
 }
@@ -353,6 +359,15 @@ mod tests {
             c.resource,
             vec![("service.name".to_owned(), "ion-mentoring".to_owned())]
         );
+        assert!(
+            !c.capture_content,
+            "no message text unless an operator opts in"
+        );
+        let opted_in = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"),
+        ]);
+        assert!(opted_in.unwrap().unwrap().capture_content);
     }
 
     #[test]

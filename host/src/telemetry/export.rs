@@ -350,3 +350,92 @@ pub fn resource(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A server that answers every request with `status` and keeps the request heads.
+    async fn server(status: u16) -> (String, Arc<Mutex<Vec<http::request::Parts>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        kept.lock().unwrap().push(request.into_parts().0);
+                        async move {
+                            let mut response = hyper::Response::new(http_body_util::Full::new(
+                                Bytes::from_static(b""),
+                            ));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn endpoint(url: &str, google_auth: bool) -> Endpoint {
+        Endpoint {
+            url: url.parse().unwrap(),
+            headers: vec![(
+                http::HeaderName::from_static("x-tenant"),
+                HeaderValue::from_static("ion"),
+            )],
+            timeout: Duration::from_secs(5),
+            google_auth,
+        }
+    }
+
+    fn sink(credentials: Option<Credentials>) -> Sink {
+        Sink {
+            client: HttpClient::new(Timeouts::default()),
+            credentials: credentials.map(Arc::new),
+            resource: Resource::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn googles_endpoint_gets_the_hosts_token_and_others_only_their_headers() {
+        let (url, seen) = server(200).await;
+        let sink = sink(Some(Credentials::from_static("host-token".into())));
+        sink.post(&endpoint(&url, true), vec![1, 2]).await.unwrap();
+        sink.post(&endpoint(&url, false), vec![1, 2]).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].headers[AUTHORIZATION], "Bearer host-token");
+        assert_eq!(seen[0].headers[CONTENT_TYPE], "application/x-protobuf");
+        assert_eq!(seen[0].headers["x-tenant"], "ion");
+        assert_eq!(seen[0].uri.path(), "/v1/traces");
+        assert!(!seen[1].headers.contains_key(AUTHORIZATION));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_an_error_that_names_the_endpoint_and_status() {
+        let (url, _) = server(503).await;
+        let error = sink(None)
+            .post(&endpoint(&url, false), vec![])
+            .await
+            .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(error.contains("503") && error.contains(&url), "{error}");
+        let missing = sink(None)
+            .post(&endpoint(&url, true), vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("credentials"),
+            "{missing:#}"
+        );
+    }
+}

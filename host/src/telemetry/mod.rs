@@ -14,6 +14,7 @@
 
 mod attributes;
 pub mod config;
+mod content;
 mod export;
 mod ids;
 mod metrics;
@@ -37,6 +38,7 @@ pub use request::{AttemptHandle, RequestHead, RequestTrace};
 /// The running telemetry; set once at startup, when configured.
 pub struct Telemetry {
     sampler: config::Sampler,
+    capture_content: bool,
     metrics: metrics::Metrics,
     /// Finished spans waiting for the exporter, when traces are on.
     spans: Option<SpanBuffer>,
@@ -114,6 +116,7 @@ pub async fn start(
     let (flush_sender, flush_receiver) = mpsc::channel(1);
     let telemetry = TELEMETRY.get_or_init(|| Telemetry {
         sampler: config.sampler.clone(),
+        capture_content: config.capture_content,
         metrics: metrics::Metrics::new(),
         spans: config.traces.is_some().then(|| SpanBuffer {
             pending: Mutex::new(Vec::new()),
@@ -195,6 +198,7 @@ mod tests {
     fn telemetry(max_queue: usize, max_batch: usize) -> Telemetry {
         Telemetry {
             sampler: config::Sampler::AlwaysOn,
+            capture_content: false,
             metrics: metrics::Metrics::new(),
             spans: Some(SpanBuffer {
                 pending: Mutex::new(Vec::new()),

@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 
 use super::Telemetry;
 use super::attributes::{Attributes, Value};
+use super::content;
 use super::ids::{self, SpanId, TraceId};
 use super::semconv::*;
 use super::spans::{self, Kind};
@@ -63,6 +64,9 @@ struct Attempt {
     duration: Option<Duration>,
     status: Option<u16>,
     error: Option<String>,
+    /// Opt-in content: the request's attributes, and the answer's bytes as they arrive.
+    content: Vec<(&'static str, String)>,
+    output: Vec<u8>,
 }
 
 /// What the component's per-chat line says (see `src/chat_log.rs`).
@@ -199,6 +203,8 @@ impl RequestTrace {
             duration: None,
             status: None,
             error: None,
+            content: Vec::new(),
+            output: Vec::new(),
         };
         let span_id = attempt.span_id;
         let mut state = self.state();
@@ -233,6 +239,27 @@ impl AttemptHandle {
     /// `traceparent` naming the attempt's span, for the request to Vertex AI.
     pub fn traceparent(&self) -> String {
         ids::traceparent(&self.trace.trace_id, &self.span_id, self.trace.sampled)
+    }
+
+    /// Whether this attempt's messages are recorded: an operator opted in, and the trace is
+    /// sampled (content that would not be exported is not kept).
+    pub fn captures_content(&self) -> bool {
+        self.trace.telemetry.capture_content && self.trace.sampled
+    }
+
+    /// The request body sent to Vertex AI (only when [`Self::captures_content`]).
+    pub fn record_input(&self, body: &[u8]) {
+        let attributes = content::input(body);
+        self.trace
+            .with_attempt(self.index, |a| a.content = attributes);
+    }
+
+    /// Answer bytes as they arrive (only when [`Self::captures_content`]); kept up to a bound.
+    pub fn record_output(&self, chunk: &[u8]) {
+        self.trace.with_attempt(self.index, |a| {
+            let room = content::MAX_CONTENT.saturating_sub(a.output.len());
+            a.output.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        });
     }
 
     pub fn responded(&self, status: u16) {
@@ -408,6 +435,14 @@ impl Drop for RequestTrace {
                         attributes.push((key, Value::Int(tokens)));
                     }
                 }
+            }
+            for (key, value) in &attempt.content {
+                attributes.push((key, Value::Str(value.clone())));
+            }
+            if !attempt.output.is_empty()
+                && let Some(output) = content::output(&attempt.output, attempt.streamed)
+            {
+                attributes.push((GEN_AI_OUTPUT_MESSAGES, Value::Str(output)));
             }
             let end = attempt.start + attempt_duration;
             spans.push(spans::build(
