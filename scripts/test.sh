@@ -47,7 +47,7 @@ step "dependencies: licenses, duplicate versions, sources (deny.toml; advisories
 cargo fetch --locked --quiet
 cargo deny --workspace --offline check licenses bans sources
 
-step "Python test tools: schemathesis, openai (tests/python/requirements.txt, in target/python-tests)"
+step "Python test tools: schemathesis, openai, the OTLP receiver (tests/python/requirements.txt, in target/python-tests)"
 # The end-to-end tests in tests/api_contract.rs run them against the service. Reinstalled only
 # when the pins change; pip stays quiet unless it fails.
 py_venv="$PWD/target/python-tests"

@@ -551,3 +551,45 @@ fn message_content_is_on_the_spans_only_when_an_operator_opts_in() {
         );
     }
 }
+
+/// What the README tells a `spin up` user: Spin exports its own spans when given an OTLP
+/// endpoint. They continue the caller's trace and include the call to Vertex AI, in HTTP's
+/// conventions; the GenAI spans are ion-host's.
+#[test]
+fn spin_up_exports_its_own_spans_when_given_an_endpoint() {
+    let receiver = Receiver::start();
+    let emulator = start_emulator();
+    let mut env = emulator_env(&emulator);
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()));
+    let service = Service::start(Runtime::Spin, &env);
+    let trace_id = "7bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = chat_with_headers(
+        &service,
+        &[("traceparent", &format!("00-{trace_id}-{CALLER_SPAN}-01"))],
+        json!({ "message": "Is Spin traced too?" }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let spans = eventually("Spin's spans of the chat", || {
+        let spans: Vec<Value> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s["trace_id"] == trace_id)
+            .collect();
+        let has_call = spans.iter().any(|s| {
+            s["kind"] == "SPAN_KIND_CLIENT"
+                && attribute(s, "url.full")
+                    .as_str()
+                    .is_some_and(|u| u.ends_with(&format!("models/{MODEL}:generateContent")))
+        });
+        has_call.then_some(spans)
+    });
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_SERVER")
+        .expect("Spin's server span");
+    assert_eq!(server["parent_span_id"], CALLER_SPAN);
+    assert!(
+        !spans.iter().any(|s| s["name"] == format!("chat {MODEL}")),
+        "the GenAI spans are ion-host's"
+    );
+}

@@ -302,93 +302,110 @@ impl Drop for RequestTrace {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
         let state = std::mem::take(&mut *self.state());
-        let status = state.status.unwrap_or(500);
         let chat = state.chat.unwrap_or_default();
-        let metrics = &self.telemetry.metrics;
+        let server = self.server_outcome(state.status.unwrap_or(500), &chat);
+        self.telemetry.metrics.record(
+            HTTP_SERVER_REQUEST_DURATION,
+            duration.as_secs_f64(),
+            server.attributes.clone(),
+        );
+        let mut spans = self.attempts(&state.attempts, &chat, duration);
+        if self.sampled {
+            spans.push(self.server_span(server, duration));
+            self.telemetry.offer(spans);
+        }
+    }
+}
 
-        // The server span and http.server.request.duration.
+/// How the request ended, as its metric and span say it.
+struct ServerOutcome {
+    /// `http.server.request.duration`'s attributes (the span adds more).
+    attributes: Attributes,
+    route: Option<String>,
+    error: Option<String>,
+}
+
+impl RequestTrace {
+    fn server_outcome(&self, status: u16, chat: &ChatFacts) -> ServerOutcome {
+        // A chat route is known from the per-chat line; other paths get no route (a path is
+        // not a low-cardinality route).
         let route = chat
             .route
             .as_deref()
             .filter(|r| *r == self.head.path)
             .map(str::to_owned);
-        let mut metric_attributes: Attributes = vec![
+        let mut attributes: Attributes = vec![
             (HTTP_REQUEST_METHOD, Value::from(self.head.method.as_str())),
             (URL_SCHEME, Value::from("http")),
             (HTTP_RESPONSE_STATUS_CODE, Value::from(status)),
         ];
         if let Some(route) = &route {
-            metric_attributes.push((HTTP_ROUTE, Value::from(route.as_str())));
+            attributes.push((HTTP_ROUTE, Value::from(route.as_str())));
         }
-        let server_error = (status >= 500).then(|| status.to_string());
-        if let Some(error) = &server_error {
-            metric_attributes.push((ERROR_TYPE, Value::from(error.as_str())));
+        let error = (status >= 500).then(|| status.to_string());
+        if let Some(error) = &error {
+            attributes.push((ERROR_TYPE, Value::from(error.as_str())));
         }
-        metrics.record(
-            HTTP_SERVER_REQUEST_DURATION,
-            duration.as_secs_f64(),
-            metric_attributes.clone(),
-        );
+        ServerOutcome {
+            attributes,
+            route,
+            error,
+        }
+    }
 
-        // Attempts: the answering one is the last that got a success.
-        let answering = state
-            .attempts
+    fn server_span(&self, outcome: ServerOutcome, duration: Duration) -> Span {
+        let mut attributes = outcome.attributes;
+        attributes.push((URL_PATH, Value::from(self.head.path.as_str())));
+        attributes.push((NETWORK_PROTOCOL_VERSION, Value::from(self.head.protocol)));
+        attributes.push((
+            CLIENT_ADDRESS,
+            Value::from(self.head.client_address.as_str()),
+        ));
+        if let Some(agent) = &self.head.user_agent {
+            attributes.push((USER_AGENT_ORIGINAL, Value::from(agent.as_str())));
+        }
+        let name = match &outcome.route {
+            Some(route) => format!("{} {route}", self.head.method),
+            None => self.head.method.clone(),
+        };
+        spans::build(
+            spans::Ids {
+                trace_id: self.trace_id,
+                span_id: self.span_id,
+                parent: self.parent,
+                remote_parent: true,
+            },
+            name,
+            Kind::Server,
+            (self.start, self.start + duration),
+            attributes,
+            outcome.error,
+        )
+    }
+
+    /// Records every attempt's metrics; returns their spans (and the waits between them) when
+    /// the trace is sampled. The answering attempt is the last that got a success.
+    fn attempts(&self, attempts: &[Attempt], chat: &ChatFacts, duration: Duration) -> Vec<Span> {
+        let answering = attempts
             .iter()
             .rposition(|a| a.status.is_some_and(|s| (200..300).contains(&s)) && a.error.is_none());
-        let mut spans: Vec<Span> = Vec::new();
-        let mut previous_end: Option<(SystemTime, Option<String>)> = None;
-        for (index, attempt) in state.attempts.iter().enumerate() {
+        let mut spans = Vec::new();
+        let mut previous: Option<(SystemTime, Option<String>)> = None;
+        for (index, attempt) in attempts.iter().enumerate() {
             let answered = answering == Some(index);
             let error = attempt.error.clone().or_else(|| {
                 answered
                     .then(|| chat.answer_error().map(str::to_owned))
                     .flatten()
             });
-            let response_model = answered.then(|| chat.model.clone()).flatten();
-            let mut common: Attributes = vec![
-                (GEN_AI_OPERATION_NAME, Value::from(OPERATION_CHAT)),
-                (GEN_AI_PROVIDER_NAME, Value::from(PROVIDER_VERTEX_AI)),
-                (GEN_AI_REQUEST_MODEL, Value::from(attempt.model.as_str())),
-                (SERVER_ADDRESS, Value::from(attempt.server_address.as_str())),
-                (SERVER_PORT, Value::from(attempt.server_port)),
-            ];
-            if let Some(model) = &response_model {
-                common.push((GEN_AI_RESPONSE_MODEL, Value::from(model.as_str())));
-            }
             let attempt_duration = attempt.duration.unwrap_or(duration);
-            let mut with_error = common.clone();
-            if let Some(error) = &error {
-                with_error.push((ERROR_TYPE, Value::from(error.as_str())));
-            }
-            metrics.record(
-                GEN_AI_CLIENT_OPERATION_DURATION,
-                attempt_duration.as_secs_f64(),
-                with_error.clone(),
-            );
-            if let (true, Some(first)) = (attempt.streamed, attempt.first_chunk) {
-                metrics.record(
-                    GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
-                    first.as_secs_f64(),
-                    common.clone(),
-                );
-            }
-            if answered {
-                for (kind, tokens) in [
-                    (TOKEN_TYPE_INPUT, chat.prompt_tokens),
-                    (TOKEN_TYPE_OUTPUT, chat.output_tokens()),
-                ] {
-                    if let Some(tokens) = tokens {
-                        let mut attributes = common.clone();
-                        attributes.push((GEN_AI_TOKEN_TYPE, Value::from(kind)));
-                        metrics.record(GEN_AI_CLIENT_TOKEN_USAGE, tokens as f64, attributes);
-                    }
-                }
-            }
+            let common =
+                self.record_attempt(attempt, answered, chat, error.as_deref(), attempt_duration);
             if !self.sampled {
                 continue;
             }
             // The wait before a retry, as its own span between the two attempts.
-            if let Some((end, reason)) = previous_end.take()
+            if let Some((end, reason)) = previous.take()
                 && attempt.start > end
             {
                 let mut attributes: Attributes =
@@ -405,46 +422,9 @@ impl Drop for RequestTrace {
                     None,
                 ));
             }
-            let mut attributes = with_error;
-            if let Some(status) = attempt.status {
-                attributes.push((HTTP_RESPONSE_STATUS_CODE, Value::from(status)));
-            }
-            if index > 0 {
-                attributes.push((HTTP_REQUEST_RESEND_COUNT, Value::from(index as i64)));
-            }
-            if let Some(max) = chat.max_tokens {
-                attributes.push((GEN_AI_REQUEST_MAX_TOKENS, Value::Int(max)));
-            }
-            if answered {
-                if let Some(id) = &chat.response_id {
-                    attributes.push((GEN_AI_RESPONSE_ID, Value::from(id.as_str())));
-                }
-                if let Some(reason) = &chat.finish_reason {
-                    attributes.push((
-                        GEN_AI_RESPONSE_FINISH_REASONS,
-                        Value::StrArray(vec![reason.to_ascii_lowercase()]),
-                    ));
-                }
-                for (key, tokens) in [
-                    (GEN_AI_USAGE_INPUT_TOKENS, chat.prompt_tokens),
-                    (GEN_AI_USAGE_OUTPUT_TOKENS, chat.output_tokens()),
-                    (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, chat.thoughts_tokens),
-                    (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, chat.cached_tokens),
-                ] {
-                    if let Some(tokens) = tokens {
-                        attributes.push((key, Value::Int(tokens)));
-                    }
-                }
-            }
-            for (key, value) in &attempt.content {
-                attributes.push((key, Value::Str(value.clone())));
-            }
-            if !attempt.output.is_empty()
-                && let Some(output) = content::output(&attempt.output, attempt.streamed)
-            {
-                attributes.push((GEN_AI_OUTPUT_MESSAGES, Value::Str(output)));
-            }
             let end = attempt.start + attempt_duration;
+            let attributes =
+                attempt_attributes(common, attempt, index, answered, chat, error.as_deref());
             spans.push(spans::build(
                 spans::Ids::child(self.trace_id, attempt.span_id, self.span_id),
                 format!("{OPERATION_CHAT} {}", attempt.model),
@@ -453,40 +433,115 @@ impl Drop for RequestTrace {
                 attributes,
                 error.clone(),
             ));
-            previous_end = Some((end, error));
+            previous = Some((end, error));
         }
+        spans
+    }
 
-        if self.sampled {
-            let mut attributes = metric_attributes;
-            attributes.push((URL_PATH, Value::from(self.head.path.as_str())));
-            attributes.push((NETWORK_PROTOCOL_VERSION, Value::from(self.head.protocol)));
-            attributes.push((
-                CLIENT_ADDRESS,
-                Value::from(self.head.client_address.as_str()),
-            ));
-            if let Some(agent) = &self.head.user_agent {
-                attributes.push((USER_AGENT_ORIGINAL, Value::from(agent.as_str())));
+    /// Records one attempt's metrics; returns the attributes its metrics and span share.
+    fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        answered: bool,
+        chat: &ChatFacts,
+        error: Option<&str>,
+        duration: Duration,
+    ) -> Attributes {
+        let metrics = &self.telemetry.metrics;
+        let mut common: Attributes = vec![
+            (GEN_AI_OPERATION_NAME, Value::from(OPERATION_CHAT)),
+            (GEN_AI_PROVIDER_NAME, Value::from(PROVIDER_VERTEX_AI)),
+            (GEN_AI_REQUEST_MODEL, Value::from(attempt.model.as_str())),
+            (SERVER_ADDRESS, Value::from(attempt.server_address.as_str())),
+            (SERVER_PORT, Value::from(attempt.server_port)),
+        ];
+        if let Some(model) = chat.model.as_deref().filter(|_| answered) {
+            common.push((GEN_AI_RESPONSE_MODEL, Value::from(model)));
+        }
+        let mut with_error = common.clone();
+        if let Some(error) = error {
+            with_error.push((ERROR_TYPE, Value::from(error)));
+        }
+        metrics.record(
+            GEN_AI_CLIENT_OPERATION_DURATION,
+            duration.as_secs_f64(),
+            with_error,
+        );
+        if let (true, Some(first)) = (attempt.streamed, attempt.first_chunk) {
+            metrics.record(
+                GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+                first.as_secs_f64(),
+                common.clone(),
+            );
+        }
+        if answered {
+            for (kind, tokens) in [
+                (TOKEN_TYPE_INPUT, chat.prompt_tokens),
+                (TOKEN_TYPE_OUTPUT, chat.output_tokens()),
+            ] {
+                if let Some(tokens) = tokens {
+                    let mut attributes = common.clone();
+                    attributes.push((GEN_AI_TOKEN_TYPE, Value::from(kind)));
+                    metrics.record(GEN_AI_CLIENT_TOKEN_USAGE, tokens as f64, attributes);
+                }
             }
-            let name = match &route {
-                Some(route) => format!("{} {route}", self.head.method),
-                None => self.head.method.clone(),
-            };
-            spans.push(spans::build(
-                spans::Ids {
-                    trace_id: self.trace_id,
-                    span_id: self.span_id,
-                    parent: self.parent,
-                    remote_parent: true,
-                },
-                name,
-                Kind::Server,
-                (self.start, self.start + duration),
-                attributes,
-                server_error,
+        }
+        common
+    }
+}
+
+/// A client span's attributes: the shared ones, then the attempt's and, on the attempt that
+/// answered, the answer's.
+fn attempt_attributes(
+    mut attributes: Attributes,
+    attempt: &Attempt,
+    index: usize,
+    answered: bool,
+    chat: &ChatFacts,
+    error: Option<&str>,
+) -> Attributes {
+    if let Some(error) = error {
+        attributes.push((ERROR_TYPE, Value::from(error)));
+    }
+    if let Some(status) = attempt.status {
+        attributes.push((HTTP_RESPONSE_STATUS_CODE, Value::from(status)));
+    }
+    if index > 0 {
+        attributes.push((HTTP_REQUEST_RESEND_COUNT, Value::from(index as i64)));
+    }
+    if let Some(max) = chat.max_tokens {
+        attributes.push((GEN_AI_REQUEST_MAX_TOKENS, Value::Int(max)));
+    }
+    if answered {
+        if let Some(id) = &chat.response_id {
+            attributes.push((GEN_AI_RESPONSE_ID, Value::from(id.as_str())));
+        }
+        if let Some(reason) = &chat.finish_reason {
+            attributes.push((
+                GEN_AI_RESPONSE_FINISH_REASONS,
+                Value::StrArray(vec![reason.to_ascii_lowercase()]),
             ));
-            self.telemetry.offer(spans);
+        }
+        for (key, tokens) in [
+            (GEN_AI_USAGE_INPUT_TOKENS, chat.prompt_tokens),
+            (GEN_AI_USAGE_OUTPUT_TOKENS, chat.output_tokens()),
+            (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, chat.thoughts_tokens),
+            (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, chat.cached_tokens),
+        ] {
+            if let Some(tokens) = tokens {
+                attributes.push((key, Value::Int(tokens)));
+            }
         }
     }
+    for (key, value) in &attempt.content {
+        attributes.push((key, Value::Str(value.clone())));
+    }
+    if !attempt.output.is_empty()
+        && let Some(output) = content::output(&attempt.output, attempt.streamed)
+    {
+        attributes.push((GEN_AI_OUTPUT_MESSAGES, Value::Str(output)));
+    }
+    attributes
 }
 
 #[cfg(test)]
