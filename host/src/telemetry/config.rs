@@ -123,6 +123,18 @@ impl Sampler {
     }
 }
 
+/// The sampler as `OTEL_TRACES_SAMPLER` names it (with its ratio), for the startup log.
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampler::AlwaysOn => f.write_str("always_on"),
+            Sampler::AlwaysOff => f.write_str("always_off"),
+            Sampler::Ratio(ratio) => write!(f, "traceidratio {ratio}"),
+            Sampler::ParentBased(root) => write!(f, "parentbased_{root}"),
+        }
+    }
+}
+
 /// The default `service.name`.
 pub const DEFAULT_SERVICE_NAME: &str = "ion-mentoring";
 
@@ -503,5 +515,9 @@ mod tests {
         assert!(!Sampler::Ratio(0.0).sample(None, &low));
         assert!(Sampler::Ratio(1.0).sample(None, &high));
         assert!(Sampler::AlwaysOn.sample(Some(false), &low));
+        assert_eq!(
+            Sampler::ParentBased(Box::new(Sampler::Ratio(0.25))).to_string(),
+            "parentbased_traceidratio 0.25"
+        );
     }
 }

@@ -132,7 +132,7 @@ pub async fn start(
         None => format!("no {what}"),
     };
     logging::info(&format!(
-        "telemetry on: {}, {} (sampler {:?}, semantic conventions {})",
+        "telemetry on: {}, {} (sampler {}, semantic conventions {})",
         describe(
             "traces",
             config.traces.as_ref().map(|t| match t {
