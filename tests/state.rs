@@ -32,17 +32,6 @@ fn start(
     Service::start_on(runtime, store, state_dir, &[], &env)
 }
 
-fn post(service: &Service, body: &Value, headers: &[(&str, &str)]) -> Reply {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    request(
-        "POST",
-        &service.url("/chat"),
-        &all,
-        body.to_string().as_bytes(),
-    )
-}
-
 fn ok(reply: Reply) -> Value {
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()
@@ -71,8 +60,7 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     let label = format!("{runtime:?}");
 
     // A first turn starts a conversation; the second continues it with its history.
-    let first = ok(post(
-        &service,
+    let first = ok(service.chat_with_headers(
         &json!({"message": format!("How do I begin, {label}?")}),
         &[],
     ));
@@ -85,8 +73,7 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
         "{id}"
     );
     assert_eq!(first["metadata"]["cache"], "miss");
-    let second = ok(post(
-        &service,
+    let second = ok(service.chat_with_headers(
         &json!({"message": "And after that?", "conversation_id": id}),
         &[],
     ));
@@ -149,40 +136,24 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     );
 
     // Callers that keep their own history still can; the server then stores nothing.
-    let own = ok(post(
-        &service,
-        &json!({"message": "Mine", "history": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+    let own = ok(service.chat_with_headers(&json!({"message": "Mine", "history": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
         &[],
     ));
     assert_eq!(own["conversation_id"], Value::Null);
 
     // Bad ids and bad combinations.
-    let both = post(
-        &service,
-        &json!({"message": "x", "conversation_id": id, "history": [{"role": "user", "content": "a"}]}),
+    let both = service.chat_with_headers(&json!({"message": "x", "conversation_id": id, "history": [{"role": "user", "content": "a"}]}),
         &[],
     );
     assert_eq!(both.status, 422, "{}", both.body);
     for bad in ["nope", "../../etc/passwd", &"A".repeat(32), &"0".repeat(33)] {
-        let r = post(
-            &service,
-            &json!({"message": "x", "conversation_id": bad}),
-            &[],
-        );
+        let r = service.chat_with_headers(&json!({"message": "x", "conversation_id": bad}), &[]);
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
     }
-    let r = post(
-        &service,
-        &json!({"message": "x", "conversation_id": 12}),
-        &[],
-    );
+    let r = service.chat_with_headers(&json!({"message": "x", "conversation_id": 12}), &[]);
     assert_eq!(r.status, 422);
     let unknown = "0123456789abcdef".repeat(2);
-    let r = post(
-        &service,
-        &json!({"message": "x", "conversation_id": unknown}),
-        &[],
-    );
+    let r = service.chat_with_headers(&json!({"message": "x", "conversation_id": unknown}), &[]);
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.json()["code"], "conversation_not_found");
     assert_eq!(
@@ -206,10 +177,9 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
 
     // The response cache: a repeated first question is answered without Gemini.
     let question = json!({"message": format!("What is a good first project, {label}?")});
-    let miss = ok(post(&service, &question, &[]));
+    let miss = ok(service.chat_with_headers(&question, &[]));
     let calls = upstream_calls(&emulator);
-    let hit = ok(post(
-        &service,
+    let hit = ok(service.chat_with_headers(
         &json!({"message": format!("  what is a good FIRST project, {label}? ")}),
         &[],
     ));
@@ -230,7 +200,7 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
         calls,
         "hits make no upstream call"
     );
-    let bypass = ok(post(&service, &question, &[("cache-control", "no-cache")]));
+    let bypass = ok(service.chat_with_headers(&question, &[("cache-control", "no-cache")]));
     assert_eq!(bypass["metadata"]["cache"], "miss");
     assert_eq!(upstream_calls(&emulator), calls + 1);
 
@@ -279,11 +249,7 @@ fn conversations_and_cache(runtime: Runtime, store: Store<'_>) {
     assert_eq!(request("DELETE", &service.url(&path), &[], b"").status, 204);
     assert_eq!(service.get(&path).status, 404);
     assert_eq!(request("DELETE", &service.url(&path), &[], b"").status, 404);
-    let r = post(
-        &service,
-        &json!({"message": "x", "conversation_id": *id}),
-        &[],
-    );
+    let r = service.chat_with_headers(&json!({"message": "x", "conversation_id": *id}), &[]);
     assert_eq!(r.status, 404);
 
     // Ids grant access: the logs show only their first 8 digits.
@@ -353,22 +319,15 @@ fn conversations_expire_fill_up_and_the_cache_turns_off() {
                 ("SPIN_VARIABLE_CACHE_TTL_SECONDS", "0"),
             ],
         );
-        let first = ok(post(&service, &json!({"message": "one"}), &[]));
+        let first = ok(service.chat_with_headers(&json!({"message": "one"}), &[]));
         let id = first["conversation_id"].as_str().unwrap().to_owned();
-        ok(post(
-            &service,
-            &json!({"message": "two", "conversation_id": id}),
-            &[],
-        ));
-        let full = post(
-            &service,
-            &json!({"message": "three", "conversation_id": id}),
-            &[],
-        );
+        ok(service.chat_with_headers(&json!({"message": "two", "conversation_id": id}), &[]));
+        let full =
+            service.chat_with_headers(&json!({"message": "three", "conversation_id": id}), &[]);
         assert_eq!(full.status, 422, "{runtime:?}: {}", full.body);
         assert_eq!(full.json()["code"], "conversation_full");
 
-        let again = ok(post(&service, &json!({"message": "one"}), &[]));
+        let again = ok(service.chat_with_headers(&json!({"message": "one"}), &[]));
         assert_eq!(again["metadata"]["cache"], "miss", "the cache is off");
 
         std::thread::sleep(Duration::from_millis(3100));
@@ -427,27 +386,15 @@ fn a_redis_outage_is_survived() {
         &emulator,
         &[],
     );
-    let first = ok(post(
-        &service,
-        &json!({"message": "before the outage"}),
-        &[],
-    ));
+    let first = ok(service.chat_with_headers(&json!({"message": "before the outage"}), &[]));
     let id = first["conversation_id"].as_str().unwrap().to_owned();
 
     redis.stop();
-    let plain = ok(post(
-        &service,
-        &json!({"message": "during the outage"}),
-        &[],
-    ));
+    let plain = ok(service.chat_with_headers(&json!({"message": "during the outage"}), &[]));
     assert_eq!(plain["conversation_id"], Value::Null);
     assert_eq!(plain["metadata"]["cache"], "miss");
     let started = Instant::now();
-    let named = post(
-        &service,
-        &json!({"message": "x", "conversation_id": id}),
-        &[],
-    );
+    let named = service.chat_with_headers(&json!({"message": "x", "conversation_id": id}), &[]);
     assert_eq!(named.status, 503, "{}", named.body);
     assert_eq!(named.json()["code"], "store_unavailable");
     assert!(named.header("retry-after").is_some());
@@ -468,7 +415,7 @@ fn a_redis_outage_is_survived() {
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = ok(post(&service, &json!({"message": "after the outage"}), &[]));
+        let r = ok(service.chat_with_headers(&json!({"message": "after the outage"}), &[]));
         if r["conversation_id"].is_string() {
             break;
         }
@@ -493,10 +440,9 @@ fn corrupt_and_foreign_records_are_answered() {
         &emulator,
         &[],
     );
-    let first = ok(post(&service, &json!({"message": "a real one"}), &[]));
+    let first = ok(service.chat_with_headers(&json!({"message": "a real one"}), &[]));
     let id = first["conversation_id"].as_str().unwrap().to_owned();
-    ok(post(
-        &service,
+    ok(service.chat_with_headers(
         &json!({"message": "and another", "conversation_id": id}),
         &[],
     ));
@@ -507,18 +453,15 @@ fn corrupt_and_foreign_records_are_answered() {
     assert_eq!(kept["turns"].as_array().unwrap().len(), 1, "{kept}");
     redis.cli(&["SET", &format!("conv/{id}"), "[1,2,3]"]);
     assert_eq!(service.get(&format!("/conversations/{id}")).status, 404);
-    let r = post(
-        &service,
-        &json!({"message": "x", "conversation_id": id}),
-        &[],
-    );
+    let r = service.chat_with_headers(&json!({"message": "x", "conversation_id": id}), &[]);
     assert_eq!(r.status, 404, "{}", r.body);
 
     // A counter that is not a number is a store error for that conversation, not a crash.
-    let other = ok(post(&service, &json!({"message": "a third"}), &[]))["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other =
+        ok(service.chat_with_headers(&json!({"message": "a third"}), &[]))["conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     redis.cli(&["SET", &format!("conv/{other}/n"), "not a number"]);
     let r = service.get(&format!("/conversations/{other}"));
     assert_eq!(r.status, 503, "{}", r.body);
@@ -542,7 +485,7 @@ fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
         &emulator,
         &[],
     );
-    let first = ok(post(&service, &json!({"message": "the first turn"}), &[]));
+    let first = ok(service.chat_with_headers(&json!({"message": "the first turn"}), &[]));
     let id = first["conversation_id"].as_str().unwrap().to_owned();
 
     let base_url = service.base_url.clone();

@@ -104,17 +104,6 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn chat_with_headers(service: &Service, headers: &[(&str, &str)], body: Value) -> Reply {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    request(
-        "POST",
-        &service.url("/chat"),
-        &all,
-        body.to_string().as_bytes(),
-    )
-}
-
 /// The spans of one trace, once its server span has arrived.
 fn trace(receiver: &Receiver, trace_id: &str) -> Vec<Value> {
     eventually(&format!("the server span of trace {trace_id}"), || {
@@ -140,10 +129,9 @@ fn a_retried_chat_is_one_trace_from_the_caller_through_every_attempt() {
     let emulator = start_emulator();
     let service = Service::start(Runtime::IonHost, &receiver.env(&emulator));
     let message = "How do I start a side project? [[emulator:503x1]]";
-    let reply = chat_with_headers(
-        &service,
+    let reply = service.chat_with_headers(
+        &json!({ "message": message }),
         &[("traceparent", &format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))],
-        json!({ "message": message }),
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let answer = reply.json();
@@ -341,10 +329,9 @@ fn cloud_runs_trace_header_and_the_callers_sampling_decision_are_followed() {
 
     // X-Cloud-Trace-Context: the span id is decimal.
     let cloud_trace = "105445aa7843bc8bf206b12000100000";
-    let reply = chat_with_headers(
-        &service,
+    let reply = service.chat_with_headers(
+        &json!({ "message": "What should I learn first?" }),
         &[("x-cloud-trace-context", &format!("{cloud_trace}/1;o=1"))],
-        json!({ "message": "What should I learn first?" }),
     );
     assert_eq!(reply.status, 200);
     let spans = trace(&receiver, cloud_trace);
@@ -357,13 +344,12 @@ fn cloud_runs_trace_header_and_the_callers_sampling_decision_are_followed() {
     // A caller that did not sample: no spans, the decision passed on, metrics still counted.
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     let before = emulator.requests().len();
-    let reply = chat_with_headers(
-        &service,
+    let reply = service.chat_with_headers(
+        &json!({ "message": "And after that?" }),
         &[(
             "traceparent",
             &format!("00-{unsampled}-b7ad6b7169203331-00"),
         )],
-        json!({ "message": "And after that?" }),
     );
     assert_eq!(reply.status, 200);
     let sent = emulator.requests()[before]
@@ -503,11 +489,11 @@ fn message_content_is_on_the_spans_only_when_an_operator_opts_in() {
     let trace_id = "5af7651916cd43dd8448eb211c80319c";
     let parent = format!("00-{trace_id}-b7ad6b7169203331-01");
     for stream in [false, true] {
-        let reply = chat_with_headers(
-            &service,
+        // Different questions: the second is not answered from the cache.
+        let question = format!("Where do I begin with Rust? (streamed: {stream})");
+        let reply = service.chat_with_headers(
+            &json!({ "message": question, "stream": stream }),
             &[("traceparent", &parent)],
-            // Different questions: the second is not answered from the cache.
-            json!({ "message": format!("Where do I begin with Rust? (streamed: {stream})"), "stream": stream }),
         );
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
@@ -563,10 +549,9 @@ fn spin_up_exports_its_own_spans_when_given_an_endpoint() {
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()));
     let service = Service::start(Runtime::Spin, &env);
     let trace_id = "7bf92f3577b34da6a3ce929d0e0e4736";
-    let reply = chat_with_headers(
-        &service,
+    let reply = service.chat_with_headers(
+        &json!({ "message": "Is Spin traced too?" }),
         &[("traceparent", &format!("00-{trace_id}-{CALLER_SPAN}-01"))],
-        json!({ "message": "Is Spin traced too?" }),
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let spans = eventually("Spin's spans of the chat", || {

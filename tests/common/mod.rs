@@ -338,6 +338,18 @@ impl Service {
         )
     }
 
+    /// POST a JSON body to /chat with extra headers.
+    pub fn chat_with_headers(&self, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        request(
+            "POST",
+            &self.url("/chat"),
+            &all,
+            body.to_string().as_bytes(),
+        )
+    }
+
     /// POST `{"message": message}` to /chat.
     pub fn ask(&self, message: &str) -> Reply {
         self.chat(&serde_json::json!({ "message": message }).to_string())

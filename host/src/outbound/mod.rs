@@ -140,11 +140,7 @@ impl Outbound {
 
         // Buffer the (small) body so the request can be sent again with a fresh token.
         let (parts, body) = request.into_parts();
-        let body = Limited::new(body, MAX_REPLAY_BODY)
-            .collect()
-            .await
-            .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
-            .to_bytes();
+        let body = buffered(body).await?;
         let build = |token: &str| -> Result<http::Request<ClientBody>, HttpError> {
             let mut request = http::Request::new(full_body(body.clone()));
             *request.method_mut() = parts.method.clone();
@@ -226,6 +222,15 @@ impl Outbound {
     }
 }
 
+/// A request body read into memory (at most [`MAX_REPLAY_BODY`]).
+async fn buffered(body: WasiBody) -> Result<bytes::Bytes, HttpError> {
+    Ok(Limited::new(body, MAX_REPLAY_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
+        .to_bytes())
+}
+
 /// Reads a request's body (to record its messages on the attempt's span) and gives back the
 /// same request with the body in memory.
 async fn recorded_input(
@@ -233,11 +238,7 @@ async fn recorded_input(
     attempt: &AttemptHandle,
 ) -> Result<http::Request<WasiBody>, HttpError> {
     let (parts, body) = request.into_parts();
-    let body = Limited::new(body, MAX_REPLAY_BODY)
-        .collect()
-        .await
-        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REPLAY_BODY as u64)))?
-        .to_bytes();
+    let body = buffered(body).await?;
     attempt.record_input(&body);
     let body = http_body_util::Full::new(body)
         .map_err(|never| match never {})
