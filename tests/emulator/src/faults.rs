@@ -4,7 +4,7 @@
 //!
 //! FAULTS is one fault or several separated by commas, e.g. `503x2,chunk-delay=50`: at most
 //! one *outcome* (a status, `safety`, `drop`, `stream-error`, …) plus any *modifiers*
-//! (`slow=MS`, `chunk-delay=MS`, `retry-delay=MS`) and *answer modifiers* (`parallel-calls`,
+//! (`slow=MS`, `chunk-delay=MS`, `retry-delay=MS`, `pad=BYTES`) and *answer modifiers* (`parallel-calls`,
 //! `no-tool`: how a request with tools is answered, see [`Steering`]), each named once.
 
 use std::time::Duration;
@@ -28,6 +28,9 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(3);
 /// `retryDelay` of a transient `429xN`: short, so tests that retry stay fast.
 pub const TRANSIENT_RETRY_DELAY: Duration = Duration::from_millis(200);
 
+/// Largest padding of `pad=BYTES`.
+pub const MAX_PADDING: usize = 64 * 1024 * 1024;
+
 /// Largest N of `STATUSxN`.
 pub const MAX_TRANSIENT_FAILURES: u32 = 1000;
 
@@ -46,6 +49,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "slow=MS",
     "chunk-delay=MS",
     "retry-delay=MS",
+    "pad=BYTES",
     "safety",
     "blocked=REASON",
     "finish-safety",
@@ -99,6 +103,9 @@ pub struct Plan {
     pub chunk_delay: Option<Duration>,
     /// `retryDelay` of a 429 (`retry-delay`).
     pub retry_delay: Option<Duration>,
+    /// Bytes of padding in a unary answer's JSON, in a field clients ignore (`pad`): a large
+    /// reply without a long answer.
+    pub padding: usize,
     /// `parallel-calls`, `no-tool`.
     pub steering: Steering,
 }
@@ -118,6 +125,7 @@ enum Piece {
     Slow(Duration),
     ChunkDelay(Duration),
     RetryDelay(Duration),
+    Pad(usize),
     ParallelCalls,
     NoTool,
 }
@@ -173,6 +181,18 @@ fn parse_one(spec: &str) -> Result<Piece, String> {
         ("slow", Some(ms)) => Piece::Slow(millis("slow", ms)?),
         ("chunk-delay", Some(ms)) => Piece::ChunkDelay(millis("chunk-delay", ms)?),
         ("retry-delay", Some(ms)) => Piece::RetryDelay(millis("retry-delay", ms)?),
+        ("pad", Some(bytes)) => Piece::Pad(
+            bytes
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_PADDING).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "emulator fault \"pad={bytes}\": BYTES must be a whole number from 1 to \
+                         {MAX_PADDING}"
+                    )
+                })?,
+        ),
         ("safety", None) => Piece::Outcome(Outcome::PromptBlocked("SAFETY".into())),
         ("blocked", Some(reason))
             if !reason.is_empty()
@@ -228,6 +248,11 @@ pub fn parse(specs: &str) -> Result<Plan, String> {
             }
             Piece::RetryDelay(delay) => {
                 if plan.retry_delay.replace(delay).is_some() {
+                    return Err(twice());
+                }
+            }
+            Piece::Pad(bytes) => {
+                if std::mem::replace(&mut plan.padding, bytes) != 0 {
                     return Err(twice());
                 }
             }
@@ -393,9 +418,11 @@ mod tests {
                 delay: Duration::from_millis(5),
                 chunk_delay: Some(Duration::from_millis(10)),
                 retry_delay: Some(Duration::ZERO),
+                padding: 0,
                 steering: Steering::default(),
             }
         );
+        assert_eq!(parse("pad=1000,slow=1").unwrap().padding, 1000);
         for conflicting in [
             "429,503",
             "drop,stream-error",
@@ -403,6 +430,7 @@ mod tests {
             "chunk-delay=1,chunk-delay=2",
             "parallel-calls,Parallel-Calls",
             "no-tool,no-tool",
+            "pad=1,pad=2",
         ] {
             let err = parse(conflicting).unwrap_err();
             assert!(
@@ -480,6 +508,10 @@ mod tests {
             "stream-error=1",
             "parallel-calls=2",
             "no-tool=yes",
+            "pad",
+            "pad=0",
+            "pad=x",
+            "pad=67108865",
             "parallel",
             "503,",
         ] {

@@ -16,7 +16,7 @@ use vertex_emulator::{Emulator, EmulatorConfig};
 /// with FAULTS one or more (comma-separated) of 400 401 403 404 429 500 503 504, STATUSxN
 /// (the first N attempts fail, e.g. 503x2), stream-error, safety, blocked=REASON,
 /// finish-safety, empty, garbage, drop, the modifiers slow, slow=MS, chunk-delay=MS,
-/// retry-delay=MS, and for requests with tools parallel-calls (call two functions at once) and
+/// retry-delay=MS, pad=BYTES (a large unary reply), and for requests with tools parallel-calls (call two functions at once) and
 /// no-tool (answer with text in mode AUTO).
 #[derive(Debug, Parser)]
 #[command(name = "vertex-emulator", version)]

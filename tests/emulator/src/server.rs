@@ -341,11 +341,11 @@ fn reply_response(
 ) -> Response<EmulatorBody> {
     let sse = match rpc {
         Rpc::Generate => {
-            return response(
-                200,
-                JSON,
-                EmulatorBody::full(reply.unary_json().to_string()),
-            );
+            let mut json = reply.unary_json();
+            if plan.padding > 0 {
+                json["emulatorPadding"] = " ".repeat(plan.padding).into();
+            }
+            return response(200, JSON, EmulatorBody::full(json.to_string()));
         }
         Rpc::Stream { sse } => sse,
     };
