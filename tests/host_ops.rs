@@ -10,15 +10,6 @@ use crate::common::serial;
 use crate::common::*;
 use serde_json::Value;
 
-fn env_with(emulator: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = emulator_env(emulator);
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    env
-}
-
 fn compile(output: &std::path::Path) {
     let status = Command::new(host_binary())
         .arg("compile")
@@ -67,7 +58,7 @@ fn precompiled_component_is_served_and_a_bad_one_refused() {
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let emulator = start_emulator();
-    let env = env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
+    let env = emulator_env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
     let mut service = Service::start_host(&["--shutdown-grace-ms", "5000"], &env);
     let url = service.url("/chat");
     let slow = std::thread::spawn(move || {
@@ -171,7 +162,7 @@ fn back_to_back_requests_at_the_limit_are_not_refused() {
 fn body_size_deadline_and_memory_limits() {
     let _timed = serial::timed();
     let emulator = start_emulator();
-    let env = env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
+    let env = emulator_env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
     let service = Service::start_host(
         &["--max-body-bytes", "200", "--request-timeout-ms", "700"],
         &env,
@@ -307,7 +298,7 @@ fn logs_are_cloud_logging_json_with_trace_and_request_id() {
 fn runtime_credentials_come_from_the_host_not_the_component() {
     let emulator = start_emulator();
     // A static token in runtime mode: the host adds it; a 401 makes it try once more.
-    let env = env_with(&emulator, &[("SPIN_VARIABLE_CREDENTIALS", "runtime")]);
+    let env = emulator_env_with(&emulator, &[("SPIN_VARIABLE_CREDENTIALS", "runtime")]);
     let service = Service::start_host(&[], &env);
     let reply = service.ask("hello");
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -364,7 +355,7 @@ fn runtime_credentials_come_from_the_host_not_the_component() {
 fn a_client_that_hangs_up_cancels_its_request() {
     let _timed = serial::timed();
     let emulator = start_emulator();
-    let env = env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
+    let env = emulator_env_with(&emulator, &[("SPIN_VARIABLE_REQUEST_TIMEOUT_MS", "10000")]);
     let service = Service::start_host(&[], &env);
     let body = r#"{"message": "[[emulator:slow=5000]]"}"#;
     let mut stream =

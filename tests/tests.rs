@@ -16,6 +16,7 @@ mod host_ops;
 mod hostile;
 mod monitoring;
 mod rate_limit;
+mod reuse;
 mod state;
 mod telemetry;
 mod upstream;

@@ -34,7 +34,7 @@ use crate::manifest::App;
 use crate::outbound::Outbound;
 use crate::outbound::policy::AllowList;
 use crate::ratelimit::{ClientLimits, ClientOptions};
-use crate::runtime::{EPOCH_TICK, Limits, Runtime};
+use crate::runtime::{EPOCH_TICK, IdleInstances, Limits, ReusePolicy, Runtime};
 use crate::server::{
     BodyLimits, ConnectionTimeouts, CorsPolicy, HEALTH_RESERVE, RequestLimits, Server,
 };
@@ -92,6 +92,19 @@ struct ServeOptions {
     /// Largest linear memory one request's instance may use.
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     max_memory_mib: usize,
+
+    /// Requests one instance of the component serves, one after another, before a fresh one
+    /// replaces it; 1 gives every request a fresh instance. An instance is reused only after a
+    /// request that ended well: one that trapped, ran past its deadline or was cancelled is
+    /// dropped.
+    #[arg(long, default_value_t = ReusePolicy::default().max_requests, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_instance_reuse_count: u32,
+
+    /// Instances kept waiting for the next request; those beyond the first few are dropped
+    /// after a second unused, so memory comes back after a burst. 0 turns reuse off.
+    #[arg(long, default_value_t = ReusePolicy::default().max_idle, value_name = "N")]
+    max_idle_instances: usize,
 
     /// Deadline for one request: the response must start within it and end within it (a stream
     /// still running then ends with an error event), and a guest still running at it traps
@@ -229,7 +242,13 @@ fn serve(options: ServeOptions) -> Result<()> {
             max_memory_bytes: options.max_memory_mib.saturating_mul(1024 * 1024),
             deadline_ticks: (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
         };
-        let mut runtime = Runtime::new(&component, limits, variables, outbound)?;
+        let reuse = ReusePolicy {
+            max_requests: options.max_instance_reuse_count,
+            max_idle: options.max_idle_instances,
+            ..ReusePolicy::default()
+        };
+        let mut runtime = Runtime::new(&component, limits, reuse, variables, outbound)?;
+        let idle = runtime.idle().clone();
         let engines = runtime.engines().map(Clone::clone);
 
         let listener = tokio::net::TcpListener::bind(listen)
@@ -272,6 +291,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         let watched = server.clone();
         spawn_ticker(
             engines,
+            idle,
             move || watched.burst_ended(),
             tokio::runtime::Handle::current(),
         );
@@ -290,10 +310,13 @@ fn serve(options: ServeOptions) -> Result<()> {
     })
 }
 
-/// Advances the engines' epoch with wall-clock time, so that a guest past its deadline traps, and once a burst is
-/// over (checked at every tick: a few atomic loads), asks the workers to give its memory back.
+/// Advances the engines' epoch with wall-clock time, so that a guest past its deadline traps;
+/// drops the idle instances that have waited too long, or all but a few once a burst is over;
+/// and then (checked at every tick: a few atomic loads and a lock) asks the workers to give
+/// the memory back.
 fn spawn_ticker(
     engines: [wasmtime::Engine; 2],
+    idle: Arc<IdleInstances>,
     burst_ended: impl Fn() -> bool + Send + 'static,
     workers: tokio::runtime::Handle,
 ) {
@@ -305,7 +328,9 @@ fn spawn_ticker(
                 for engine in &engines {
                     engine.increment_epoch();
                 }
-                if burst_ended() {
+                let burst_over = burst_ended();
+                let trimmed = idle.trim(std::time::Instant::now(), burst_over);
+                if burst_over || trimmed > 0 {
                     allocator::release_after_burst(&workers);
                 }
             }

@@ -109,6 +109,16 @@ pub fn emulator_env(emulator: &Emulator) -> Vec<(String, String)> {
     ]
 }
 
+/// [`emulator_env`] with `extra` variables added or replaced.
+pub fn emulator_env_with(emulator: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = emulator_env(emulator);
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
 /// Where a service keeps its state.
 pub enum Store<'a> {
     /// The runtime's own default: ion-host's embedded file, Spin's SQLite file.

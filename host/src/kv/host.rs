@@ -36,6 +36,11 @@ impl KvCtx {
     pub fn new(stores: Arc<Stores>) -> KvCtx {
         KvCtx { stores, handles: 0 }
     }
+
+    /// Store, bucket and CAS handles the guest holds now.
+    pub fn open_handles(&self) -> u32 {
+        self.handles
+    }
 }
 
 /// What the host functions work on: the request's resource table and key-value state.

@@ -13,13 +13,20 @@ use tokio::io::AsyncWrite;
 
 use super::{RequestContext, Severity, line, target};
 
-/// A guest's stdout or stderr: each complete line becomes one entry of the request.
+/// A guest's stdout or stderr: each complete line becomes one entry of the request being
+/// served. An instance that serves request after request keeps its streams (the guest opens
+/// them once), so the request they write for is switched with [`GuestOutput::serve`].
 #[derive(Clone)]
 pub struct GuestOutput {
-    context: Arc<RequestContext>,
     severity: Severity,
     stream: &'static str,
-    pending: Arc<Mutex<Vec<u8>>>,
+    current: Arc<Mutex<Current>>,
+}
+
+/// The request a stream writes for, and the start of a line not ended yet.
+struct Current {
+    context: Arc<RequestContext>,
+    pending: Vec<u8>,
 }
 
 /// Fields of an entry that only the host sets.
@@ -41,28 +48,46 @@ impl GuestOutput {
 
     fn new(context: Arc<RequestContext>, severity: Severity, stream: &'static str) -> GuestOutput {
         GuestOutput {
-            context,
             severity,
             stream,
-            pending: Arc::default(),
+            current: Arc::new(Mutex::new(Current {
+                context,
+                pending: Vec::new(),
+            })),
         }
     }
 
-    fn emit(&self, line: &[u8]) {
-        if let Some((severity, message, fields)) = self.entry(line) {
+    /// From now on, lines are `context`'s. A line the previous request left unended is
+    /// written as its own first, so no line ever mixes two requests' output.
+    pub fn serve(&self, context: Arc<RequestContext>) {
+        let mut current = self.lock();
+        self.end_pending(&mut current);
+        current.context = context;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, context: &RequestContext, line: &[u8]) {
+        if let Some((severity, message, fields)) = self.entry(context, line) {
             line::write(target::GUEST, severity, &message, fields);
         }
     }
 
     /// The entry for one guest line: structured when the line is a JSON object with a string
     /// `message`, plain text otherwise. `None` for an empty line.
-    fn entry(&self, line: &[u8]) -> Option<(Severity, String, Map<String, Value>)> {
+    fn entry(
+        &self,
+        context: &RequestContext,
+        line: &[u8],
+    ) -> Option<(Severity, String, Map<String, Value>)> {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             return None;
         }
-        let mut fields = guest_fields(&self.context, self.stream);
+        let mut fields = guest_fields(context, self.stream);
         let structured = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(object)) if object.get("message").is_some_and(Value::is_string) => {
                 Some(object)
@@ -73,7 +98,7 @@ impl GuestOutput {
             return Some((self.severity, line.to_owned(), fields));
         };
         // The per-chat line also completes the request's spans (tokens, finish reason).
-        if let (Some(telemetry), Some(chat)) = (&self.context.telemetry, object.get("chat")) {
+        if let (Some(telemetry), Some(chat)) = (&context.telemetry, object.get("chat")) {
             telemetry.note_chat(chat);
         }
         let message = match object.remove("message") {
@@ -95,10 +120,11 @@ impl GuestOutput {
     }
 
     fn accept(&self, bytes: &[u8]) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.lock();
+        let Current { context, pending } = &mut *current;
         for byte in bytes {
             if *byte == b'\n' {
-                self.emit(&pending);
+                self.emit(context, pending);
                 pending.clear();
             } else if pending.len() < MAX_GUEST_LINE {
                 pending.push(*byte);
@@ -109,15 +135,20 @@ impl GuestOutput {
     /// Logs one whole line as if the guest had written it (the host writes the per-chat line
     /// of a stream it ends itself).
     pub fn write_line(&self, line: &str) {
-        self.emit(line.as_bytes());
+        let context = self.lock().context.clone();
+        self.emit(&context, line.as_bytes());
     }
 
     /// Emits a final unterminated line, if any.
     pub fn flush_pending(&self) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if !pending.is_empty() {
-            self.emit(&pending);
-            pending.clear();
+        let mut current = self.lock();
+        self.end_pending(&mut current);
+    }
+
+    fn end_pending(&self, current: &mut Current) {
+        if !current.pending.is_empty() {
+            self.emit(&current.context, &current.pending);
+            current.pending.clear();
         }
     }
 }
@@ -193,7 +224,9 @@ mod tests {
     /// The JSON entry the host writes for one guest stdout line.
     fn guest_stdout_entry(line: &str) -> Value {
         let out = GuestOutput::stdout(traced_context());
-        let (severity, message, fields) = out.entry(line.as_bytes()).expect("an entry");
+        let (severity, message, fields) = out
+            .entry(&traced_context(), line.as_bytes())
+            .expect("an entry");
         Value::Object(line::entry(severity, &message, fields))
     }
 
@@ -231,7 +264,7 @@ mod tests {
         let e = guest_stdout_entry(r#"{"message":"m","severity":"LOUD"}"#);
         assert_eq!(e["severity"], "INFO");
         let err = GuestOutput::stderr(traced_context());
-        let (severity, message, _) = err.entry(br#"{"message":"m"}"#).unwrap();
+        let (severity, message, _) = err.entry(&traced_context(), br#"{"message":"m"}"#).unwrap();
         assert_eq!((severity, message.as_str()), (Severity::Warning, "m"));
     }
 
@@ -250,7 +283,7 @@ mod tests {
             assert_eq!(e["logging.googleapis.com/labels"]["request_id"], "r7");
         }
         let out = GuestOutput::stdout(traced_context());
-        assert!(out.entry(b"  \r").is_none());
+        assert!(out.entry(&traced_context(), b"  \r").is_none());
     }
 
     #[test]
@@ -262,11 +295,11 @@ mod tests {
             trace: None,
         }));
         out.accept(b"first line\nsecond ");
-        assert_eq!(&*out.pending.lock().unwrap(), b"second ");
+        assert_eq!(out.lock().pending, b"second ");
         out.accept(&vec![b'x'; MAX_GUEST_LINE * 2]);
-        assert_eq!(out.pending.lock().unwrap().len(), MAX_GUEST_LINE);
+        assert_eq!(out.lock().pending.len(), MAX_GUEST_LINE);
         out.flush_pending();
-        assert!(out.pending.lock().unwrap().is_empty());
+        assert!(out.lock().pending.is_empty());
 
         let entries = log.entries();
         let messages: Vec<_> = entries
@@ -280,6 +313,39 @@ mod tests {
         assert_eq!(
             entries[1]["logging.googleapis.com/labels"]["request_id"],
             "r1"
+        );
+    }
+
+    #[test]
+    fn a_stream_switched_to_another_request_never_mixes_their_lines() {
+        let log = crate::logging::Capture::start();
+        let request = |id: &str| {
+            Arc::new(RequestContext {
+                request_id: id.into(),
+                telemetry: None,
+                trace: None,
+            })
+        };
+        let out = GuestOutput::stdout(request("a"));
+        out.accept(b"a's line\na's unended");
+        out.serve(request("b"));
+        out.accept(b"b's line\n");
+
+        let entries = log.entries();
+        let lines: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["logging.googleapis.com/labels"]["request_id"]
+                        .as_str()
+                        .unwrap(),
+                    e["message"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [("a", "a's line"), ("a", "a's unended"), ("b", "b's line")]
         );
     }
 }

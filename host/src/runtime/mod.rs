@@ -1,5 +1,12 @@
-//! The wasmtime side: one engine, one compiled component and one pre-instantiated `ProxyPre`,
-//! built once at startup; a fresh `Store` (and instance) per request, as Spin does.
+//! The wasmtime side: the engines, the compiled component and its pre-instantiated `ProxyPre`,
+//! built once at startup; instances that serve one request at a time and are reused while
+//! their requests end well ([`instance`], [`idle`]).
+
+mod idle;
+mod instance;
+
+pub use idle::{IdleInstances, ReusePolicy};
+pub use instance::GuestInstance;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,16 +18,15 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled,
-    Store, StoreLimits, StoreLimitsBuilder,
+    Store,
 };
-use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::kv::Stores;
 use crate::kv::host::{KvCtx, KvView};
-use crate::logging::RequestContext;
+use crate::logging::{GuestOutput, RequestContext};
 use crate::outbound::{Outbound, OutboundHooks};
 use crate::variables::ComponentVariables;
 
@@ -43,7 +49,8 @@ pub(crate) mod bindings {
 
 use bindings::fermyon::spin::variables;
 
-/// Per-request store state.
+/// An instance's store state; what belongs to the request it serves is switched per request
+/// (see [`instance`]).
 pub struct RequestState {
     table: ResourceTable,
     wasi: WasiCtx,
@@ -51,7 +58,10 @@ pub struct RequestState {
     outbound: OutboundHooks,
     variables: Arc<ComponentVariables>,
     kv: KvCtx,
-    limits: StoreLimits,
+    limits: instance::InstanceLimits,
+    /// The guest's stdout and stderr, pointed at the request being served.
+    stdout: GuestOutput,
+    stderr: GuestOutput,
     /// Set when the instance runs in the warm pool; gives the place back when the store drops.
     warm: Option<WarmLease>,
 }
@@ -173,6 +183,8 @@ pub struct Runtime {
     warm_capacity: u32,
     /// Pool sized for `limits.max_instances`, returning its memory to the kernel: the overflow.
     burst: ProxyPre<RequestState>,
+    /// Instances waiting for their next request.
+    idle: Arc<IdleInstances>,
     variables: Arc<ComponentVariables>,
     outbound: Arc<Outbound>,
     stores: Arc<Stores>,
@@ -188,6 +200,7 @@ impl Runtime {
     pub fn new(
         component_path: &Path,
         limits: Limits,
+        reuse: ReusePolicy,
         variables: ComponentVariables,
         outbound: Outbound,
     ) -> Result<Runtime> {
@@ -222,6 +235,7 @@ impl Runtime {
             warm_in_use: Arc::new(AtomicU32::new(0)),
             warm_capacity,
             burst,
+            idle: Arc::new(IdleInstances::new(reuse)),
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
             stores: Arc::new(Stores::none()),
@@ -234,35 +248,41 @@ impl Runtime {
         self.stores = stores;
     }
 
-    /// The pre-instantiated component for a store from [`Runtime::new_store`].
-    pub fn pre_for(&self, store: &Store<RequestState>) -> &ProxyPre<RequestState> {
-        if store.data().warm.is_some() {
-            &self.warm
-        } else {
-            &self.burst
-        }
-    }
-
     /// Both engines, for the epoch ticker.
     pub fn engines(&self) -> [&Engine; 2] {
         [self.warm.engine(), self.burst.engine()]
     }
 
-    /// A fresh store for one request: in the warm pool while it has room, else in the burst pool.
-    /// The host's messages about the component's outbound calls carry `served`'s id and trace.
-    pub fn new_store(
-        &self,
-        served: Arc<RequestContext>,
-        stdout: impl StdoutStream + 'static,
-        stderr: impl StdoutStream + 'static,
-    ) -> Store<RequestState> {
+    /// The idle instances, to take back finished ones and to trim.
+    pub fn idle(&self) -> &Arc<IdleInstances> {
+        &self.idle
+    }
+
+    /// An instance for `served`: the most recently used idle one, or a new one (in the warm
+    /// pool while it has room, else in the burst pool). Its output becomes `served`'s log
+    /// entries, its outbound calls carry `served`'s id and trace, and its deadline starts now.
+    pub fn instance(&self, served: Arc<RequestContext>) -> GuestInstance {
+        let mut instance = self
+            .idle
+            .take()
+            .unwrap_or_else(|| self.new_instance(served.clone()));
+        instance.begin(served, self.limits.deadline_ticks);
+        instance
+    }
+
+    fn new_instance(&self, served: Arc<RequestContext>) -> GuestInstance {
         let warm = self.lease_warm();
-        let engine = if warm.is_some() {
-            self.warm.engine()
+        let pre = if warm.is_some() {
+            &self.warm
         } else {
-            self.burst.engine()
+            &self.burst
         };
-        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
+        let stdout = GuestOutput::stdout(served.clone());
+        let stderr = GuestOutput::stderr(served.clone());
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let state = RequestState {
             table: ResourceTable::new(),
             wasi,
@@ -273,17 +293,19 @@ impl Runtime {
             },
             variables: self.variables.clone(),
             kv: KvCtx::new(self.stores.clone()),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .instances(64)
-                .build(),
+            limits: instance::InstanceLimits::new(self.limits.max_memory_bytes),
+            stdout,
+            stderr,
             warm,
         };
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.limits.deadline_ticks);
         store.epoch_deadline_trap();
-        store
+        GuestInstance {
+            store,
+            guest: instance::Guest::Unstarted(pre.clone()),
+            requests: 0,
+        }
     }
 
     fn lease_warm(&self) -> Option<WarmLease> {

@@ -13,7 +13,6 @@ use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
-use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -23,8 +22,8 @@ use super::admission::InstanceSlot;
 use super::body::{self, BufferedBody};
 use super::errors::HostError;
 use super::stream::{Cut, GuestBody, GuestTask};
-use crate::logging::{self, GuestOutput, HttpRequestEntry, RequestContext, Severity, Trace};
-use crate::runtime::RequestState;
+use crate::logging::{self, HttpRequestEntry, RequestContext, Severity, Trace};
+use crate::runtime::GuestInstance;
 use crate::telemetry::{self, RequestHead};
 
 impl Server {
@@ -189,35 +188,34 @@ impl Server {
         context: Arc<RequestContext>,
         slot: InstanceSlot,
     ) -> Result<(hyper::Response<HyperOutgoingBody>, GuestTask)> {
-        let stdout = GuestOutput::stdout(context.clone());
-        let stderr = GuestOutput::stderr(context.clone());
-        let mut store = self
-            .runtime
-            .new_store(context, stdout.clone(), stderr.clone());
+        let mut instance = self.runtime.instance(context);
         let (sender, receiver) = oneshot::channel();
-        let request = store
+        let request = instance
+            .store_mut()
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)?;
-        let outparam = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.runtime.pre_for(&store).clone();
-        let mut instance = Instance { store, _slot: slot };
+        let outparam = instance
+            .store_mut()
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)?;
+        let idle = self.runtime.idle().clone();
+        let mut running = Running {
+            instance,
+            _slot: slot,
+        };
 
         // The guest runs in its own task so it can keep streaming the body after the
-        // response head has been handed to hyper. The slot is given back only once the
-        // instance is gone.
+        // response head has been handed to hyper. If the task is aborted (the client went
+        // away, the deadline passed) the instance goes with it; it is reused only when its
+        // handler returned. The slot is given back once the instance is idle or gone.
         let task = tokio::spawn(async move {
-            let result = async {
-                let proxy = pre.instantiate_async(&mut instance.store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut instance.store, request, outparam)
-                    .await
+            let result = running.instance.handle(request, outparam).await;
+            running.instance.flush_output();
+            if result.is_ok() {
+                idle.put(running.instance);
             }
-            .await;
-            drop(instance);
-            stdout.flush_pending();
-            stderr.flush_pending();
             result
         });
         // Until the response head exists, the request is ours to cancel: if the client goes
@@ -244,9 +242,11 @@ impl Server {
     }
 }
 
-/// A running instance: its store, then its slot (fields drop in this order).
-struct Instance {
-    store: Store<RequestState>,
+/// An instance at work, then its slot (fields drop in this order, also when the task is
+/// aborted): a slot is free only once its instance is idle or gone, so the pools never hold
+/// more instances than there are slots.
+struct Running {
+    instance: GuestInstance,
     _slot: InstanceSlot,
 }
 

@@ -1,0 +1,137 @@
+//! Instances whose last request ended well, waiting for the next one. Reusing one skips
+//! instantiation and, above all, the page faults of a fresh instance's memory, stack and
+//! tables (a burst-pool slot is faulted in and handed back to the kernel on every use).
+//!
+//! The most recently used instance is taken first (its pages are the warmest). Instances left
+//! unused for a while are dropped, and once a burst is over all but a few, so that memory comes
+//! back after a burst.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::instance::{self, GuestInstance};
+use crate::logging::{self, RequestContext, Severity};
+
+/// When a finished instance is kept, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ReusePolicy {
+    /// Requests one instance serves before it is dropped; 1 turns reuse off.
+    pub max_requests: u32,
+    /// Idle instances kept at most; more are dropped as their requests end.
+    pub max_idle: usize,
+    /// Idle instances in the warm pool kept however long they wait.
+    pub keep_idle: usize,
+    /// How long any other idle instance may wait before it is dropped.
+    pub idle_timeout: Duration,
+    /// An instance whose linear memory grew past this is dropped after its request: one
+    /// large request must not keep its memory resident for the ones after it.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for ReusePolicy {
+    fn default() -> ReusePolicy {
+        ReusePolicy {
+            max_requests: 128,
+            max_idle: 32,
+            keep_idle: 2,
+            idle_timeout: Duration::from_secs(1),
+            max_memory_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Idle {
+    instance: GuestInstance,
+    since: Instant,
+}
+
+pub struct IdleInstances {
+    /// Oldest first.
+    stack: Mutex<Vec<Idle>>,
+    policy: ReusePolicy,
+    /// What an idle instance's output and outbound hooks point at: no request.
+    no_request: Arc<RequestContext>,
+}
+
+impl IdleInstances {
+    pub fn new(policy: ReusePolicy) -> IdleInstances {
+        IdleInstances {
+            stack: Mutex::new(Vec::with_capacity(policy.max_idle)),
+            policy,
+            no_request: Arc::new(RequestContext {
+                request_id: "idle".into(),
+                trace: None,
+                telemetry: None,
+            }),
+        }
+    }
+
+    /// The most recently used idle instance, if any.
+    pub fn take(&self) -> Option<GuestInstance> {
+        self.lock().pop().map(|idle| idle.instance)
+    }
+
+    /// Takes back an instance whose request ended well (its handler returned); it waits for
+    /// the next request if it may be reused and there is room, and is dropped otherwise.
+    pub fn put(&self, mut instance: GuestInstance) {
+        instance.finish(self.no_request.clone());
+        let policy = &self.policy;
+        if !instance::reusable(&instance, policy.max_requests, policy.max_memory_bytes) {
+            if logging::enabled(Severity::Debug) {
+                logging::write(
+                    Severity::Debug,
+                    &format!(
+                        "instance retired after {} requests (memory {} KiB)",
+                        instance.requests(),
+                        instance.memory_bytes() / 1024
+                    ),
+                    Default::default(),
+                );
+            }
+            return;
+        }
+        let mut stack = self.lock();
+        if stack.len() < policy.max_idle {
+            stack.push(Idle {
+                instance,
+                since: Instant::now(),
+            });
+            return;
+        }
+        drop(stack);
+        // Dropped here, outside the lock: freeing a slot can take a while.
+        drop(instance);
+    }
+
+    /// Drops the instances that have waited longer than `idle_timeout` (all of them when
+    /// `burst_over`: the load they were kept for is gone), except the `keep_idle` most
+    /// recently used of those in the warm pool (whose memory the pool keeps resident anyway);
+    /// returns how many. Cheap: called at every epoch tick.
+    pub fn trim(&self, now: Instant, burst_over: bool) -> usize {
+        let max_wait = if burst_over {
+            Duration::ZERO
+        } else {
+            self.policy.idle_timeout
+        };
+        let expired: Vec<Idle> = {
+            let mut stack = self.lock();
+            let mut keep_warm = self.policy.keep_idle;
+            let mut expired = Vec::new();
+            // Newest first: the warm instances kept are the most recently used.
+            for i in (0..stack.len()).rev() {
+                let warm = stack[i].instance.is_warm();
+                if warm && keep_warm > 0 {
+                    keep_warm -= 1;
+                } else if now.duration_since(stack[i].since) >= max_wait {
+                    expired.push(stack.remove(i));
+                }
+            }
+            expired
+        };
+        expired.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.stack.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
