@@ -282,12 +282,14 @@ VERTEX_PATH=/v1/projects/bench/locations/global/publishers/google/models/$MODEL:
 server_cmd() { # server_cmd PEER PORT ENDPOINT COMPONENT_KIND ; sets CMD
   local peer=$1 port=$2 endpoint=$3 kind=${4:-shipped}
   case "$peer" in
-    ion-host)
+    ion-host|ion-host-fresh)
       local component=$CWASM
       [ "$kind" = composed ] && component=$OUT/composed.ion-host.cwasm
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$ION_HOST" --manifest "$ROOT/spin.toml"
         --component "$component" --listen "127.0.0.1:$port" --state-dir "$RUN/state-$port"
-        --max-concurrent-requests "$MAX_CONCURRENT" ${ION_HOST_ARGS[@]+"${ION_HOST_ARGS[@]}"}) ;;
+        --max-concurrent-requests "$MAX_CONCURRENT" ${ION_HOST_ARGS[@]+"${ION_HOST_ARGS[@]}"})
+      # ion-host-fresh: a fresh instance for every request (instance reuse off), to weigh reuse.
+      if [ "$peer" = ion-host-fresh ]; then CMD+=(--max-instance-reuse-count 1); fi ;;
     spin)
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$SPIN" up --from "$MANIFEST"
         --listen "127.0.0.1:$port") ;;
@@ -836,12 +838,16 @@ if [ -z "$ONLY" ] || [ "$ONLY" = rate ]; then
 # 7/7 Fixed arrival rate: open loop, as LLM gateways publish their overhead. oha sends RATE
 # requests per second whatever the server does (-q), and with --latency-correction counts a
 # request from when it was due, not from when a busy connection got to send it (no coordinated
-# omission). /chat: the emulator alone (the upstream), then ion-host, `spin up` and the FastAPI
-# reference in front of it; overhead = the peer's percentile minus the upstream's at the same
+# omission). /chat: the emulator alone (the upstream), then ion-host (reusing instances, its
+# default, and with a fresh instance per request), `spin up` and the FastAPI reference in front
+# of it; overhead = the peer's percentile minus the upstream's at the same
 # rate. /health: ion-host, `wasmtime serve` (one instance per request, its WASIp2 default, and
 # reusing an instance for up to 128 requests) and `spin up`. Server CPU per request from
 # /proc/PID/stat (user + system) around each run.
 RATES=(500 1000 2000 4000)
+# Every /chat sends the same question: all through to the upstream, none from the cache (the
+# sections before may have turned it back on).
+export SPIN_VARIABLE_CACHE_TTL_SECONDS=0
 log "7/7 fixed rate: ${RATES[*]} requests/s, ${RATE_SECS} s each, oha --latency-correction"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # rate_run NAME RATE URL [OHA ARGS...]: writes $RUN/NAME.json (oha's) and NAME.cpu (µs/request,
@@ -886,7 +892,7 @@ PYEOF
 start emulator-rate "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 RATE_EMULATOR_PID=$PID
 RATE_EMULATOR_URL=$(wait_url emulator-rate "$RATE_EMULATOR_PID")
-CHAT_PEERS=(ion-host spin fastapi)
+CHAT_PEERS=(ion-host ion-host-fresh spin fastapi)
 for rate in "${RATES[@]}"; do
   SERVING_PID=$RATE_EMULATOR_PID
   rate_run "rate-chat-upstream-$rate" "$rate" "$RATE_EMULATOR_URL$VERTEX_PATH" -m POST \
@@ -943,11 +949,11 @@ rate_cell() { # rate_cell KIND PEER RATE [UPSTREAM]: "p50 / p99 ms" (overhead wh
     "request. TensorZero publishes a p99 overhead of 0.94 ms at 10,000 requests/s on 4 vCPUs (mock" \
     "provider)."
   echo
-  echo "| /chat rate | upstream alone p50 / p99 | ion-host overhead | errors | CPU | spin up overhead | errors | CPU | FastAPI overhead | errors | CPU |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| /chat rate | upstream alone p50 / p99 | ion-host overhead | errors | CPU | ion-host, no instance reuse | errors | CPU | spin up overhead | errors | CPU | FastAPI overhead | errors | CPU |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for rate in "${RATES[@]}"; do
     up="$RUN/rate-chat-upstream-$rate.json"
-    echo "| $rate/s | $(rate_value "$up" p50) / $(rate_value "$up" p99) ms | $(rate_cell chat ion-host "$rate" "$up") | $(rate_cell chat spin "$rate" "$up") | $(rate_cell chat fastapi "$rate" "$up") |"
+    echo "| $rate/s | $(rate_value "$up" p50) / $(rate_value "$up" p99) ms | $(rate_cell chat ion-host "$rate" "$up") | $(rate_cell chat ion-host-fresh "$rate" "$up") | $(rate_cell chat spin "$rate" "$up") | $(rate_cell chat fastapi "$rate" "$up") |"
   done
   echo
   echo "| /health rate | ion-host p50 / p99 | errors | CPU | wasmtime serve | errors | CPU | wasmtime serve, reuse 128 | errors | CPU | spin up | errors | CPU |"
