@@ -201,7 +201,7 @@ impl Server {
             .http()
             .new_response_outparam(sender)?;
         let idle = self.runtime.idle().clone();
-        let mut running = Running {
+        let running = Running {
             instance,
             _slot: slot,
         };
@@ -211,6 +211,9 @@ impl Server {
         // away, the deadline passed) the instance goes with it; it is reused only when its
         // handler returned. The slot is given back once the instance is idle or gone.
         let task = tokio::spawn(async move {
+            // Moves `running` in whole: a block that only named `running.instance` would
+            // capture that field alone, and the slot would be freed when this function returns.
+            let mut running = running;
             let result = running.instance.handle(request, outparam).await;
             running.instance.flush_output();
             if result.is_ok() {
