@@ -56,7 +56,9 @@ pub struct IdleInstances {
 impl IdleInstances {
     pub fn new(policy: ReusePolicy) -> IdleInstances {
         IdleInstances {
-            stack: Mutex::new(Vec::with_capacity(policy.max_idle)),
+            // Grows as instances come back: `max_idle` may be any number a flag says, and the
+            // instances alive never outnumber the request slots anyway.
+            stack: Mutex::new(Vec::new()),
             policy,
             no_request: Arc::new(RequestContext {
                 request_id: "idle".into(),
