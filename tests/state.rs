@@ -516,3 +516,57 @@ fn a_turn_in_flight_at_sigterm_is_stored_before_exit() {
     assert_eq!(turns.len(), 2, "{kept}");
     assert_eq!(turns[1]["question"], "answered while shutting down");
 }
+
+/// What a client has been told is stored survives ion-host being killed (SIGKILL) the moment
+/// the answer arrives: a unary first turn, a streamed turn after it, and a conversation started
+/// by a stream. The embedded store puts a request's writes on disk before its answer (or the
+/// stream's next event) leaves; the next process on the same state finds every turn.
+#[test]
+fn answered_turns_survive_sigkill() {
+    let emulator = start_emulator();
+    let state = TempDir::new();
+    let start_host = || {
+        start(
+            Runtime::IonHost,
+            &Store::Default,
+            state.path(),
+            &emulator,
+            &[],
+        )
+    };
+
+    let service = start_host();
+    let first = ok(service.chat_with_headers(&json!({"message": "kept through a crash"}), &[]));
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    // Dropping a service kills it with SIGKILL: no shutdown, no final commit.
+    drop(service);
+
+    let service = start_host();
+    assert_eq!(
+        transcript(&service, &id)["turns"].as_array().unwrap().len(),
+        1
+    );
+    let streamed = stream_events(
+        &service,
+        &json!({"message": "streamed before a crash", "conversation_id": id}),
+    );
+    assert_eq!(streamed.last().unwrap().name, "done", "{streamed:?}");
+    let started = stream_events(&service, &json!({"message": "a stream starts this one"}));
+    assert_eq!(started.last().unwrap().name, "done", "{started:?}");
+    let new_id = started[0].data["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(service);
+
+    let service = start_host();
+    let kept = transcript(&service, &id);
+    let turns = kept["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "{kept}");
+    assert_eq!(turns[1]["question"], "streamed before a crash");
+    let kept = transcript(&service, &new_id);
+    assert_eq!(
+        kept["turns"][0]["question"], "a stream starts this one",
+        "{kept}"
+    );
+}

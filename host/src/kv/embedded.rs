@@ -2,19 +2,23 @@
 //! table; labels configured with the same file share one database.
 //!
 //! Writes go to one writer thread per database, which commits whatever writes are waiting in one
-//! transaction (group commit): every write is durable when its call returns, but concurrent
-//! writes share a commit and its `fsync` instead of queueing for one each. Reads run on tokio's
-//! blocking pool, concurrently with the writer (redb's readers see the last commit). Neither
-//! ever holds up a tokio worker.
+//! transaction (group commit). A write's call returns once its commit is visible to readers;
+//! the commit reaches the disk (`fsync`) when a response that follows it is about to leave
+//! (see [`Unsynced`]): the requests answering at that moment share one durable commit, instead
+//! of each write waiting for its own. A commit no response asks for is made durable within
+//! [`SYNC_WITHIN`]. Reads run on tokio's blocking pool, concurrently with the writer (redb's
+//! readers see the last commit). Neither ever holds up a tokio worker.
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{BackendError, CasOutcome, KeyPage};
 
@@ -26,14 +30,45 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Most writes committed together.
 const GROUP_MAX: usize = 256;
 
+/// Longest a commit stays off the disk when no response waits for it (its request failed or
+/// its client went away): the writer then makes it durable on its own.
+pub const SYNC_WITHIN: Duration = Duration::from_millis(100);
+
 /// One redb database, shared by the labels stored in it.
 pub struct EmbeddedDb {
     /// `None` once closed.
     db: RwLock<Option<Arc<Database>>>,
-    /// Where writes go; `None` once closed.
-    writes: RwLock<Option<mpsc::Sender<Write>>>,
+    /// Where writes and syncs go; `None` once closed.
+    writes: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    progress: Arc<Progress>,
     location: String,
+}
+
+/// How far the writer has come. Commits are numbered from 1; a number is taken before its
+/// commit becomes visible, so `begun` is never behind what a reader can see.
+#[derive(Default)]
+struct Progress {
+    begun: AtomicU64,
+    /// The last commit on disk (every one before it is on disk too).
+    durable: AtomicU64,
+    /// In memory: nothing to sync, every commit counts as durable.
+    volatile: bool,
+}
+
+impl Progress {
+    /// The commit a request that used the database now waits for, if it is not on disk yet.
+    fn unsynced(&self) -> Option<u64> {
+        let begun = self.begun.load(Ordering::Acquire);
+        (!self.volatile && self.durable.load(Ordering::Acquire) < begun).then_some(begun)
+    }
+}
+
+/// What the writer thread is asked for.
+enum Job {
+    Write(Write),
+    /// Put every commit made so far on disk, then answer.
+    Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// One write, for the writer thread: the label's table, what to do, and where the result goes.
@@ -84,21 +119,31 @@ impl EmbeddedDb {
                 path.display()
             ),
         };
-        Ok(EmbeddedDb::with_writer(db, path.display().to_string()))
+        Ok(EmbeddedDb::with_writer(
+            db,
+            path.display().to_string(),
+            false,
+        ))
     }
 
-    fn with_writer(db: Database, location: String) -> Arc<EmbeddedDb> {
+    fn with_writer(db: Database, location: String, volatile: bool) -> Arc<EmbeddedDb> {
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel();
         let writer_db = db.clone();
+        let progress = Arc::new(Progress {
+            volatile,
+            ..Progress::default()
+        });
+        let writer_progress = progress.clone();
         let writer = std::thread::Builder::new()
             .name("kv-writer".to_owned())
-            .spawn(move || write_loop(&writer_db, &queue))
+            .spawn(move || write_loop(&writer_db, &queue, &writer_progress))
             .expect("spawn the key-value writer thread");
         Arc::new(EmbeddedDb {
             db: RwLock::new(Some(db)),
             writes: RwLock::new(Some(writes)),
             writer: Mutex::new(Some(writer)),
+            progress,
             location,
         })
     }
@@ -109,7 +154,7 @@ impl EmbeddedDb {
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .context("cannot create an in-memory key-value store")?;
-        Ok(EmbeddedDb::with_writer(db, "(in memory)".to_owned()))
+        Ok(EmbeddedDb::with_writer(db, "(in memory)".to_owned(), true))
     }
 
     /// The database itself, for tests that hold a write transaction open.
@@ -130,8 +175,42 @@ impl EmbeddedDb {
             .ok_or_else(|| BackendError::Unavailable("the store is closed".to_owned()))
     }
 
+    /// Puts every commit made so far on disk (shared with whoever else waits for one). At once
+    /// when there is nothing to put there.
+    pub async fn sync(&self) -> Result<(), BackendError> {
+        if self.progress.unsynced().is_none() {
+            return Ok(());
+        }
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.send(Job::Sync(reply))?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(detail)) => Err(BackendError::Unavailable(detail)),
+            Err(_) => Err(BackendError::Unavailable(
+                "the store's writer stopped".to_owned(),
+            )),
+        }
+    }
+
+    /// Whether a commit is visible but not on disk yet.
+    pub fn has_unsynced(&self) -> bool {
+        self.progress.unsynced().is_some()
+    }
+
+    fn send(&self, job: Job) -> Result<(), BackendError> {
+        let sent = match &*self.writes.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(writes) => writes.send(job).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(BackendError::Unavailable("the store is closed".to_owned()))
+        }
+    }
+
     /// Closes the database, releasing its file lock; a call still running keeps it open until
-    /// it ends (its write still commits).
+    /// it ends (its write still commits). What is committed is put on disk first.
     pub fn close(&self) -> Result<(), DatabaseError> {
         // The writer finishes what is queued, then lets go of the database.
         drop(
@@ -157,27 +236,68 @@ pub struct Embedded {
     table: Arc<str>,
 }
 
-/// Commits the writes waiting, a group at a time, until every sender is gone.
-fn write_loop(db: &Database, queue: &mpsc::Receiver<Write>) {
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match queue.try_recv() {
-                Ok(write) => group.push(write),
+/// Commits the writes waiting, a group at a time, until every sender is gone. A group is
+/// committed durably when a sync waits in it, or when commits have waited off the disk for
+/// [`SYNC_WITHIN`]; otherwise it is only made visible.
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress) {
+    loop {
+        let first = if progress.unsynced().is_some() {
+            match queue.recv_timeout(SYNC_WITHIN) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match queue.recv() {
+                Ok(job) => Some(job),
                 Err(_) => break,
             }
+        };
+        let mut group = Vec::new();
+        let mut syncs = Vec::new();
+        let mut durable = first.is_none();
+        let mut next = first;
+        while let Some(job) = next {
+            match job {
+                Job::Write(write) => group.push(write),
+                Job::Sync(reply) => {
+                    durable = true;
+                    syncs.push(reply);
+                }
+            }
+            next = (group.len() < GROUP_MAX)
+                .then(|| queue.try_recv().ok())
+                .flatten();
         }
-        commit_group(db, group);
+        let outcome = commit_group(db, group, durable, progress);
+        for reply in syncs {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+    // Closing: what is visible goes to disk before the database is let go.
+    if progress.unsynced().is_some() {
+        let _ = commit_group(db, Vec::new(), true, progress);
     }
 }
 
-/// Applies a group of writes in one transaction and commits it once. A write refused on its
-/// own (a counter that is not a number) changes nothing and fails alone; a storage failure
-/// fails the whole group.
-fn commit_group(db: &Database, group: Vec<Write>) {
+/// Applies a group of writes in one transaction and commits it once: durably (with every
+/// commit before it) when `durable`, else visible only. A write refused on its own (a counter
+/// that is not a number) changes nothing and fails alone; a storage failure fails the whole
+/// group. Returns the commit's outcome, for the syncs that waited on it.
+fn commit_group(
+    db: &Database,
+    group: Vec<Write>,
+    durable: bool,
+    progress: &Progress,
+) -> Result<(), String> {
     let mut results = Vec::with_capacity(group.len());
+    let number = progress.begun.load(Ordering::Relaxed) + 1;
+    let durable = durable || progress.volatile;
     let applied = (|| -> Result<(), OpError> {
-        let tx = db.begin_write()?;
+        let mut tx = db.begin_write()?;
+        if !durable {
+            tx.set_durability(Durability::None)?;
+        }
         for write in &group {
             let mut table = tx.open_table(table(&write.table))?;
             match apply(&mut table, &write.op) {
@@ -185,14 +305,20 @@ fn commit_group(db: &Database, group: Vec<Write>) {
                 result => results.push(result),
             }
         }
+        // Numbered before it becomes visible: a reader that sees it finds `begun` at it.
+        progress.begun.store(number, Ordering::Release);
         tx.commit()?;
         Ok(())
     })();
     match applied {
         Ok(()) => {
+            if durable {
+                progress.durable.store(number, Ordering::Release);
+            }
             for (write, result) in group.into_iter().zip(results) {
                 let _ = write.reply.send(result);
             }
+            Ok(())
         }
         Err(e) => {
             let detail = match e {
@@ -202,6 +328,7 @@ fn commit_group(db: &Database, group: Vec<Write>) {
             for write in group {
                 let _ = write.reply.send(Err(OpError::Group(detail.clone())));
             }
+            Err(detail)
         }
     }
 }
@@ -270,7 +397,8 @@ store_errors!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 impl Embedded {
@@ -293,6 +421,10 @@ impl Embedded {
             db,
             table: Arc::from(label),
         })
+    }
+
+    pub fn db(&self) -> &Arc<EmbeddedDb> {
+        &self.db
     }
 
     /// Runs `op` on the blocking pool with the database and this label's table name.
@@ -324,18 +456,11 @@ impl Embedded {
     /// Queues a write for the writer thread and waits for its commit.
     async fn write(&self, op: WriteOp) -> Result<WriteResult, BackendError> {
         let (reply, result) = tokio::sync::oneshot::channel();
-        let write = Write {
+        self.db.send(Job::Write(Write {
             table: self.table.clone(),
             op,
             reply,
-        };
-        let sent = match &*self.db.writes.read().unwrap_or_else(|e| e.into_inner()) {
-            Some(writes) => writes.send(write).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(BackendError::Unavailable("the store is closed".to_owned()));
-        }
+        }))?;
         match result.await {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(OpError::Store(e))) => Err(BackendError::Unavailable(e.to_string())),

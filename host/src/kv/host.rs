@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use super::{CasOutcome, KvError, Store, Stores};
+use super::{CasOutcome, KvError, Store, Stores, Unsynced};
 use crate::runtime::bindings::fermyon::spin::key_value as spin_kv;
 use crate::runtime::bindings::wasi::keyvalue::{atomics, batch, store as wasi_kv};
 
@@ -30,11 +30,29 @@ pub struct Cas {
 pub struct KvCtx {
     stores: Arc<Stores>,
     handles: u32,
+    /// The request being served, whose response waits for what its calls left off the disk.
+    unsynced: Option<Arc<Unsynced>>,
 }
 
 impl KvCtx {
     pub fn new(stores: Arc<Stores>) -> KvCtx {
-        KvCtx { stores, handles: 0 }
+        KvCtx {
+            stores,
+            handles: 0,
+            unsynced: None,
+        }
+    }
+
+    /// Makes the calls from now on `unsynced`'s request's (`None`: no request).
+    pub fn serve(&mut self, unsynced: Option<Arc<Unsynced>>) {
+        self.unsynced = unsynced;
+    }
+
+    /// Notes a call on `store` that has returned, for the request's response to wait on.
+    fn used(&self, store: &Store) {
+        if let (Some(unsynced), Some(db)) = (&self.unsynced, store.embedded_db()) {
+            unsynced.used(db);
+        }
     }
 
     /// Store, bucket and CAS handles the guest holds now.
@@ -128,7 +146,10 @@ impl spin_kv::HostStore for KvView<'_> {
         store: Resource<SpinStore>,
         key: String,
     ) -> Result<Option<Vec<u8>>, spin_kv::Error> {
-        Ok(self.spin_store(&store)?.get(&key).await?)
+        let store = self.spin_store(&store)?;
+        let result = store.get(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn set(
@@ -137,7 +158,10 @@ impl spin_kv::HostStore for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), spin_kv::Error> {
-        Ok(self.spin_store(&store)?.set(&key, value).await?)
+        let store = self.spin_store(&store)?;
+        let result = store.set(&key, value).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn delete(
@@ -145,7 +169,10 @@ impl spin_kv::HostStore for KvView<'_> {
         store: Resource<SpinStore>,
         key: String,
     ) -> Result<(), spin_kv::Error> {
-        Ok(self.spin_store(&store)?.delete(&key).await?)
+        let store = self.spin_store(&store)?;
+        let result = store.delete(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn exists(
@@ -153,14 +180,20 @@ impl spin_kv::HostStore for KvView<'_> {
         store: Resource<SpinStore>,
         key: String,
     ) -> Result<bool, spin_kv::Error> {
-        Ok(self.spin_store(&store)?.exists(&key).await?)
+        let store = self.spin_store(&store)?;
+        let result = store.exists(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn get_keys(
         &mut self,
         store: Resource<SpinStore>,
     ) -> Result<Vec<String>, spin_kv::Error> {
-        Ok(self.spin_store(&store)?.all_keys().await?)
+        let store = self.spin_store(&store)?;
+        let result = store.all_keys().await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {
@@ -182,7 +215,10 @@ impl wasi_kv::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, wasi_kv::Error> {
-        Ok(self.bucket(&bucket)?.get(&key).await?)
+        let store = self.bucket(&bucket)?;
+        let result = store.get(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn set(
@@ -191,7 +227,10 @@ impl wasi_kv::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), wasi_kv::Error> {
-        Ok(self.bucket(&bucket)?.set(&key, value).await?)
+        let store = self.bucket(&bucket)?;
+        let result = store.set(&key, value).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn delete(
@@ -199,7 +238,10 @@ impl wasi_kv::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<(), wasi_kv::Error> {
-        Ok(self.bucket(&bucket)?.delete(&key).await?)
+        let store = self.bucket(&bucket)?;
+        let result = store.delete(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn exists(
@@ -207,7 +249,10 @@ impl wasi_kv::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<bool, wasi_kv::Error> {
-        Ok(self.bucket(&bucket)?.exists(&key).await?)
+        let store = self.bucket(&bucket)?;
+        let result = store.exists(&key).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn list_keys(
@@ -215,7 +260,10 @@ impl wasi_kv::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Result<wasi_kv::KeyResponse, wasi_kv::Error> {
-        let page = self.bucket(&bucket)?.list_keys(cursor).await?;
+        let store = self.bucket(&bucket)?;
+        let page = store.list_keys(cursor).await;
+        self.ctx.used(&store);
+        let page = page?;
         Ok(wasi_kv::KeyResponse {
             keys: page.keys,
             cursor: page.cursor,
@@ -235,7 +283,10 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: i64,
     ) -> Result<i64, wasi_kv::Error> {
-        Ok(self.bucket(&bucket)?.increment(&key, delta).await?)
+        let store = self.bucket(&bucket)?;
+        let result = store.increment(&key, delta).await;
+        self.ctx.used(&store);
+        Ok(result?)
     }
 
     async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> Result<(), atomics::CasError> {
@@ -246,11 +297,9 @@ impl atomics::Host for KvView<'_> {
         } = self
             .remove(cas)
             .map_err(|e| store_error(KvError::Other(format!("invalid cas handle: {e}"))))?;
-        match store
-            .compare_and_swap(&key, current, value)
-            .await
-            .map_err(store_error)?
-        {
+        let outcome = store.compare_and_swap(&key, current, value).await;
+        self.ctx.used(&store);
+        match outcome.map_err(store_error)? {
             CasOutcome::Swapped => Ok(()),
             CasOutcome::Changed(now) => {
                 let retry = self
@@ -277,7 +326,9 @@ impl atomics::HostCas for KvView<'_> {
         key: String,
     ) -> Result<Resource<Cas>, wasi_kv::Error> {
         let store = self.bucket(&bucket)?;
-        let current = store.get(&key).await?;
+        let current = store.get(&key).await;
+        self.ctx.used(&store);
+        let current = current?;
         Ok(self.push(Cas {
             store,
             key,
@@ -308,8 +359,9 @@ impl batch::Host for KvView<'_> {
         Store::check_batch(keys.iter())?;
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = store.get(&key).await?;
-            values.push((key, value));
+            let value = store.get(&key).await;
+            self.ctx.used(&store);
+            values.push((key, value?));
         }
         Ok(values)
     }
@@ -322,7 +374,9 @@ impl batch::Host for KvView<'_> {
         let store = self.bucket(&bucket)?;
         Store::check_batch(key_values.iter().map(|(k, _)| k))?;
         for (key, value) in key_values {
-            store.set(&key, value).await?;
+            let result = store.set(&key, value).await;
+            self.ctx.used(&store);
+            result?;
         }
         Ok(())
     }
@@ -335,7 +389,9 @@ impl batch::Host for KvView<'_> {
         let store = self.bucket(&bucket)?;
         Store::check_batch(keys.iter())?;
         for key in keys {
-            store.delete(&key).await?;
+            let result = store.delete(&key).await;
+            self.ctx.used(&store);
+            result?;
         }
         Ok(())
     }

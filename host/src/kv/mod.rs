@@ -4,7 +4,9 @@
 //! - `embedded`: the default backend, one redb file on local disk (or in memory);
 //! - `redis`: Redis / Valkey (Memorystore) through a self-healing connection manager;
 //! - `health`: the rate-limited "unavailable" / "recovered" log lines;
-//! - `host`: the wasmtime host functions the component calls.
+//! - `host`: the wasmtime host functions the component calls;
+//! - `unsynced`: what a request used of an embedded store that is not on disk yet, which its
+//!   response waits for.
 //!
 //! Every call has a deadline: a store that is down or slow costs a request at most that long,
 //! and the guest gets `error::other(..)`, never a hang.
@@ -14,6 +16,9 @@ mod embedded;
 mod health;
 pub mod host;
 mod redis;
+mod unsynced;
+
+pub use self::unsynced::Unsynced;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -147,6 +152,15 @@ impl Store {
                     self.label
                 )))
             }
+        }
+    }
+
+    /// The embedded database behind this store, whose commits reach the disk after the call
+    /// (see [`Unsynced`]); `None` for Redis, whose answers are final.
+    fn embedded_db(&self) -> Option<&Arc<EmbeddedDb>> {
+        match &self.backend {
+            Backend::Embedded(b) => Some(b.db()),
+            Backend::Redis(_) => None,
         }
     }
 
@@ -337,8 +351,8 @@ impl Stores {
         self.stores.get(label).cloned().ok_or(KvError::NoSuchStore)
     }
 
-    /// Closes the embedded databases (each commit is already on disk; this releases the
-    /// files). Called after the shutdown drain: no request is left to use them.
+    /// Closes the embedded databases (each puts what it has committed on disk, then releases
+    /// its file). Called after the shutdown drain: no request is left to use them.
     pub fn close(&self) {
         for db in &self.databases {
             if let Err(e) = db.close() {

@@ -136,6 +136,44 @@ async fn data_survives_close_and_reopen() {
     assert_eq!(store.increment("conv/1/n", 0).await, Ok(3));
 }
 
+/// A write is visible as soon as its call returns; the request's response then waits for it
+/// to reach the disk, and once it has, there is nothing left to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_settles_what_it_used_to_disk() {
+    let dir = TempDir::new();
+    let (_stores, store) = default_store(&dir);
+    let db = store.embedded_db().unwrap().clone();
+    let unsynced = Unsynced::default();
+    assert!(!unsynced.is_pending());
+    store.set("conv/1", b"{}".to_vec()).await.unwrap();
+    assert_eq!(store.get("conv/1").await, Ok(Some(b"{}".to_vec())));
+    // Noted only while the commit is off the disk (the writer may have synced it already).
+    unsynced.used(&db);
+    unsynced.settle().await.unwrap();
+    assert!(!unsynced.is_pending());
+    assert!(!db.has_unsynced());
+    unsynced.used(&db);
+    assert!(!unsynced.is_pending(), "nothing is left to wait for");
+}
+
+/// A commit that no response waits for (its client went away) reaches the disk on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_nobody_waits_for_reaches_the_disk_on_its_own() {
+    let dir = TempDir::new();
+    let (_stores, store) = default_store(&dir);
+    let db = store.embedded_db().unwrap().clone();
+    store.increment("conv/1/n", 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.has_unsynced() {
+        assert!(Instant::now() < deadline, "still off the disk");
+        tokio::time::sleep(embedded::SYNC_WITHIN / 4).await;
+    }
+    // An in-memory store has no disk: nothing ever waits.
+    let (_memory, store) = in_memory();
+    store.set("a", b"1".to_vec()).await.unwrap();
+    assert!(!store.embedded_db().unwrap().has_unsynced());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_store_answers_an_error() {
     let (stores, store) = in_memory();

@@ -14,6 +14,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{IncomingRequest, ResponseOut
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::RequestState;
+use crate::kv::Unsynced;
 use crate::logging::RequestContext;
 
 /// An instance and its store; `Unstarted` until its first request.
@@ -65,24 +66,31 @@ impl GuestInstance {
             .await
     }
 
-    /// Makes the instance `served`'s: its output and outbound calls, and a deadline of `deadline_ticks` epochs from now.
-    pub(super) fn begin(&mut self, served: Arc<RequestContext>, deadline_ticks: u64) {
+    /// Makes the instance `served`'s: its output, outbound and store calls, and a deadline of
+    /// `deadline_ticks` epochs from now.
+    pub(super) fn begin(
+        &mut self,
+        served: Arc<RequestContext>,
+        unsynced: Arc<Unsynced>,
+        deadline_ticks: u64,
+    ) {
         self.requests = self.requests.saturating_add(1);
-        self.switch_to(served);
+        self.switch_to(served, Some(unsynced));
         self.store.set_epoch_deadline(deadline_ticks);
     }
 
     /// Ends the request: its last unended output line is written as its own, and nothing
-    /// of the request (its log context, its trace) stays referenced.
+    /// of the request (its log context, its trace, its store calls) stays referenced.
     pub(super) fn finish(&mut self, idle: Arc<RequestContext>) {
-        self.switch_to(idle);
+        self.switch_to(idle, None);
     }
 
-    fn switch_to(&mut self, context: Arc<RequestContext>) {
+    fn switch_to(&mut self, context: Arc<RequestContext>, unsynced: Option<Arc<Unsynced>>) {
         let state = self.store.data_mut();
         state.stdout.serve(context.clone());
         state.stderr.serve(context.clone());
         state.outbound.served = context;
+        state.kv.serve(unsynced);
     }
 
     /// Whether the instance lives in the warm pool (see `Runtime`).

@@ -24,8 +24,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::kv::Stores;
 use crate::kv::host::{KvCtx, KvView};
+use crate::kv::{Stores, Unsynced};
 use crate::logging::{GuestOutput, RequestContext};
 use crate::outbound::{Outbound, OutboundHooks};
 use crate::variables::ComponentVariables;
@@ -260,13 +260,14 @@ impl Runtime {
 
     /// An instance for `served`: the most recently used idle one, or a new one (in the warm
     /// pool while it has room, else in the burst pool). Its output becomes `served`'s log
-    /// entries, its outbound calls carry `served`'s id and trace, and its deadline starts now.
-    pub fn instance(&self, served: Arc<RequestContext>) -> GuestInstance {
+    /// entries, its outbound calls carry `served`'s id and trace, its store calls are noted in
+    /// `unsynced`, and its deadline starts now.
+    pub fn instance(&self, served: Arc<RequestContext>, unsynced: Arc<Unsynced>) -> GuestInstance {
         let mut instance = self
             .idle
             .take()
             .unwrap_or_else(|| self.new_instance(served.clone()));
-        instance.begin(served, self.limits.deadline_ticks);
+        instance.begin(served, unsynced, self.limits.deadline_ticks);
         instance
     }
 

@@ -38,6 +38,8 @@ pub enum HostError {
     DeadlineExceeded,
     /// The server is stopping and the grace period is over.
     ShuttingDown,
+    /// What the component stored could not be put on disk, so its answer is not sent.
+    StoreUnavailable,
     /// The component failed; the detail is logged, not sent.
     Internal,
 }
@@ -49,9 +51,9 @@ impl HostError {
             HostError::BodyUnreadable => StatusCode::BAD_REQUEST,
             HostError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            HostError::Overloaded { .. } | HostError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            HostError::Overloaded { .. }
+            | HostError::ShuttingDown
+            | HostError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             HostError::RateLimited(_) | HostError::ClientBusy { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -72,6 +74,7 @@ impl HostError {
             HostError::ClientBusy { .. } => "too_many_in_progress",
             HostError::DeadlineExceeded => "deadline_exceeded",
             HostError::ShuttingDown => "shutting_down",
+            HostError::StoreUnavailable => "store_unavailable",
             HostError::Internal => "internal_error",
         }
     }
@@ -101,6 +104,11 @@ impl HostError {
             HostError::ShuttingDown => {
                 "the server is shutting down; retry, another instance will answer".to_owned()
             }
+            HostError::StoreUnavailable => {
+                "the service's key-value store (conversations, API keys) is unavailable right \
+                 now; retry shortly"
+                    .to_owned()
+            }
             HostError::Internal => "the request could not be completed".to_owned(),
         }
     }
@@ -123,6 +131,7 @@ impl HostError {
                 Some(*retry_after)
             }
             HostError::ShuttingDown => Some(1),
+            HostError::StoreUnavailable => Some(5),
             _ => None,
         }
     }

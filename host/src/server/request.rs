@@ -22,6 +22,7 @@ use super::admission::InstanceSlot;
 use super::body::{self, BufferedBody};
 use super::errors::HostError;
 use super::stream::{Cut, GuestBody, GuestTask};
+use crate::kv::Unsynced;
 use crate::logging::{self, HttpRequestEntry, RequestContext, Severity, Trace};
 use crate::runtime::GuestInstance;
 use crate::telemetry::{self, RequestHead};
@@ -127,10 +128,15 @@ impl Server {
         let request = hyper::Request::from_parts(head, body);
 
         let mut cut = self.cut(deadline);
+        let unsynced = Arc::new(Unsynced::default());
         let (response, guest) = tokio::select! {
-            result = self.run_guest(request, context.clone(), slot) => match result {
+            result = self.run_guest(request, context.clone(), unsynced.clone(), slot) => match result {
                 Ok(answer) => answer,
-                Err(e) => {
+                Err(GuestFailure::Store(detail)) => {
+                    context.write(Severity::Error, &detail);
+                    return Err(HostError::StoreUnavailable);
+                }
+                Err(GuestFailure::Component(e)) => {
                     context.write(Severity::Error, &format!("component failed: {e:#}"));
                     return Err(HostError::Internal);
                 }
@@ -155,6 +161,7 @@ impl Server {
             deadline,
             started,
             context,
+            unsynced,
             in_progress,
         );
         Ok(hyper::Response::from_parts(parts, body.boxed_unsync()))
@@ -180,15 +187,17 @@ impl Server {
         })
     }
 
-    /// Starts the guest on `request`; returns its response head and the task that keeps
-    /// running it (and writing the body) after that.
+    /// Starts the guest on `request`; returns its response head, once what the guest stored
+    /// before it is on disk, and the task that keeps running the guest (and writing the body)
+    /// after that.
     async fn run_guest(
         &self,
         request: hyper::Request<BufferedBody>,
         context: Arc<RequestContext>,
+        unsynced: Arc<Unsynced>,
         slot: InstanceSlot,
-    ) -> Result<(hyper::Response<HyperOutgoingBody>, GuestTask)> {
-        let mut instance = self.runtime.instance(context);
+    ) -> Result<(hyper::Response<HyperOutgoingBody>, GuestTask), GuestFailure> {
+        let mut instance = self.runtime.instance(context, unsynced.clone());
         let (sender, receiver) = oneshot::channel();
         let request = instance
             .store_mut()
@@ -228,10 +237,15 @@ impl Server {
 
         match receiver.await {
             Ok(Ok(response)) => {
+                if unsynced.is_pending() {
+                    unsynced.settle().await.map_err(GuestFailure::Store)?;
+                }
                 let task = guard.0.take().expect("task is still owned");
                 Ok((response, task))
             }
-            Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
+            Ok(Err(code)) => Err(GuestFailure::Component(anyhow::anyhow!(
+                "the component answered with error {code:?}"
+            ))),
             Err(_) => {
                 let task = guard.0.take().expect("task is still owned");
                 let outcome = match task.await {
@@ -239,9 +253,25 @@ impl Server {
                     Ok(Err(e)) => anyhow::Error::from(e),
                     Err(e) => anyhow::Error::from(e),
                 };
-                Err(outcome.context("no response from the component"))
+                Err(GuestFailure::Component(
+                    outcome.context("no response from the component"),
+                ))
             }
         }
+    }
+}
+
+/// Why a guest gave no response head.
+enum GuestFailure {
+    /// The component failed, trapped or answered nothing.
+    Component(anyhow::Error),
+    /// It answered, but what it stored first could not be put on disk.
+    Store(String),
+}
+
+impl From<wasmtime::Error> for GuestFailure {
+    fn from(e: wasmtime::Error) -> GuestFailure {
+        GuestFailure::Component(anyhow::Error::from(e))
     }
 }
 

@@ -10,6 +10,8 @@
 //!   answer never passes for a whole one. Any other body is broken off (the client sees an
 //!   incomplete response, not a short one).
 //! - A guest that fails after its response began (a trap) ends the stream the same way.
+//! - A part of the body that follows a store call waits until that call's commit is on disk
+//!   (see `kv::Unsynced`); a store that cannot get it there ends the stream the same way.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::task::JoinHandle;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::errors::HostError;
+use crate::kv::Unsynced;
 use crate::logging::{GuestOutput, RequestContext, Severity};
 use crate::ratelimit::InProgressTicket;
 
@@ -52,8 +55,16 @@ pub struct GuestBody {
     /// Set for a chat route's event stream.
     stream: Option<ChatStream>,
     state: State,
+    /// The request's store calls whose commits must be on disk before more is sent.
+    unsynced: Arc<Unsynced>,
+    /// A frame (`None`: the body's end) held until `settling` is done.
+    held: Option<Option<Frame<Bytes>>>,
+    settling: Option<Settling>,
     _client: Option<InProgressTicket>,
 }
+
+/// Putting the request's store calls on disk.
+type Settling = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -89,6 +100,7 @@ impl GuestBody {
         deadline: Instant,
         started: Instant,
         context: Arc<RequestContext>,
+        unsynced: Arc<Unsynced>,
         client: Option<InProgressTicket>,
     ) -> GuestBody {
         let is_event_stream = response
@@ -117,8 +129,23 @@ impl GuestBody {
             context,
             stream,
             state: State::Relaying,
+            unsynced,
+            held: None,
+            settling: None,
             _client: client,
         }
+    }
+
+    /// Holds `frame` (`None`: the end of the body) while the store calls made before it are
+    /// put on disk, if any were made since the last part sent.
+    fn hold_if_unsynced(&mut self, frame: Option<Frame<Bytes>>) -> Option<Option<Frame<Bytes>>> {
+        if !self.unsynced.is_pending() {
+            return Some(frame);
+        }
+        let unsynced = self.unsynced.clone();
+        self.settling = Some(Box::pin(async move { unsynced.settle().await }));
+        self.held = Some(frame);
+        None
     }
 
     fn stop_guest(&mut self) {
@@ -183,22 +210,48 @@ impl Body for GuestBody {
                     {
                         return this.cut_short(reason);
                     }
-                    match Pin::new(&mut this.inner).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            if let (Some(stream), Some(data)) = (&mut this.stream, frame.data_ref())
-                            {
-                                stream.saw(data);
+                    let next = if let Some(settling) = this.settling.as_mut() {
+                        match settling.as_mut().poll(cx) {
+                            Poll::Ready(Ok(())) => {
+                                this.settling = None;
+                                this.held.take().expect("a frame is held while settling")
                             }
-                            return Poll::Ready(Some(Ok(frame)));
+                            Poll::Ready(Err(detail)) => {
+                                this.settling = None;
+                                this.held = None;
+                                this.context.write(Severity::Error, &detail);
+                                return this.cut_short(HostError::StoreUnavailable);
+                            }
+                            Poll::Pending => return Poll::Pending,
                         }
-                        Poll::Ready(Some(Err(e))) => {
-                            this.stop_guest();
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(e)));
+                    } else {
+                        match Pin::new(&mut this.inner).poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                match this.hold_if_unsynced(Some(frame)) {
+                                    Some(next) => next,
+                                    None => continue,
+                                }
+                            }
+                            Poll::Ready(Some(Err(e))) => {
+                                this.stop_guest();
+                                this.state = State::Done;
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                            Poll::Ready(None) => match this.hold_if_unsynced(None) {
+                                Some(next) => next,
+                                None => continue,
+                            },
+                            Poll::Pending => return Poll::Pending,
                         }
-                        Poll::Ready(None) => this.state = State::Finishing,
-                        Poll::Pending => return Poll::Pending,
+                    };
+                    let Some(frame) = next else {
+                        this.state = State::Finishing;
+                        continue;
+                    };
+                    if let (Some(stream), Some(data)) = (&mut this.stream, frame.data_ref()) {
+                        stream.saw(data);
                     }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
                 State::Finishing => {
                     let Some(guest) = this.guest.as_mut() else {
