@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -193,6 +193,12 @@ impl EmbeddedDb {
         }
     }
 
+    /// The number of the last commit on disk, for tests.
+    #[cfg(test)]
+    pub fn durable_commit(&self) -> u64 {
+        self.progress.durable.load(Ordering::Acquire)
+    }
+
     /// Whether a commit is visible but not on disk yet.
     pub fn has_unsynced(&self) -> bool {
         self.progress.unsynced().is_some()
@@ -238,25 +244,27 @@ pub struct Embedded {
 }
 
 /// Commits the writes waiting, a group at a time, until every sender is gone. A group is
-/// committed durably when a sync waits in it, or when commits have waited off the disk for
-/// [`SYNC_WITHIN`]; otherwise it is only made visible.
+/// committed durably when a sync waits in it, or once the oldest commit off the disk has waited
+/// [`SYNC_WITHIN`] (also under a steady stream of writes that no response waits for);
+/// otherwise it is only made visible.
 fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress) {
+    // When the oldest commit not on disk yet was made.
+    let mut unsynced_since: Option<Instant> = None;
     loop {
-        let first = if progress.unsynced().is_some() {
-            match queue.recv_timeout(SYNC_WITHIN) {
+        let first = match unsynced_since {
+            Some(since) => match queue.recv_timeout(SYNC_WITHIN.saturating_sub(since.elapsed())) {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match queue.recv() {
+            },
+            None => match queue.recv() {
                 Ok(job) => Some(job),
                 Err(_) => break,
-            }
+            },
         };
         let mut group = Vec::new();
         let mut syncs = Vec::new();
-        let mut durable = first.is_none();
+        let mut durable = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_WITHIN);
         let mut next = first;
         while let Some(job) = next {
             match job {
@@ -274,6 +282,12 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress) {
         for reply in syncs {
             let _ = reply.send(outcome.clone());
         }
+        unsynced_since = match progress.unsynced() {
+            None => None,
+            // A durable commit failed: try again after another `SYNC_WITHIN`, not at once.
+            Some(_) if durable => Some(Instant::now()),
+            Some(_) => unsynced_since.or_else(|| Some(Instant::now())),
+        };
     }
     // Closing: what is visible goes to disk before the database is let go.
     if progress.unsynced().is_some() {
