@@ -57,13 +57,13 @@ pub struct GuestBody {
     state: State,
     /// The request's store calls whose commits must be on disk before more is sent.
     unsynced: Arc<Unsynced>,
-    /// A frame (`None`: the body's end) held until `settling` is done.
-    held: Option<Option<Frame<Bytes>>>,
-    settling: Option<Settling>,
+    /// Putting the request's store calls on disk, and the frame (`None`: the body's end)
+    /// held until that is done.
+    settling: Option<(Settling, Option<Frame<Bytes>>)>,
     _client: Option<InProgressTicket>,
 }
 
-/// Putting the request's store calls on disk.
+/// Puts the request's store calls on disk.
 type Settling = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,6 @@ impl GuestBody {
             stream,
             state: State::Relaying,
             unsynced,
-            held: None,
             settling: None,
             _client: client,
         }
@@ -143,8 +142,7 @@ impl GuestBody {
             return Some(frame);
         }
         let unsynced = self.unsynced.clone();
-        self.settling = Some(Box::pin(async move { unsynced.settle().await }));
-        self.held = Some(frame);
+        self.settling = Some((Box::pin(async move { unsynced.settle().await }), frame));
         None
     }
 
@@ -210,15 +208,14 @@ impl Body for GuestBody {
                     {
                         return this.cut_short(reason);
                     }
-                    let next = if let Some(settling) = this.settling.as_mut() {
+                    let next = if let Some((settling, _)) = this.settling.as_mut() {
                         match settling.as_mut().poll(cx) {
                             Poll::Ready(Ok(())) => {
-                                this.settling = None;
-                                this.held.take().expect("a frame is held while settling")
+                                let (_, held) = this.settling.take().expect("polled just now");
+                                held
                             }
                             Poll::Ready(Err(detail)) => {
                                 this.settling = None;
-                                this.held = None;
                                 this.context.write(Severity::Error, &detail);
                                 return this.cut_short(HostError::StoreUnavailable);
                             }
