@@ -538,8 +538,8 @@ fn streams_beyond_the_cap_get_503_and_health_never_fails() {
         &["--max-concurrent-requests", "4"],
         &env_with_upstream_timeout(&emulator, 10_000),
     );
-    // Three times the cap: with today's pools (cap + warm slots) the surplus would exhaust
-    // the instance pools if streams gave their slot back at their first byte.
+    // Three times the cap: the surplus would exhaust the instance pool (the cap plus a few
+    // slots for /health) if streams gave their slot back at their first byte.
     let mut streams = Vec::new();
     let mut statuses = Vec::new();
     for i in 0..12 {

@@ -101,8 +101,8 @@ struct ServeOptions {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_instance_reuse_count: u32,
 
-    /// Instances kept waiting for the next request; those beyond the first few are dropped
-    /// after a second unused, so memory comes back after a burst. 0 turns reuse off.
+    /// Instances kept waiting for the next request; all but the most recently used one are
+    /// dropped after a second unused, so memory comes back after a burst. 0 turns reuse off.
     #[arg(long, default_value_t = ReusePolicy::default().max_idle, value_name = "N")]
     max_idle_instances: usize,
 
@@ -249,7 +249,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         };
         let mut runtime = Runtime::new(&component, limits, reuse, variables, outbound)?;
         let idle = runtime.idle().clone();
-        let engines = runtime.engines().map(Clone::clone);
+        let engine = runtime.engine().clone();
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -290,7 +290,7 @@ fn serve(options: ServeOptions) -> Result<()> {
         ));
         let watched = server.clone();
         spawn_ticker(
-            engines,
+            engine,
             idle,
             move || watched.burst_ended(),
             tokio::runtime::Handle::current(),
@@ -310,12 +310,12 @@ fn serve(options: ServeOptions) -> Result<()> {
     })
 }
 
-/// Advances the engines' epoch with wall-clock time, so that a guest past its deadline traps;
+/// Advances the engine's epoch with wall-clock time, so that a guest past its deadline traps;
 /// drops the idle instances that have waited too long, or all but a few once a burst is over;
 /// and then (checked at every tick: a few atomic loads and a lock) asks the workers to give
 /// the memory back.
 fn spawn_ticker(
-    engines: [wasmtime::Engine; 2],
+    engine: wasmtime::Engine,
     idle: Arc<IdleInstances>,
     burst_ended: impl Fn() -> bool + Send + 'static,
     workers: tokio::runtime::Handle,
@@ -325,9 +325,7 @@ fn spawn_ticker(
         .spawn(move || {
             loop {
                 std::thread::sleep(EPOCH_TICK);
-                for engine in &engines {
-                    engine.increment_epoch();
-                }
+                engine.increment_epoch();
                 let burst_over = burst_ended();
                 let trimmed = idle.trim(std::time::Instant::now(), burst_over);
                 if burst_over || trimmed > 0 {

@@ -1,6 +1,7 @@
 //! Instances whose last request ended well, waiting for the next one. Reusing one skips
 //! instantiation and, above all, the page faults of a fresh instance's memory, stack and
-//! tables (a burst-pool slot is faulted in and handed back to the kernel on every use).
+//! tables (a pool slot is faulted in for each new instance and handed back to the kernel when
+//! the instance is dropped).
 //!
 //! The most recently used instance is taken first (its pages are the warmest). Instances left
 //! unused for a while are dropped, and once a burst is over all but a few, so that memory comes
@@ -19,7 +20,8 @@ pub struct ReusePolicy {
     pub max_requests: u32,
     /// Idle instances kept at most; more are dropped as their requests end.
     pub max_idle: usize,
-    /// Idle instances in the warm pool kept however long they wait.
+    /// Idle instances kept however long they wait (the most recently used ones), so that a
+    /// request after a quiet spell finds one ready.
     pub keep_idle: usize,
     /// How long any other idle instance may wait before it is dropped.
     pub idle_timeout: Duration,
@@ -33,7 +35,9 @@ impl Default for ReusePolicy {
         ReusePolicy {
             max_requests: 128,
             max_idle: 32,
-            keep_idle: 2,
+            // One: a request after a quiet spell finds an instance ready. Each kept instance
+            // holds ~0.8 MiB (its memory, stack and tables) for as long as the server is quiet.
+            keep_idle: 1,
             idle_timeout: Duration::from_secs(1),
             max_memory_bytes: 8 * 1024 * 1024,
         }
@@ -107,8 +111,7 @@ impl IdleInstances {
 
     /// Drops the instances that have waited longer than `idle_timeout` (all of them when
     /// `burst_over`: the load they were kept for is gone), except the `keep_idle` most
-    /// recently used of those in the warm pool (whose memory the pool keeps resident anyway);
-    /// returns how many. Cheap: called at every epoch tick.
+    /// recently used; returns how many. Cheap: called at every epoch tick.
     pub fn trim(&self, now: Instant, burst_over: bool) -> usize {
         let max_wait = if burst_over {
             Duration::ZERO
@@ -117,23 +120,48 @@ impl IdleInstances {
         };
         let expired: Vec<Idle> = {
             let mut stack = self.lock();
-            let mut keep_warm = self.policy.keep_idle;
-            let mut expired = Vec::new();
-            // Newest first: the warm instances kept are the most recently used.
-            for i in (0..stack.len()).rev() {
-                let warm = stack[i].instance.is_warm();
-                if warm && keep_warm > 0 {
-                    keep_warm -= 1;
-                } else if now.duration_since(stack[i].since) >= max_wait {
-                    expired.push(stack.remove(i));
-                }
-            }
-            expired
+            let since: Vec<Instant> = stack.iter().map(|idle| idle.since).collect();
+            let n = expired_count(&since, self.policy.keep_idle, max_wait, now);
+            stack.drain(..n).collect()
         };
+        // Dropped here, outside the lock.
         expired.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.stack.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How many of the idle instances, oldest first (`since`: when each began to wait, in the
+/// stack's order), have waited `max_wait` or longer and are not among the `keep` newest.
+fn expired_count(since: &[Instant], keep: usize, max_wait: Duration, now: Instant) -> usize {
+    let may_expire = since.len().saturating_sub(keep);
+    since[..may_expire]
+        .iter()
+        .take_while(|since| now.duration_since(**since) >= max_wait)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_are_kept_and_the_rest_expire_by_age() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let waited = |ms: u64| now - Duration::from_millis(ms);
+        let second = Duration::from_secs(1);
+        // Oldest first: 3 s, 2 s, 0.5 s, 0.2 s.
+        let stack = [waited(3000), waited(2000), waited(500), waited(200)];
+        assert_eq!(expired_count(&stack, 0, second, now), 2);
+        assert_eq!(expired_count(&stack, 2, second, now), 2);
+        assert_eq!(expired_count(&stack, 3, second, now), 1);
+        assert_eq!(expired_count(&stack, 4, second, now), 0);
+        assert_eq!(expired_count(&stack, 9, second, now), 0);
+        // A burst is over: everything but the kept ones goes.
+        assert_eq!(expired_count(&stack, 2, Duration::ZERO, now), 2);
+        assert_eq!(expired_count(&stack, 0, Duration::ZERO, now), 4);
+        assert_eq!(expired_count(&[], 2, Duration::ZERO, now), 0);
     }
 }

@@ -93,11 +93,6 @@ impl GuestInstance {
         state.kv.serve(unsynced);
     }
 
-    /// Whether the instance lives in the warm pool (see `Runtime`).
-    pub(super) fn is_warm(&self) -> bool {
-        self.store.data().warm.is_some()
-    }
-
     /// The largest the instance's linear memory has been.
     pub(super) fn memory_bytes(&self) -> usize {
         self.store.data().limits.largest_memory

@@ -1,4 +1,4 @@
-//! The wasmtime side: the engines, the compiled component and its pre-instantiated `ProxyPre`,
+//! The wasmtime side: the engine, the compiled component and its pre-instantiated `ProxyPre`,
 //! built once at startup; instances that serve one request at a time and are reused while
 //! their requests end well ([`instance`], [`idle`]).
 
@@ -10,15 +10,13 @@ pub use instance::GuestInstance;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 // wasmtime has its own error type; its Context keeps the chain and `?` turns it into anyhow.
 use wasmtime::error::Context as _;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled,
-    Store,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Precompiled, Store,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -62,17 +60,6 @@ pub struct RequestState {
     /// The guest's stdout and stderr, pointed at the request being served.
     stdout: GuestOutput,
     stderr: GuestOutput,
-    /// Set when the instance runs in the warm pool; gives the place back when the store drops.
-    warm: Option<WarmLease>,
-}
-
-/// A place in the warm pool, held for one request.
-struct WarmLease(Arc<AtomicU32>);
-
-impl Drop for WarmLease {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl WasiView for RequestState {
@@ -120,19 +107,6 @@ pub struct Limits {
 /// Slot decommits done together in one pass.
 const DECOMMIT_BATCH: usize = 16;
 
-/// Instances served from the warm pool at once. A warm slot keeps the pages its last instance
-/// touched and resets them in place (`memset`), so a request there takes no page faults and no
-/// `madvise`; requests beyond this many at once use the burst pool, whose slots go back to the
-/// kernel. What a burst can leave resident is bounded by twice this (see `warm_pool`) times
-/// `WARM_KEEP_RESIDENT`. Two: the instances kept idle between bursts (`ReusePolicy`) are
-/// warm ones; every other instance is reused for request after request wherever it lives, so
-/// more warm slots saved no CPU and each kept ~0.5 MiB resident after a burst.
-const WARM_INSTANCES: u32 = 2;
-
-/// Most memory kept resident per warm slot (per linear memory, table and stack): a request
-/// touches ~100–300 KiB of linear memory; only the pages it touched are kept (PAGEMAP_SCAN).
-const WARM_KEEP_RESIDENT: usize = 1024 * 1024;
-
 /// How often the epoch advances: the granularity of the request deadline.
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -178,13 +152,15 @@ pub fn compile(input: &Path, output: &Path) -> Result<()> {
 }
 
 /// Everything needed to run one request, shared by all requests.
+///
+/// One engine and one pool of instance slots, sized for `limits.max_instances`; a slot's memory
+/// goes back to the kernel when its instance ends. Instances are reused request after request
+/// ([`IdleInstances`]), so a slot is faulted in once per instance, not once per request. (A
+/// second engine whose slots stayed resident served the first instances at once until this
+/// reuse made it redundant: it saved no CPU and its copy of the component's code kept ~2.7 MiB
+/// resident.)
 pub struct Runtime {
-    /// Small pool of slots kept resident: every request while it has room.
-    warm: ProxyPre<RequestState>,
-    warm_in_use: Arc<AtomicU32>,
-    warm_capacity: u32,
-    /// Pool sized for `limits.max_instances`, returning its memory to the kernel: the overflow.
-    burst: ProxyPre<RequestState>,
+    pre: ProxyPre<RequestState>,
     /// Instances waiting for their next request.
     idle: Arc<IdleInstances>,
     variables: Arc<ComponentVariables>,
@@ -194,11 +170,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the two engines (a warm pool of `WARM_INSTANCES` and a burst pool sized for
-    /// `limits.max_instances`), loads the component into both (compiling a `.wasm` once, or
-    /// loading a `.cwasm` without compiling) and links it against WASI, wasi:http, Spin
-    /// variables and the key-value interfaces. It has no key-value store until
-    /// [`Runtime::set_stores`].
+    /// Builds the engine and its pool of `limits.max_instances` slots, loads the component
+    /// (compiling a `.wasm`, or loading a `.cwasm` without compiling) and links it against
+    /// WASI, wasi:http, Spin variables and the key-value interfaces. It has no key-value store
+    /// until [`Runtime::set_stores`].
     pub fn new(
         component_path: &Path,
         limits: Limits,
@@ -206,37 +181,11 @@ impl Runtime {
         variables: ComponentVariables,
         outbound: Outbound,
     ) -> Result<Runtime> {
-        let warm_capacity = WARM_INSTANCES.min(limits.max_instances);
-        let warm_config = serving_config(warm_pool(warm_capacity, &limits), false);
-        let burst_config = serving_config(burst_pool(limits.max_instances, &limits), true);
-        ensure_exists(component_path)?;
-        let (warm, burst) = if is_wasm(component_path)? {
-            // Compiled once, then copied into the second engine.
-            let warm_engine = new_engine(&warm_config)?;
-            let burst_engine = new_engine(&burst_config)?;
-            let warm_component = load_component(&warm_engine, component_path)?;
-            let burst_component = load_again(&burst_engine, &warm_component, component_path)?;
-            (
-                link(&warm_engine, &warm_component, component_path)?,
-                link(&burst_engine, &burst_component, component_path)?,
-            )
-        } else {
-            // A `.cwasm` loads into each engine on its own: the burst engine is set up on a
-            // second thread meanwhile, since startup is what a cold start waits for.
-            std::thread::scope(|scope| {
-                let burst = scope.spawn(|| serving_engine(&burst_config, component_path));
-                let warm = serving_engine(&warm_config, component_path)?;
-                let burst = burst
-                    .join()
-                    .map_err(|_| anyhow!("setting up the burst pool panicked"))??;
-                Ok::<_, anyhow::Error>((warm, burst))
-            })?
-        };
+        let engine =
+            Engine::new(&serving_config(&limits)).context("cannot create the wasmtime engine")?;
+        let component = load_component(&engine, component_path)?;
         Ok(Runtime {
-            warm,
-            warm_in_use: Arc::new(AtomicU32::new(0)),
-            warm_capacity,
-            burst,
+            pre: link(&engine, &component, component_path)?,
             idle: Arc::new(IdleInstances::new(reuse)),
             variables: Arc::new(variables),
             outbound: Arc::new(outbound),
@@ -250,9 +199,9 @@ impl Runtime {
         self.stores = stores;
     }
 
-    /// Both engines, for the epoch ticker.
-    pub fn engines(&self) -> [&Engine; 2] {
-        [self.warm.engine(), self.burst.engine()]
+    /// The engine, for the epoch ticker.
+    pub fn engine(&self) -> &Engine {
+        self.pre.engine()
     }
 
     /// The idle instances, to take back finished ones and to trim.
@@ -260,8 +209,7 @@ impl Runtime {
         &self.idle
     }
 
-    /// An instance for `served`: the most recently used idle one, or a new one (in the warm
-    /// pool while it has room, else in the burst pool). Its output becomes `served`'s log
+    /// An instance for `served`: the most recently used idle one, or a new one. Its output becomes `served`'s log
     /// entries, its outbound calls carry `served`'s id and trace, its store calls are noted in
     /// `unsynced`, and its deadline starts now.
     pub fn instance(&self, served: Arc<RequestContext>, unsynced: Arc<Unsynced>) -> GuestInstance {
@@ -274,12 +222,6 @@ impl Runtime {
     }
 
     fn new_instance(&self, served: Arc<RequestContext>) -> GuestInstance {
-        let warm = self.lease_warm();
-        let pre = if warm.is_some() {
-            &self.warm
-        } else {
-            &self.burst
-        };
         let stdout = GuestOutput::stdout(served.clone());
         let stderr = GuestOutput::stderr(served.clone());
         let wasi = WasiCtx::builder()
@@ -299,63 +241,26 @@ impl Runtime {
             limits: instance::InstanceLimits::new(self.limits.max_memory_bytes),
             stdout,
             stderr,
-            warm,
         };
-        let mut store = Store::new(pre.engine(), state);
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         GuestInstance {
             store,
-            guest: instance::Guest::Unstarted(pre.clone()),
+            guest: instance::Guest::Unstarted(self.pre.clone()),
             requests: 0,
         }
     }
-
-    fn lease_warm(&self) -> Option<WarmLease> {
-        self.warm_in_use
-            .try_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.warm_capacity).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| WarmLease(self.warm_in_use.clone()))
-    }
 }
 
-fn new_engine(config: &Config) -> Result<Engine> {
-    Ok(Engine::new(config).context("cannot create the wasmtime engine")?)
-}
-
-/// An engine with `config`, serving the precompiled component at `path`.
-fn serving_engine(config: &Config, path: &Path) -> Result<ProxyPre<RequestState>> {
-    let engine = new_engine(config)?;
-    let component = load_component(&engine, path)?;
-    link(&engine, &component, path)
-}
-
-/// The warm pool: slots keep what their last instance touched and reset it in place. It has
-/// room for twice the `n` instances leased to requests: a store drops its data (and so its
-/// lease) before it frees its slots, so a new request can briefly meet a slot not freed yet.
-fn warm_pool(n: u32, limits: &Limits) -> PoolingAllocationConfig {
-    let mut pool = pool_for(n.saturating_mul(2), limits);
-    pool.max_unused_warm_slots(n.saturating_mul(4))
-        .linear_memory_keep_resident(WARM_KEEP_RESIDENT)
-        .table_keep_resident(WARM_KEEP_RESIDENT)
-        // Reset only the pages that were touched (Linux 6.7+; else the lowest addresses).
-        .pagemap_scan(Enabled::Auto);
-    pool
-}
-
-/// The burst pool: every slot goes back to the kernel when its instance ends, in batches
-/// (fewer `madvise` calls and TLB shootdowns), so memory comes back after a burst.
-fn burst_pool(n: u32, limits: &Limits) -> PoolingAllocationConfig {
-    let mut pool = pool_for(n, limits);
-    pool.decommit_batch_size(DECOMMIT_BATCH);
-    pool
-}
-
-fn pool_for(n: u32, limits: &Limits) -> PoolingAllocationConfig {
+/// The pool: room for `limits.max_instances`; every slot goes back to the kernel when its
+/// instance ends, in batches (fewer `madvise` calls and TLB shootdowns), so memory comes back
+/// after a burst.
+fn pool(limits: &Limits) -> PoolingAllocationConfig {
+    let n = limits.max_instances;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(n)
+    pool.decommit_batch_size(DECOMMIT_BATCH)
+        .total_component_instances(n)
         .total_core_instances(n.saturating_mul(8))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
@@ -364,29 +269,13 @@ fn pool_for(n: u32, limits: &Limits) -> PoolingAllocationConfig {
     pool
 }
 
-/// `base_config` with a pool. `zero_stacks`: return each async stack's pages to the kernel
-/// when its instance ends (else a burst leaves every stack it touched resident).
-fn serving_config(pool: PoolingAllocationConfig, zero_stacks: bool) -> Config {
+/// `base_config` with the pool. Each async stack's pages go back to the kernel when its
+/// instance ends (else a burst leaves every stack it touched resident).
+fn serving_config(limits: &Limits) -> Config {
     let mut config = base_config();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config.async_stack_zeroing(zero_stacks);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(limits)));
+    config.async_stack_zeroing(true);
     config
-}
-
-/// The component for a second engine with the same settings: a `.cwasm` is mapped again; a
-/// `.wasm` compiled at startup is copied over rather than compiled twice.
-fn load_again(engine: &Engine, loaded: &Component, path: &Path) -> Result<Component> {
-    if is_wasm(path)? {
-        let bytes = loaded
-            .serialize()
-            .context("cannot copy the compiled component")?;
-        // SAFETY: the bytes come from `serialize` of this ion-host's own compilation, with
-        // the same engine settings.
-        Ok(unsafe { Component::deserialize(engine, &bytes) }
-            .context("cannot copy the compiled component")?)
-    } else {
-        load_component(engine, path)
-    }
 }
 
 /// Links the component against WASI, wasi:http, Spin variables and the key-value interfaces,
