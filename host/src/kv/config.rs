@@ -52,7 +52,8 @@ pub struct KvOptions {
     pub state_dir: Option<PathBuf>,
 
     /// Deadline for one key-value store call; past it (or on a store error) the component gets
-    /// an error at once.
+    /// an error at once. Also the longest an answer waits for the embedded store's writes to
+    /// reach the disk (then 503 store_unavailable).
     #[arg(
         long,
         env = "ION_KV_TIMEOUT_MS",

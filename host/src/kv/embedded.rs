@@ -1,14 +1,16 @@
 //! The embedded store: a redb database on local disk (or in memory), no server. Each label is a
 //! table; labels configured with the same file share one database.
 //!
-//! Writes go to one writer thread per database, which commits whatever writes are waiting in one
-//! transaction (group commit). A write's call returns once its commit is visible to readers;
-//! the commit reaches the disk (`fsync`) when a response that follows it is about to leave
-//! (see [`Unsynced`]): the requests answering at that moment share one durable commit, instead
-//! of each write waiting for its own. A commit no response asks for is made durable within
-//! [`SYNC_WITHIN`]. Reads run on tokio's blocking pool, concurrently with the writer (redb's
-//! readers see the last commit). Neither ever holds up a tokio worker.
+//! Writes go to one writer thread per database, which applies them, one after another, to the
+//! pending writes ([`Pending`]): a write's call returns once readers can see it there. The
+//! writer commits every pending write in one durable transaction when a response that follows
+//! one is about to leave (see [`Unsynced`]): the requests answering at that moment share one
+//! commit and one `fsync`, instead of each write paying for its own (a new conversation makes
+//! three). Writes no response asks for are committed within [`SYNC_WITHIN`]. Reads look in the
+//! pending writes first, then read the database on tokio's blocking pool, concurrently with
+//! the writer. Neither ever holds up a tokio worker.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 
 use super::{BackendError, CasOutcome, KeyPage};
 
@@ -28,12 +30,19 @@ use super::{BackendError, CasOutcome, KeyPage};
 /// page cache), at no measurable CPU per chat.
 const CACHE_BYTES: usize = 1024 * 1024;
 
-/// Most writes committed together.
+/// Most jobs the writer takes from its queue before it looks at whether to commit.
 const GROUP_MAX: usize = 256;
 
-/// Longest a commit stays off the disk when no response waits for it (its request failed or
-/// its client went away): the writer then makes it durable on its own.
+/// Longest a write stays off the disk when no response waits for it (its request failed or
+/// its client went away): the writer then commits it on its own.
 pub const SYNC_WITHIN: Duration = Duration::from_millis(100);
+
+/// Keys pending at which the writer commits without waiting for a response to ask.
+const COMMIT_AT_KEYS: usize = 4096;
+
+/// Keys pending at which new writes are refused: the disk has not taken a commit for a while
+/// (each failed commit is retried after [`SYNC_WITHIN`]).
+const MAX_PENDING_KEYS: usize = 65_536;
 
 /// One redb database, shared by the labels stored in it.
 pub struct EmbeddedDb {
@@ -43,22 +52,62 @@ pub struct EmbeddedDb {
     writes: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     progress: Arc<Progress>,
+    pending: Arc<Pending>,
+    /// Longest [`EmbeddedDb::sync`] waits for the disk.
+    sync_timeout: Duration,
     location: String,
 }
 
-/// How far the writer has come. Commits are numbered from 1; a number is taken before its
-/// commit becomes visible, so `begun` is never behind what a reader can see.
+/// Writes applied but not committed yet: the newest value of each key written since the last
+/// commit (`None`: deleted), by table. Only the writer thread changes it; it empties it once
+/// what it holds is committed, so a reader that finds a key missing here and then reads the
+/// database sees that commit.
+#[derive(Default)]
+struct Pending {
+    tables: RwLock<PendingTables>,
+}
+
+/// Table name → key → value (`None`: deleted).
+type PendingTables = HashMap<Arc<str>, HashMap<String, Option<Vec<u8>>>>;
+
+impl Pending {
+    /// The pending value of `key`: `Some(None)` when it was deleted, `None` when nothing is
+    /// pending for it.
+    fn get(&self, table: &str, key: &str) -> Option<Option<Vec<u8>>> {
+        self.read().get(table)?.get(key).cloned()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.read().values().all(HashMap::is_empty)
+    }
+
+    fn keys(&self) -> usize {
+        self.read().values().map(HashMap::len).sum()
+    }
+
+    fn insert(&self, table: &Arc<str>, key: String, value: Option<Vec<u8>>) {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        tables.entry(table.clone()).or_default().insert(key, value);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PendingTables> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How far the writer has come. Writes are numbered from 1; a number is taken before its
+/// write becomes visible, so `begun` is never behind what a reader can see.
 #[derive(Default)]
 struct Progress {
     begun: AtomicU64,
-    /// The last commit on disk (every one before it is on disk too).
+    /// The last write on disk (every one before it is on disk too).
     durable: AtomicU64,
     /// In memory: nothing to sync, every commit counts as durable.
     volatile: bool,
 }
 
 impl Progress {
-    /// The commit a request that used the database now waits for, if it is not on disk yet.
+    /// The write a request that used the database now waits for, if it is not on disk yet.
     fn unsynced(&self) -> Option<u64> {
         let begun = self.begun.load(Ordering::Acquire);
         (!self.volatile && self.durable.load(Ordering::Acquire) < begun).then_some(begun)
@@ -68,7 +117,7 @@ impl Progress {
 /// What the writer thread is asked for.
 enum Job {
     Write(Write),
-    /// Put every commit made so far on disk, then answer.
+    /// Commit every write made so far, then answer.
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
@@ -98,8 +147,8 @@ enum WriteResult {
 
 impl EmbeddedDb {
     /// Opens (or creates) the file at `path`, creating its directory. `hint` says which setting
-    /// chose the path, for the error.
-    pub fn open_file(path: &Path, hint: String) -> Result<Arc<EmbeddedDb>> {
+    /// chose the path, for the error. A [`EmbeddedDb::sync`] waits at most `sync_timeout`.
+    pub fn open_file(path: &Path, hint: String, sync_timeout: Duration) -> Result<Arc<EmbeddedDb>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
                 format!(
@@ -124,10 +173,16 @@ impl EmbeddedDb {
             db,
             path.display().to_string(),
             false,
+            sync_timeout,
         ))
     }
 
-    fn with_writer(db: Database, location: String, volatile: bool) -> Arc<EmbeddedDb> {
+    fn with_writer(
+        db: Database,
+        location: String,
+        volatile: bool,
+        sync_timeout: Duration,
+    ) -> Arc<EmbeddedDb> {
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel();
         let writer_db = db.clone();
@@ -136,15 +191,19 @@ impl EmbeddedDb {
             ..Progress::default()
         });
         let writer_progress = progress.clone();
+        let pending = Arc::new(Pending::default());
+        let writer_pending = pending.clone();
         let writer = std::thread::Builder::new()
             .name("kv-writer".to_owned())
-            .spawn(move || write_loop(&writer_db, &queue, &writer_progress))
+            .spawn(move || write_loop(&writer_db, &queue, &writer_progress, &writer_pending))
             .expect("spawn the key-value writer thread");
         Arc::new(EmbeddedDb {
             db: RwLock::new(Some(db)),
             writes: RwLock::new(Some(writes)),
             writer: Mutex::new(Some(writer)),
             progress,
+            pending,
+            sync_timeout,
             location,
         })
     }
@@ -155,7 +214,13 @@ impl EmbeddedDb {
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .context("cannot create an in-memory key-value store")?;
-        Ok(EmbeddedDb::with_writer(db, "(in memory)".to_owned(), true))
+        // Nothing waits for its syncs (see `Progress::unsynced`), so no timeout is needed.
+        Ok(EmbeddedDb::with_writer(
+            db,
+            "(in memory)".to_owned(),
+            true,
+            Duration::MAX,
+        ))
     }
 
     /// The database itself, for tests that hold a write transaction open.
@@ -176,12 +241,23 @@ impl EmbeddedDb {
             .ok_or_else(|| BackendError::Unavailable("the store is closed".to_owned()))
     }
 
-    /// Puts every commit made so far on disk (shared with whoever else waits for one). At once
-    /// when there is nothing to put there.
+    /// Puts every write made so far on disk (one commit, shared with whoever else waits for
+    /// one), within the sync timeout. At once when there is nothing to put there.
     pub async fn sync(&self) -> Result<(), BackendError> {
         if self.progress.unsynced().is_none() {
             return Ok(());
         }
+        match tokio::time::timeout(self.sync_timeout, self.commit_pending()).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "writes not on disk within {} ms",
+                self.sync_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Has the writer commit every pending write (durably, on a file), and waits for it.
+    async fn commit_pending(&self) -> Result<(), BackendError> {
         let (reply, done) = tokio::sync::oneshot::channel();
         self.send(Job::Sync(reply))?;
         match done.await {
@@ -193,13 +269,13 @@ impl EmbeddedDb {
         }
     }
 
-    /// The number of the last commit on disk, for tests.
+    /// The number of the last write on disk, for tests.
     #[cfg(test)]
     pub fn durable_commit(&self) -> u64 {
         self.progress.durable.load(Ordering::Acquire)
     }
 
-    /// Whether a commit is visible but not on disk yet.
+    /// Whether a write is visible but not on disk yet.
     pub fn has_unsynced(&self) -> bool {
         self.progress.unsynced().is_some()
     }
@@ -217,7 +293,7 @@ impl EmbeddedDb {
     }
 
     /// Closes the database, releasing its file lock; a call still running keeps it open until
-    /// it ends (its write still commits). What is committed is put on disk first.
+    /// it ends (its write still commits). Every pending write is committed first.
     pub fn close(&self) -> Result<(), DatabaseError> {
         // The writer finishes what is queued, then lets go of the database.
         drop(
@@ -243,12 +319,12 @@ pub struct Embedded {
     table: Arc<str>,
 }
 
-/// Commits the writes waiting, a group at a time, until every sender is gone. A group is
-/// committed durably when a sync waits in it, or once the oldest commit off the disk has waited
-/// [`SYNC_WITHIN`] (also under a steady stream of writes that no response waits for);
-/// otherwise it is only made visible.
-fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress) {
-    // When the oldest commit not on disk yet was made.
+/// Applies the writes waiting, in the order they came, until every sender is gone, and commits
+/// what they changed in one durable transaction when a sync waits, once the oldest write off
+/// the disk has waited [`SYNC_WITHIN`] (also under a steady stream of writes that no response
+/// waits for), or once [`COMMIT_AT_KEYS`] keys are pending.
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress, pending: &Pending) {
+    // When the oldest write not on disk yet was made.
     let mut unsynced_since: Option<Instant> = None;
     loop {
         let first = match unsynced_since {
@@ -262,140 +338,156 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress) {
                 Err(_) => break,
             },
         };
-        let mut group = Vec::new();
         let mut syncs = Vec::new();
-        let mut durable = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_WITHIN);
+        let mut taken = 0;
         let mut next = first;
         while let Some(job) = next {
             match job {
-                Job::Write(write) => group.push(write),
-                Job::Sync(reply) => {
-                    durable = true;
-                    syncs.push(reply);
+                Job::Write(write) => {
+                    let result = apply(db, pending, progress, &write.table, write.op);
+                    let _ = write.reply.send(result);
                 }
+                Job::Sync(reply) => syncs.push(reply),
             }
-            next = (group.len() < GROUP_MAX)
-                .then(|| queue.try_recv().ok())
-                .flatten();
+            taken += 1;
+            next = (taken < GROUP_MAX).then(|| queue.try_recv().ok()).flatten();
         }
-        let outcome = commit_group(db, group, durable, progress);
+        if progress.begun.load(Ordering::Acquire) > progress.durable.load(Ordering::Acquire)
+            && unsynced_since.is_none()
+        {
+            unsynced_since = Some(Instant::now());
+        }
+        let due = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_WITHIN)
+            || pending.keys() >= COMMIT_AT_KEYS;
+        if syncs.is_empty() && !due {
+            continue;
+        }
+        let outcome = commit_pending(db, pending, progress);
         for reply in syncs {
             let _ = reply.send(outcome.clone());
         }
-        unsynced_since = match progress.unsynced() {
-            None => None,
-            // A durable commit failed: try again after another `SYNC_WITHIN`, not at once.
-            Some(_) if durable => Some(Instant::now()),
-            Some(_) => unsynced_since.or_else(|| Some(Instant::now())),
+        unsynced_since = match outcome {
+            Ok(()) => None,
+            // The commit failed: try again after another `SYNC_WITHIN`, not at once.
+            Err(_) => Some(Instant::now()),
         };
     }
     // Closing: what is visible goes to disk before the database is let go.
-    if progress.unsynced().is_some() {
-        let _ = commit_group(db, Vec::new(), true, progress);
-    }
+    let _ = commit_pending(db, pending, progress);
 }
 
-/// Applies a group of writes in one transaction and commits it once: durably (with every
-/// commit before it) when `durable`, else visible only. A write refused on its own (a counter
-/// that is not a number) changes nothing and fails alone; a storage failure fails the whole
-/// group. Returns the commit's outcome, for the syncs that waited on it.
-fn commit_group(
-    db: &Database,
-    group: Vec<Write>,
-    durable: bool,
-    progress: &Progress,
-) -> Result<(), String> {
-    let mut results = Vec::with_capacity(group.len());
-    let number = progress.begun.load(Ordering::Relaxed) + 1;
-    let durable = durable || progress.volatile;
-    let applied = (|| -> Result<(), OpError> {
-        let mut tx = db.begin_write()?;
-        if !durable {
-            tx.set_durability(Durability::None)?;
-        }
-        for write in &group {
-            let mut table = tx.open_table(table(&write.table))?;
-            match apply(&mut table, &write.op) {
-                Err(OpError::Store(e)) => return Err(OpError::Store(e)),
-                result => results.push(result),
+/// Commits every pending write in one durable transaction, then empties the pending writes.
+/// On failure they stay pending (and visible), for the next try.
+fn commit_pending(db: &Database, pending: &Pending, progress: &Progress) -> Result<(), String> {
+    let number = progress.begun.load(Ordering::Acquire);
+    if number == progress.durable.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let committed = (|| -> Result<(), redb::Error> {
+        // Readers go on reading the pending writes meanwhile; only this thread changes them.
+        let tables = pending.read();
+        let tx = db.begin_write()?;
+        for (name, keys) in tables.iter() {
+            let mut table = tx.open_table(table(name))?;
+            for (key, value) in keys {
+                match value {
+                    Some(value) => table.insert(key.as_str(), value.as_slice())?,
+                    None => table.remove(key.as_str())?,
+                };
             }
         }
-        // Numbered before it becomes visible: a reader that sees it finds `begun` at it.
-        progress.begun.store(number, Ordering::Release);
         tx.commit()?;
         Ok(())
     })();
-    match applied {
+    match committed {
         Ok(()) => {
-            if durable {
-                progress.durable.store(number, Ordering::Release);
-            }
-            for (write, result) in group.into_iter().zip(results) {
-                let _ = write.reply.send(result);
-            }
+            progress.durable.store(number, Ordering::Release);
+            // After the commit: a reader that misses a key here finds it in the database.
+            pending
+                .tables
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             Ok(())
         }
-        Err(e) => {
-            let detail = match e {
-                OpError::Store(e) => e.to_string(),
-                OpError::Refused(message) | OpError::Group(message) => message,
-            };
-            for write in group {
-                let _ = write.reply.send(Err(OpError::Group(detail.clone())));
-            }
-            Err(detail)
-        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
-/// One write inside the group's transaction. Only storage errors propagate (and fail the
-/// group); a refusal is this write's own result.
+/// Applies one write to the pending writes, reading the current value (for an increment or a
+/// compare-and-swap) from them or else from the database. A refusal (a counter that is not a
+/// number) changes nothing.
 fn apply(
-    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
-    op: &WriteOp,
+    db: &Database,
+    pending: &Pending,
+    progress: &Progress,
+    table_name: &Arc<str>,
+    op: WriteOp,
 ) -> Result<WriteResult, OpError> {
-    match op {
-        WriteOp::Set(key, value) => {
-            table.insert(key.as_str(), value.as_slice())?;
-            Ok(WriteResult::Done)
+    if pending.keys() >= MAX_PENDING_KEYS {
+        return Err(OpError::Busy(format!(
+            "{MAX_PENDING_KEYS} keys wait to be written to disk"
+        )));
+    }
+    let current = |key: &str| -> Result<Option<Vec<u8>>, OpError> {
+        if let Some(value) = pending.get(table_name, key) {
+            return Ok(value);
         }
-        WriteOp::Delete(key) => {
-            table.remove(key.as_str())?;
-            Ok(WriteResult::Done)
-        }
+        let tx = db.begin_read()?;
+        let table = tx.open_table(table(table_name))?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    };
+    let (key, value, result) = match op {
+        WriteOp::Set(key, value) => (key, Some(value), WriteResult::Done),
+        WriteOp::Delete(key) => (key, None, WriteResult::Done),
         WriteOp::Increment(key, delta) => {
-            let current = match table.get(key.as_str())? {
-                Some(value) => parse_counter(value.value())?,
+            let now = match current(&key)? {
+                Some(value) => parse_counter(&value)?,
                 None => 0,
             };
-            let sum = current.checked_add(*delta).ok_or_else(|| {
+            let sum = now.checked_add(delta).ok_or_else(|| {
                 OpError::Refused(format!("increment of {key:?} by {delta} overflows"))
             })?;
-            table.insert(key.as_str(), sum.to_string().as_bytes())?;
-            Ok(WriteResult::Counter(sum))
+            (
+                key,
+                Some(sum.to_string().into_bytes()),
+                WriteResult::Counter(sum),
+            )
         }
         WriteOp::CompareAndSwap {
             key,
             expected,
             value,
         } => {
-            let current = table.get(key.as_str())?.map(|v| v.value().to_vec());
-            if current == *expected {
-                table.insert(key.as_str(), value.as_slice())?;
-                Ok(WriteResult::Cas(CasOutcome::Swapped))
-            } else {
-                Ok(WriteResult::Cas(CasOutcome::Changed(current)))
+            let now = current(&key)?;
+            if now != expected {
+                return Ok(WriteResult::Cas(CasOutcome::Changed(now)));
             }
+            (key, Some(value), WriteResult::Cas(CasOutcome::Swapped))
         }
-    }
+    };
+    // Numbered before it becomes visible: a reader that sees it finds `begun` at it.
+    progress.begun.fetch_add(1, Ordering::AcqRel);
+    pending.insert(table_name, key, value);
+    Ok(result)
 }
 
-/// Why an operation failed inside the blocking task.
+/// Why an operation failed on the writer thread or in the blocking task.
 enum OpError {
     Store(redb::Error),
     Refused(String),
-    /// The group this write was committed with failed.
-    Group(String),
+    /// The store cannot take writes now (too many wait for the disk).
+    Busy(String),
+}
+
+impl OpError {
+    fn into_backend(self) -> BackendError {
+        match self {
+            OpError::Store(e) => BackendError::Unavailable(e.to_string()),
+            OpError::Busy(detail) => BackendError::Unavailable(detail),
+            OpError::Refused(message) => BackendError::Refused(message),
+        }
+    }
 }
 
 macro_rules! store_errors {
@@ -411,9 +503,7 @@ store_errors!(
     redb::Error,
     redb::TransactionError,
     redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
+    redb::StorageError
 );
 
 impl Embedded {
@@ -450,15 +540,15 @@ impl Embedded {
         let db = self.db.handle()?;
         let table = self.table.clone();
         match tokio::task::spawn_blocking(move || op(&db, &table)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(OpError::Store(e))) => Err(BackendError::Unavailable(e.to_string())),
-            Ok(Err(OpError::Group(detail))) => Err(BackendError::Unavailable(detail)),
-            Ok(Err(OpError::Refused(message))) => Err(BackendError::Refused(message)),
+            Ok(result) => result.map_err(OpError::into_backend),
             Err(e) => Err(BackendError::Unavailable(format!("store task failed: {e}"))),
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        if let Some(value) = self.db.pending.get(&self.table, key) {
+            return Ok(value);
+        }
         let key = key.to_owned();
         self.run(move |db, name| {
             let tx = db.begin_read()?;
@@ -468,7 +558,7 @@ impl Embedded {
         .await
     }
 
-    /// Queues a write for the writer thread and waits for its commit.
+    /// Queues a write for the writer thread and waits until it is visible.
     async fn write(&self, op: WriteOp) -> Result<WriteResult, BackendError> {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.db.send(Job::Write(Write {
@@ -477,10 +567,7 @@ impl Embedded {
             reply,
         }))?;
         match result.await {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(OpError::Store(e))) => Err(BackendError::Unavailable(e.to_string())),
-            Ok(Err(OpError::Group(detail))) => Err(BackendError::Unavailable(detail)),
-            Ok(Err(OpError::Refused(message))) => Err(BackendError::Refused(message)),
+            Ok(result) => result.map_err(OpError::into_backend),
             Err(_) => Err(BackendError::Unavailable(
                 "the store's writer stopped".to_owned(),
             )),
@@ -500,6 +587,9 @@ impl Embedded {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        if let Some(value) = self.db.pending.get(&self.table, key) {
+            return Ok(value.is_some());
+        }
         let key = key.to_owned();
         self.run(move |db, name| {
             let tx = db.begin_read()?;
@@ -509,11 +599,17 @@ impl Embedded {
         .await
     }
 
-    /// Reads, adds and writes in the writer's transaction: writes are serialized, so two
-    /// increments never read the same value. Counters are stored as decimal text, as Redis's
-    /// INCRBY keeps them. Adding 0 (how a counter is read) is a plain read: no commit.
+    /// Reads, adds and writes on the writer thread: writes are serialized, so two increments
+    /// never read the same value. Counters are stored as decimal text, as Redis's INCRBY keeps
+    /// them. Adding 0 (how a counter is read) is a plain read.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         if delta == 0 {
+            if let Some(value) = self.db.pending.get(&self.table, key) {
+                return match value {
+                    Some(value) => parse_counter(&value).map_err(OpError::into_backend),
+                    None => Ok(0),
+                };
+            }
             let key = key.to_owned();
             return self
                 .run(move |db, name| {
@@ -552,12 +648,16 @@ impl Embedded {
         }
     }
 
-    /// Keys in order, `limit` at a time; the cursor is the last key of the page.
+    /// Keys in order, `limit` at a time; the cursor is the last key of the page. Pending
+    /// writes are committed first, so the listing comes from the database alone.
     pub async fn keys(
         &self,
         cursor: Option<String>,
         limit: usize,
     ) -> Result<KeyPage, BackendError> {
+        if !self.db.pending.is_empty() {
+            self.db.commit_pending().await?;
+        }
         self.run(move |db, name| {
             let tx = db.begin_read()?;
             let table = tx.open_table(table(name))?;

@@ -304,7 +304,8 @@ impl Stores {
                     let db = match databases.get(&Some(path.clone())) {
                         Some(db) => db.clone(),
                         None => {
-                            let db = EmbeddedDb::open_file(path, setup.hint_for(label))?;
+                            let db =
+                                EmbeddedDb::open_file(path, setup.hint_for(label), setup.timeout)?;
                             databases.insert(Some(path.clone()), db.clone());
                             db
                         }

@@ -271,41 +271,51 @@ async fn keys_are_listed_page_by_page_and_bounded() {
     assert!(err.to_string().contains("list-keys"), "{err}");
 }
 
+/// A disk that takes no commit (a write transaction held elsewhere): writes are visible at
+/// once, but putting them on disk fails within the deadline, and succeeds once it is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_store_fails_within_the_deadline() {
-    let stores = Stores::open(
-        &labels(&["default"]),
-        &setup(
-            None,
-            Some(r#"key_value_store.default = { type = "spin" }"#),
-            100,
-        ),
-    )
-    .unwrap();
+async fn a_blocked_disk_fails_the_sync_within_the_deadline() {
+    let dir = TempDir::new();
+    let stores = Stores::open(&labels(&["default"]), &setup(Some(&dir.0), None, 100)).unwrap();
     let store = stores.get("default").unwrap();
-    // A write transaction held elsewhere: the store's writes wait behind it.
-    let db = stores.databases[0].database();
+    let db = store.embedded_db().unwrap().clone();
+    store.set("on-disk", b"1".to_vec()).await.unwrap();
+    db.sync().await.unwrap();
+    let handle = stores.databases[0].database();
     let (began, holding) = std::sync::mpsc::channel::<()>();
     let (held, release) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
-        let tx = db.begin_write().unwrap();
+        let tx = handle.begin_write().unwrap();
         began.send(()).unwrap();
         let _ = release.recv();
         drop(tx);
     });
     holding.recv().unwrap();
+    store.set("a", b"1".to_vec()).await.unwrap();
+    store.delete("on-disk").await.unwrap();
+    assert_eq!(store.get("a").await, Ok(Some(b"1".to_vec())));
+    assert_eq!(store.get("on-disk").await, Ok(None));
+    assert!(db.has_unsynced());
     let start = Instant::now();
-    let err = store.set("a", b"1".to_vec()).await.unwrap_err();
+    let err = db.sync().await.unwrap_err();
     let took = start.elapsed();
     assert!(took < Duration::from_millis(400), "took {took:?}");
     assert_eq!(
         err,
-        KvError::Other("key-value store 'default' unavailable: no answer within 100 ms".into())
+        BackendError::Unavailable("writes not on disk within 100 ms".into())
     );
-    // Reads do not wait for writers.
-    assert_eq!(store.get("a").await, Ok(None));
     held.send(()).unwrap();
     holder.join().unwrap();
+    db.sync().await.unwrap();
+    assert!(!db.has_unsynced());
+    drop(store);
+    stores.close();
+
+    // Both writes reached the file.
+    let stores = Stores::open(&labels(&["default"]), &setup(Some(&dir.0), None, 100)).unwrap();
+    let store = stores.get("default").unwrap();
+    assert_eq!(store.get("a").await, Ok(Some(b"1".to_vec())));
+    assert_eq!(store.get("on-disk").await, Ok(None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
