@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -37,12 +37,25 @@ const GROUP_MAX: usize = 256;
 /// its client went away): the writer then commits it on its own.
 pub const SYNC_WITHIN: Duration = Duration::from_millis(100);
 
-/// Keys pending at which the writer commits without waiting for a response to ask.
-const COMMIT_AT_KEYS: usize = 4096;
+/// Pending writes (keys, and bytes of keys and values) at which the writer commits without
+/// waiting for a response to ask.
+const COMMIT_AT: Limit = Limit {
+    keys: 4096,
+    bytes: 8 << 20,
+};
 
-/// Keys pending at which new writes are refused: the disk has not taken a commit for a while
+/// Pending writes at which new writes are refused: the disk has not taken a commit for a while
 /// (each failed commit is retried after [`SYNC_WITHIN`]).
-const MAX_PENDING_KEYS: usize = 65_536;
+const MAX_PENDING: Limit = Limit {
+    keys: 65_536,
+    bytes: 64 << 20,
+};
+
+/// How much may be pending.
+struct Limit {
+    keys: usize,
+    bytes: usize,
+}
 
 /// One redb database, shared by the labels stored in it.
 pub struct EmbeddedDb {
@@ -65,6 +78,9 @@ pub struct EmbeddedDb {
 #[derive(Default)]
 struct Pending {
     tables: RwLock<PendingTables>,
+    /// Keys pending, and bytes of their keys and values.
+    keys: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 /// Table name → key → value (`None`: deleted).
@@ -81,13 +97,34 @@ impl Pending {
         self.read().values().all(HashMap::is_empty)
     }
 
-    fn keys(&self) -> usize {
-        self.read().values().map(HashMap::len).sum()
+    /// Whether as many keys or bytes as `limit` are pending.
+    fn reached(&self, limit: &Limit) -> bool {
+        self.keys.load(Ordering::Relaxed) >= limit.keys
+            || self.bytes.load(Ordering::Relaxed) >= limit.bytes
     }
 
     fn insert(&self, table: &Arc<str>, key: String, value: Option<Vec<u8>>) {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        tables.entry(table.clone()).or_default().insert(key, value);
+        let added = key.len() + value.as_ref().map_or(0, Vec::len);
+        let key_len = key.len();
+        match tables.entry(table.clone()).or_default().insert(key, value) {
+            Some(old) => {
+                let removed = key_len + old.map_or(0, |v| v.len());
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+                self.bytes.fetch_sub(removed, Ordering::Relaxed);
+            }
+            None => {
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn clear(&self) {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        tables.clear();
+        self.keys.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, PendingTables> {
@@ -322,7 +359,7 @@ pub struct Embedded {
 /// Applies the writes waiting, in the order they came, until every sender is gone, and commits
 /// what they changed in one durable transaction when a sync waits, once the oldest write off
 /// the disk has waited [`SYNC_WITHIN`] (also under a steady stream of writes that no response
-/// waits for), or once [`COMMIT_AT_KEYS`] keys are pending.
+/// waits for), or once [`COMMIT_AT`] is reached.
 fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress, pending: &Pending) {
     // When the oldest write not on disk yet was made.
     let mut unsynced_since: Option<Instant> = None;
@@ -358,7 +395,7 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Job>, progress: &Progress, p
             unsynced_since = Some(Instant::now());
         }
         let due = unsynced_since.is_some_and(|since| since.elapsed() >= SYNC_WITHIN)
-            || pending.keys() >= COMMIT_AT_KEYS;
+            || pending.reached(&COMMIT_AT);
         if syncs.is_empty() && !due {
             continue;
         }
@@ -403,11 +440,7 @@ fn commit_pending(db: &Database, pending: &Pending, progress: &Progress) -> Resu
         Ok(()) => {
             progress.durable.store(number, Ordering::Release);
             // After the commit: a reader that misses a key here finds it in the database.
-            pending
-                .tables
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            pending.clear();
             Ok(())
         }
         Err(e) => Err(e.to_string()),
@@ -424,10 +457,10 @@ fn apply(
     table_name: &Arc<str>,
     op: WriteOp,
 ) -> Result<WriteResult, OpError> {
-    if pending.keys() >= MAX_PENDING_KEYS {
-        return Err(OpError::Busy(format!(
-            "{MAX_PENDING_KEYS} keys wait to be written to disk"
-        )));
+    if pending.reached(&MAX_PENDING) {
+        return Err(OpError::Busy(
+            "too many writes wait to be written to disk".to_owned(),
+        ));
     }
     let current = |key: &str| -> Result<Option<Vec<u8>>, OpError> {
         if let Some(value) = pending.get(table_name, key) {
@@ -689,4 +722,33 @@ fn parse_counter(value: &[u8]) -> Result<i64, OpError> {
         .ok()
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| OpError::Refused("the value is not an integer".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_writes_count_their_keys_and_bytes() {
+        let pending = Pending::default();
+        let table: Arc<str> = Arc::from("default");
+        let limit = Limit { keys: 2, bytes: 10 };
+        pending.insert(&table, "ab".to_owned(), Some(vec![0; 3]));
+        assert_eq!(pending.get("default", "ab"), Some(Some(vec![0; 3])));
+        assert!(!pending.reached(&limit));
+        // Overwritten: still one key, its new size.
+        pending.insert(&table, "ab".to_owned(), Some(vec![0; 7]));
+        assert_eq!(pending.bytes.load(Ordering::Relaxed), 9);
+        assert!(!pending.reached(&limit));
+        pending.insert(&table, "ab".to_owned(), None);
+        assert_eq!(pending.get("default", "ab"), Some(None));
+        assert_eq!(pending.bytes.load(Ordering::Relaxed), 2);
+        pending.insert(&table, "c".to_owned(), Some(vec![0; 1]));
+        assert!(pending.reached(&limit), "two keys");
+        pending.clear();
+        assert!(pending.is_empty());
+        assert_eq!(pending.get("default", "c"), None);
+        pending.insert(&table, "big".to_owned(), Some(vec![0; 8]));
+        assert!(pending.reached(&limit), "eleven bytes");
+    }
 }
