@@ -94,7 +94,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.read().values().all(HashMap::is_empty)
+        self.keys.load(Ordering::Relaxed) == 0
     }
 
     /// Whether as many keys or bytes as `limit` are pending.

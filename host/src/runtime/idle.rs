@@ -120,8 +120,8 @@ impl IdleInstances {
         };
         let expired: Vec<Idle> = {
             let mut stack = self.lock();
-            let since: Vec<Instant> = stack.iter().map(|idle| idle.since).collect();
-            let n = expired_count(&since, self.policy.keep_idle, max_wait, now);
+            let since = stack.iter().map(|idle| idle.since);
+            let n = expired_count(since, self.policy.keep_idle, max_wait, now);
             stack.drain(..n).collect()
         };
         // Dropped here, outside the lock.
@@ -135,11 +135,16 @@ impl IdleInstances {
 
 /// How many of the idle instances, oldest first (`since`: when each began to wait, in the
 /// stack's order), have waited `max_wait` or longer and are not among the `keep` newest.
-fn expired_count(since: &[Instant], keep: usize, max_wait: Duration, now: Instant) -> usize {
+fn expired_count(
+    since: impl ExactSizeIterator<Item = Instant>,
+    keep: usize,
+    max_wait: Duration,
+    now: Instant,
+) -> usize {
     let may_expire = since.len().saturating_sub(keep);
-    since[..may_expire]
-        .iter()
-        .take_while(|since| now.duration_since(**since) >= max_wait)
+    since
+        .take(may_expire)
+        .take_while(|since| now.duration_since(*since) >= max_wait)
         .count()
 }
 
@@ -154,14 +159,14 @@ mod tests {
         let second = Duration::from_secs(1);
         // Oldest first: 3 s, 2 s, 0.5 s, 0.2 s.
         let stack = [waited(3000), waited(2000), waited(500), waited(200)];
-        assert_eq!(expired_count(&stack, 0, second, now), 2);
-        assert_eq!(expired_count(&stack, 2, second, now), 2);
-        assert_eq!(expired_count(&stack, 3, second, now), 1);
-        assert_eq!(expired_count(&stack, 4, second, now), 0);
-        assert_eq!(expired_count(&stack, 9, second, now), 0);
+        assert_eq!(expired_count(stack.into_iter(), 0, second, now), 2);
+        assert_eq!(expired_count(stack.into_iter(), 2, second, now), 2);
+        assert_eq!(expired_count(stack.into_iter(), 3, second, now), 1);
+        assert_eq!(expired_count(stack.into_iter(), 4, second, now), 0);
+        assert_eq!(expired_count(stack.into_iter(), 9, second, now), 0);
         // A burst is over: everything but the kept ones goes.
-        assert_eq!(expired_count(&stack, 2, Duration::ZERO, now), 2);
-        assert_eq!(expired_count(&stack, 0, Duration::ZERO, now), 4);
-        assert_eq!(expired_count(&[], 2, Duration::ZERO, now), 0);
+        assert_eq!(expired_count(stack.into_iter(), 2, Duration::ZERO, now), 2);
+        assert_eq!(expired_count(stack.into_iter(), 0, Duration::ZERO, now), 4);
+        assert_eq!(expired_count([].into_iter(), 2, Duration::ZERO, now), 0);
     }
 }
