@@ -31,6 +31,12 @@
 #   --rate-only       only section 7: /chat and /health at fixed arrival rates (500, 1000, 2000
 #                     and 4000 requests/s), open loop with oha's latency correction, every peer
 #                     in the same run; overhead is a peer's latency minus the upstream's alone
+#   --state-on-disk   keep the servers' state (the embedded store, spin's key-value database) on
+#                     this machine's disk, under target/bench/run, instead of a tmpfs
+#
+# State: servers keep theirs on a tmpfs (/dev/shm) by default, as on Cloud Run, whose file
+# system is in memory; the fixed-rate section also runs ion-host with its state on the disk,
+# where every durable commit waits for an fsync.
 #
 # Peers: Wasmtime CLI 48.0.8 via $WASMTIME_BIN, PATH or ../shared/bin/wasmtime; Spin via
 # $SPIN_BIN, PATH or ../shared/bin/spin; Python 3 with venv for the FastAPI reference (pinned
@@ -45,6 +51,7 @@ LATENCY_MS=150
 PIN=1
 BUILD=1
 QUIET_WAIT=60
+STATE_ON_DISK=0
 ONLY="" # empty: every section; `state` or `access`: that section alone
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,7 +64,8 @@ while [ $# -gt 0 ]; do
     --access-only) ONLY=access ;;
     --telemetry-only) ONLY=telemetry ;;
     --rate-only) ONLY=rate ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --state-on-disk) STATE_ON_DISK=1 ;;
+    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -123,6 +131,7 @@ stop() {
 cleanup() {
   local pid
   for pid in ${PIDS[@]+"${PIDS[@]}"}; do stop "$pid"; done
+  if [ -n "${TMPFS_STATE:-}" ]; then rm -rf "$TMPFS_STATE"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -232,6 +241,20 @@ fmt() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
 
 rm -rf "$RUN"
 mkdir -p "$RUN"
+# Where servers keep their state (see the top of this file): STATE, and DISK_STATE for the
+# fixed-rate run of ion-host on the disk.
+DISK_STATE=$RUN/state
+STATE=$DISK_STATE
+STATE_MEDIUM="this machine's disk ($(stat -f -c %T "$RUN"))"
+if [ "$STATE_ON_DISK" = 0 ]; then
+  if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ]; then
+    TMPFS_STATE=$(mktemp -d /dev/shm/ion-bench.XXXXXX)
+    STATE=$TMPFS_STATE
+    STATE_MEDIUM="a tmpfs, as Cloud Run's in-memory file system"
+  else
+    log "warning: no writable tmpfs at /dev/shm: servers keep their state on the disk"
+  fi
+fi
 
 # The service component imports fermyon:spin/variables, which `wasmtime serve` lacks: plug in
 # a stub that defines no variable, so that the composed component imports wasi:* only. /health
@@ -282,17 +305,19 @@ VERTEX_PATH=/v1/projects/bench/locations/global/publishers/google/models/$MODEL:
 server_cmd() { # server_cmd PEER PORT ENDPOINT COMPONENT_KIND ; sets CMD
   local peer=$1 port=$2 endpoint=$3 kind=${4:-shipped}
   case "$peer" in
-    ion-host|ion-host-fresh)
-      local component=$CWASM
+    ion-host|ion-host-fresh|ion-host-disk)
+      local component=$CWASM state=$STATE
       [ "$kind" = composed ] && component=$OUT/composed.ion-host.cwasm
+      # ion-host-disk: the state on this machine's disk whatever STATE is.
+      [ "$peer" = ion-host-disk ] && state=$DISK_STATE
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$ION_HOST" --manifest "$ROOT/spin.toml"
-        --component "$component" --listen "127.0.0.1:$port" --state-dir "$RUN/state-$port"
+        --component "$component" --listen "127.0.0.1:$port" --state-dir "$state/ion-host-$port"
         --max-concurrent-requests "$MAX_CONCURRENT" ${ION_HOST_ARGS[@]+"${ION_HOST_ARGS[@]}"})
       # ion-host-fresh: a fresh instance for every request (instance reuse off), to weigh reuse.
       if [ "$peer" = ion-host-fresh ]; then CMD+=(--max-instance-reuse-count 1); fi ;;
     spin)
       CMD=(env SPIN_VARIABLE_VERTEX_ENDPOINT="$endpoint" "$SPIN" up --from "$MANIFEST"
-        --listen "127.0.0.1:$port") ;;
+        --listen "127.0.0.1:$port" --state-dir "$STATE/spin-$port") ;;
     wasmtime)
       CMD=("$WASMTIME" serve -S cli --addr "127.0.0.1:$port" "$COMPOSED") ;;
     fastapi)
@@ -456,6 +481,7 @@ pinning="unpinned"
     "ion-host as the image ships it ($MUSL, \`dist\` profile, precompiled component)," \
     "spin $spin_version, wasmtime CLI $wasmtime_version, FastAPI reference" \
     "($(grep -E '^(fastapi|uvicorn)==' "$REQUIREMENTS" | tr '\n' ' ' | sed 's/ $//'), one worker, uvloop, httptools)." \
+    "Servers keep their state on $STATE_MEDIUM." \
     "Load average (1/5/15 min): $load_start at the start, $load_before when measuring began," \
     "$load_after_chat after /chat, $load_after_health after /health, $load_end at the end." \
     "Client, servers and emulator share the machine (and so does anything else running on it)." \
@@ -892,7 +918,7 @@ PYEOF
 start emulator-rate "$EMULATOR" --listen 127.0.0.1:0 --latency-ms "$LATENCY_MS"
 RATE_EMULATOR_PID=$PID
 RATE_EMULATOR_URL=$(wait_url emulator-rate "$RATE_EMULATOR_PID")
-CHAT_PEERS=(ion-host ion-host-fresh spin fastapi)
+CHAT_PEERS=(ion-host ion-host-disk ion-host-fresh spin fastapi)
 for rate in "${RATES[@]}"; do
   SERVING_PID=$RATE_EMULATOR_PID
   rate_run "rate-chat-upstream-$rate" "$rate" "$RATE_EMULATOR_URL$VERTEX_PATH" -m POST \
@@ -946,14 +972,16 @@ rate_cell() { # rate_cell KIND PEER RATE [UPSTREAM]: "p50 / p99 ms" (overhead wh
     "oha $("$OHA" --version | awk '{ print $2 }') at a fixed rate with --latency-correction," \
     "${RATE_SECS} s per run, the emulator answering /chat in ${LATENCY_MS} ms. /chat cells are" \
     "overhead over the upstream alone at the same rate (p50 / p99), errors, and server CPU per" \
-    "request. TensorZero publishes a p99 overhead of 0.94 ms at 10,000 requests/s on 4 vCPUs (mock" \
+    "request. Servers keep their state on $STATE_MEDIUM; \"state on disk\" is ion-host with its" \
+    "store on this machine's disk ($(stat -f -c %T "$RUN")), where the commit each answer waits for ends in an fsync." \
+    "TensorZero publishes a p99 overhead of 0.94 ms at 10,000 requests/s on 4 vCPUs (mock" \
     "provider)."
   echo
-  echo "| /chat rate | upstream alone p50 / p99 | ion-host overhead | errors | CPU | ion-host, no instance reuse | errors | CPU | spin up overhead | errors | CPU | FastAPI overhead | errors | CPU |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| /chat rate | upstream alone p50 / p99 | ion-host overhead | errors | CPU | ion-host, state on disk | errors | CPU | ion-host, no instance reuse | errors | CPU | spin up overhead | errors | CPU | FastAPI overhead | errors | CPU |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for rate in "${RATES[@]}"; do
     up="$RUN/rate-chat-upstream-$rate.json"
-    echo "| $rate/s | $(rate_value "$up" p50) / $(rate_value "$up" p99) ms | $(rate_cell chat ion-host "$rate" "$up") | $(rate_cell chat ion-host-fresh "$rate" "$up") | $(rate_cell chat spin "$rate" "$up") | $(rate_cell chat fastapi "$rate" "$up") |"
+    echo "| $rate/s | $(rate_value "$up" p50) / $(rate_value "$up" p99) ms | $(rate_cell chat ion-host "$rate" "$up") | $(rate_cell chat ion-host-disk "$rate" "$up") | $(rate_cell chat ion-host-fresh "$rate" "$up") | $(rate_cell chat spin "$rate" "$up") | $(rate_cell chat fastapi "$rate" "$up") |"
   done
   echo
   echo "| /health rate | ion-host p50 / p99 | errors | CPU | wasmtime serve | errors | CPU | wasmtime serve, reuse 128 | errors | CPU | spin up | errors | CPU |"
