@@ -101,8 +101,8 @@ struct ServeOptions {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_instance_reuse_count: u32,
 
-    /// Instances kept waiting for the next request; all but the most recently used one are
-    /// dropped after a second unused, so memory comes back after a burst. 0 turns reuse off.
+    /// Instances kept waiting for the next request; each is dropped after a second unused, and
+    /// all at once when a burst is over, so memory comes back. 0 turns reuse off.
     #[arg(long, default_value_t = ReusePolicy::default().max_idle, value_name = "N")]
     max_idle_instances: usize,
 
