@@ -245,7 +245,7 @@ mkdir -p "$RUN"
 # fixed-rate run of ion-host on the disk.
 DISK_STATE=$RUN/state
 STATE=$DISK_STATE
-STATE_MEDIUM="this machine's disk ($(stat -f -c %T "$RUN"))"
+STATE_MEDIUM="this machine's disk ($(df --output=fstype "$RUN" | tail -1))"
 if [ "$STATE_ON_DISK" = 0 ]; then
   if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ]; then
     TMPFS_STATE=$(mktemp -d /dev/shm/ion-bench.XXXXXX)
@@ -973,7 +973,7 @@ rate_cell() { # rate_cell KIND PEER RATE [UPSTREAM]: "p50 / p99 ms" (overhead wh
     "${RATE_SECS} s per run, the emulator answering /chat in ${LATENCY_MS} ms. /chat cells are" \
     "overhead over the upstream alone at the same rate (p50 / p99), errors, and server CPU per" \
     "request. Servers keep their state on $STATE_MEDIUM; \"state on disk\" is ion-host with its" \
-    "store on this machine's disk ($(stat -f -c %T "$RUN")), where the commit each answer waits for ends in an fsync." \
+    "store on this machine's disk ($(df --output=fstype "$RUN" | tail -1)), where the commit each answer waits for ends in an fsync." \
     "TensorZero publishes a p99 overhead of 0.94 ms at 10,000 requests/s on 4 vCPUs (mock" \
     "provider)."
   echo
