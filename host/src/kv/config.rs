@@ -51,9 +51,8 @@ pub struct KvOptions {
     #[arg(long, env = "ION_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Deadline for one key-value store call; past it (or on a store error) the component gets
-    /// an error at once. Also the longest an answer waits for the embedded store's writes to
-    /// reach the disk (then 503 store_unavailable).
+    /// Deadline for one call to a Redis store (and for connecting to it); past it (or on a store
+    /// error) the component gets an error at once.
     #[arg(
         long,
         env = "ION_KV_TIMEOUT_MS",
@@ -61,6 +60,18 @@ pub struct KvOptions {
         value_name = "MS"
     )]
     pub kv_timeout_ms: u64,
+
+    /// Deadline for the embedded store's disk: one call (a write can wait behind a commit), and
+    /// an answer's wait for the writes it follows to reach the disk (then 503
+    /// store_unavailable). Longer than a network round trip: a busy disk's `fsync` can take a
+    /// second, and only a disk that stops answering should fail requests.
+    #[arg(
+        long,
+        env = "ION_KV_DISK_TIMEOUT_MS",
+        default_value_t = 5_000,
+        value_name = "MS"
+    )]
+    pub kv_disk_timeout_ms: u64,
 }
 
 /// One store's backend.
@@ -175,7 +186,10 @@ pub struct StoreSetup {
     source: Source,
     /// `<state dir>/ion_key_value.redb`: the store "default" unless the config says otherwise.
     pub default_path: PathBuf,
+    /// Per call to a Redis store.
     pub timeout: Duration,
+    /// Per call to an embedded store, and per wait for its writes to reach the disk.
+    pub disk_timeout: Duration,
 }
 
 impl StoreSetup {
@@ -184,6 +198,9 @@ impl StoreSetup {
     pub fn from_options(options: &KvOptions, manifest: &Path) -> Result<StoreSetup> {
         if options.kv_timeout_ms == 0 {
             bail!("--kv-timeout-ms (ION_KV_TIMEOUT_MS) must be at least 1");
+        }
+        if options.kv_disk_timeout_ms == 0 {
+            bail!("--kv-disk-timeout-ms (ION_KV_DISK_TIMEOUT_MS) must be at least 1");
         }
         let (config, source) = match (&options.runtime_config_file, &options.runtime_config) {
             (Some(_), Some(_)) => bail!(
@@ -227,6 +244,7 @@ impl StoreSetup {
             source,
             default_path: state_dir.join(DEFAULT_FILE),
             timeout: Duration::from_millis(options.kv_timeout_ms),
+            disk_timeout: Duration::from_millis(options.kv_disk_timeout_ms),
         })
     }
 
@@ -270,6 +288,7 @@ mod tests {
             runtime_config: None,
             state_dir: None,
             kv_timeout_ms: 500,
+            kv_disk_timeout_ms: 5_000,
         }
     }
 
@@ -431,6 +450,13 @@ type = "remote_http"
         let mut zero = options();
         zero.kv_timeout_ms = 0;
         assert!(StoreSetup::from_options(&zero, Path::new("spin.toml")).is_err());
+        let mut zero = options();
+        zero.kv_disk_timeout_ms = 0;
+        let err = StoreSetup::from_options(&zero, Path::new("spin.toml")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--kv-disk-timeout-ms"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -299,31 +299,40 @@ impl Stores {
                 ));
                 continue;
             };
-            let backend = match &config {
+            let (backend, timeout) = match &config {
                 StoreConfig::Embedded { path: Some(path) } => {
                     let db = match databases.get(&Some(path.clone())) {
                         Some(db) => db.clone(),
                         None => {
-                            let db =
-                                EmbeddedDb::open_file(path, setup.hint_for(label), setup.timeout)?;
+                            let db = EmbeddedDb::open_file(
+                                path,
+                                setup.hint_for(label),
+                                setup.disk_timeout,
+                            )?;
                             databases.insert(Some(path.clone()), db.clone());
                             db
                         }
                     };
-                    Backend::Embedded(Embedded::new(db, label)?)
+                    (
+                        Backend::Embedded(Embedded::new(db, label)?),
+                        setup.disk_timeout,
+                    )
                 }
                 StoreConfig::Embedded { path: None } => {
                     let db = EmbeddedDb::in_memory()?;
                     in_memory.push(db.clone());
-                    Backend::Embedded(Embedded::new(db, label)?)
+                    (
+                        Backend::Embedded(Embedded::new(db, label)?),
+                        setup.disk_timeout,
+                    )
                 }
-                StoreConfig::Redis { url } => Backend::Redis(Redis::new(url, setup.timeout)?),
+                StoreConfig::Redis { url } => (
+                    Backend::Redis(Redis::new(url, setup.timeout)?),
+                    setup.timeout,
+                ),
             };
             logging::info(&format!("key-value store '{label}': {}", config.describe()));
-            stores.insert(
-                label.clone(),
-                Arc::new(Store::new(label, backend, setup.timeout)),
-            );
+            stores.insert(label.clone(), Arc::new(Store::new(label, backend, timeout)));
         }
         let stores = Stores {
             declared: declared.iter().cloned().collect(),

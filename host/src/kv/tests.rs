@@ -38,6 +38,7 @@ pub(super) fn setup(state_dir: Option<&Path>, inline: Option<&str>, timeout_ms: 
         runtime_config: inline.map(str::to_owned),
         state_dir: state_dir.map(Path::to_path_buf),
         kv_timeout_ms: timeout_ms,
+        kv_disk_timeout_ms: timeout_ms,
     };
     StoreSetup::from_options(&options, Path::new("spin.toml")).unwrap()
 }
@@ -316,6 +317,50 @@ async fn a_blocked_disk_fails_the_sync_within_the_deadline() {
     let store = stores.get("default").unwrap();
     assert_eq!(store.get("a").await, Ok(Some(b"1".to_vec())));
     assert_eq!(store.get("on-disk").await, Ok(None));
+}
+
+/// The embedded store waits for a slow disk past the network store's deadline: a commit held
+/// up for longer than `--kv-timeout-ms` still ends in an answer, within `--kv-disk-timeout-ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_disk_is_waited_for_past_the_network_deadline() {
+    let dir = TempDir::new();
+    let options = KvOptions {
+        runtime_config_file: None,
+        runtime_config: None,
+        state_dir: Some(dir.0.clone()),
+        kv_timeout_ms: 50,
+        kv_disk_timeout_ms: 10_000,
+    };
+    let setup = StoreSetup::from_options(&options, Path::new("spin.toml")).unwrap();
+    let stores = Stores::open(&labels(&["default"]), &setup).unwrap();
+    let store = stores.get("default").unwrap();
+    let db = store.embedded_db().unwrap().clone();
+    let handle = stores.databases[0].database();
+    let (began, holding) = std::sync::mpsc::channel::<()>();
+    // A commit that takes 300 ms: six times the network deadline.
+    let holder = std::thread::spawn(move || {
+        let tx = handle.begin_write().unwrap();
+        began.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(tx);
+    });
+    holding.recv().unwrap();
+    let start = Instant::now();
+    store.set("a", b"1".to_vec()).await.unwrap();
+    db.sync().await.unwrap();
+    // The write behind the held commit succeeds too, then both calls again.
+    store.set("b", b"2".to_vec()).await.unwrap();
+    db.sync().await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "the commit waited: {took:?}"
+    );
+    holder.join().unwrap();
+    assert_eq!(store.get("a").await, Ok(Some(b"1".to_vec())));
+    assert!(!db.has_unsynced());
+    drop(store);
+    stores.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
