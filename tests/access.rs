@@ -484,6 +484,12 @@ fn instances_whose_clocks_differ_hold_the_limit() {
         let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=61 + 8).contains(&wait), "{wait}");
     }
+    // A clean exit lets libfaketime remove its shared-memory files from /dev/shm, which a
+    // killed process leaves behind.
+    for mut service in services {
+        service.terminate();
+        assert!(service.wait_exit(Duration::from_secs(10)).is_some());
+    }
 }
 
 /// Redis goes away: keys cannot be checked (503), anonymous chats fall back to ion-host's
