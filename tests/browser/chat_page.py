@@ -959,9 +959,13 @@ def scenario_allowance_and_minute_limit(browser: Browser, base_url: str, axe: st
     accessibility(page, axe, "a question refused by the minute's limit")
 
     # The countdown is live; when it ends, sending is possible again, the question still there.
-    page.clock.fast_forward(3000)
-    later = seconds_in(countdown.inner_text())
-    assert later <= shown - 3, (shown, later)
+    # The wait is what is left of the service's minute, which can be a second or two when the
+    # scenario runs at a minute's end: step by less than the wait, so the countdown is still up.
+    step = min(3, shown - 1)
+    if step > 0:
+        page.clock.fast_forward(step * 1000)
+        later = seconds_in(countdown.inner_text())
+        assert later <= shown - step, (shown, step, later)
     page.clock.fast_forward(retry_after * 1000)
     expect(send).to_be_enabled()
     expect(page.locator("#access-status")).to_have_text(
