@@ -138,9 +138,19 @@ pub struct Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        // `spin up` removes its working directory (/tmp/spinup-*) only when it is asked to stop;
+        // killed outright, it leaves one behind per test.
+        if self.runtime == Runtime::Spin {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--", &group])
+                .status();
+            let _ = self.wait_exit(Duration::from_secs(5));
+        }
         // `spin up` runs the trigger as a child process: end the whole process group.
         let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .args(["-s", "KILL", "--", &group])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
