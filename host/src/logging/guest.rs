@@ -8,8 +8,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWrite;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::{RequestContext, Severity, line, target};
 
@@ -183,6 +185,41 @@ impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    /// Taken in on the guest's own call. wasmtime's default wraps `async_stream` in a pipe
+    /// whose task writes behind the guest: every line then cost a task wake-up (often on the
+    /// other worker), and a line written without a flush could still be in that pipe when the
+    /// instance was switched to its next request.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(GuestOutputStream(self.clone()))
+    }
+}
+
+/// Most bytes the guest may write in one call: its writes are never held up, and a line is
+/// cut at [`MAX_GUEST_LINE`] whatever it writes.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+/// [`GuestOutput`] as a WASIp2 output stream that is always ready.
+struct GuestOutputStream(GuestOutput);
+
+impl OutputStream for GuestOutputStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.0.accept(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutputStream {
+    async fn ready(&mut self) {}
 }
 
 /// Fields for an entry of `context` that came from the guest's `stream`.
@@ -346,6 +383,43 @@ mod tests {
         assert_eq!(
             lines,
             [("a", "a's line"), ("a", "a's unended"), ("b", "b's line")]
+        );
+    }
+
+    #[test]
+    fn the_guests_stream_logs_a_write_on_the_call_as_the_request_being_served() {
+        use wasmtime_wasi::cli::StdoutStream;
+
+        let log = crate::logging::Capture::start();
+        let request = |id: &str| {
+            Arc::new(RequestContext {
+                request_id: id.into(),
+                telemetry: None,
+                trace: None,
+            })
+        };
+        let out = GuestOutput::stdout(request("a"));
+        let mut stream = out.p2_stream();
+        assert_eq!(stream.check_write().unwrap(), WRITE_PERMIT);
+        // Written without a flush, no runtime, nothing polled: the line is in the log when the
+        // call returns, so switching the instance to its next request cannot take it along.
+        stream.write(Bytes::from_static(b"a's line\n")).unwrap();
+        let entries = log.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["message"], "a's line");
+        assert_eq!(
+            entries[0]["logging.googleapis.com/labels"]["request_id"],
+            "a"
+        );
+
+        out.serve(request("b"));
+        stream.write(Bytes::from_static(b"b's line\n")).unwrap();
+        stream.flush().unwrap();
+        let entries = log.entries();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[1]["logging.googleapis.com/labels"]["request_id"],
+            "b"
         );
     }
 }
