@@ -255,6 +255,15 @@ mod tests {
         })
     }
 
+    /// An untraced request's context.
+    fn request(id: &str) -> Arc<RequestContext> {
+        Arc::new(RequestContext {
+            request_id: id.into(),
+            telemetry: None,
+            trace: None,
+        })
+    }
+
     /// The per-chat line as the component writes it.
     const CHAT_LINE: &str = r#"{"severity":"WARNING","message":"chat","chat":{"route":"/chat","stream":false,"model":"gemini-3.5-flash","persona":"Elro","resonance_key":"curious-burst-inquiry","outcome":"upstream_rate_limited","status":429,"finish_reason":null,"attempts":3,"prompt_tokens":null,"completion_tokens":null,"thoughts_tokens":null,"total_tokens":null,"upstream_latency_ms":153,"total_latency_ms":160}}"#;
 
@@ -326,11 +335,7 @@ mod tests {
     #[test]
     fn guest_output_splits_lines_and_bounds_them() {
         let log = crate::logging::Capture::start();
-        let out = GuestOutput::stdout(Arc::new(RequestContext {
-            request_id: "r1".into(),
-            telemetry: None,
-            trace: None,
-        }));
+        let out = GuestOutput::stdout(request("r1"));
         out.accept(b"first line\nsecond ");
         assert_eq!(out.lock().pending, b"second ");
         out.accept(&vec![b'x'; MAX_GUEST_LINE * 2]);
@@ -356,13 +361,6 @@ mod tests {
     #[test]
     fn a_stream_switched_to_another_request_never_mixes_their_lines() {
         let log = crate::logging::Capture::start();
-        let request = |id: &str| {
-            Arc::new(RequestContext {
-                request_id: id.into(),
-                telemetry: None,
-                trace: None,
-            })
-        };
         let out = GuestOutput::stdout(request("a"));
         out.accept(b"a's line\na's unended");
         out.serve(request("b"));
@@ -391,13 +389,6 @@ mod tests {
         use wasmtime_wasi::cli::StdoutStream;
 
         let log = crate::logging::Capture::start();
-        let request = |id: &str| {
-            Arc::new(RequestContext {
-                request_id: id.into(),
-                telemetry: None,
-                trace: None,
-            })
-        };
         let out = GuestOutput::stdout(request("a"));
         let mut stream = out.p2_stream();
         assert_eq!(stream.check_write().unwrap(), WRITE_PERMIT);
