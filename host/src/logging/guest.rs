@@ -404,10 +404,15 @@ mod tests {
         );
 
         out.serve(request("b"));
-        stream.write(Bytes::from_static(b"b's line\n")).unwrap();
+        // An empty write and bytes that are not UTF-8 are taken too, never an error.
+        stream.write(Bytes::new()).unwrap();
+        stream
+            .write(Bytes::from_static(b"b's \xff line\n"))
+            .unwrap();
         stream.flush().unwrap();
         let entries = log.entries();
         assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1]["message"], "b's \u{fffd} line");
         assert_eq!(
             entries[1]["logging.googleapis.com/labels"]["request_id"],
             "b"
