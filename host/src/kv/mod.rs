@@ -2,6 +2,8 @@
 //!
 //! - `config`: the flags and Spin's runtime-config file format (`[key_value_store.<label>]`);
 //! - `embedded`: the default backend, one redb file on local disk (or in memory);
+//! - `pending`, `writer`, `wal`: the embedded store's writes not in its database yet, the
+//!   thread that applies them and folds them in, and the log on disk a response waits for;
 //! - `redis`: Redis / Valkey (Memorystore) through a self-healing connection manager;
 //! - `health`: the rate-limited "unavailable" / "recovered" log lines;
 //! - `host`: the wasmtime host functions the component calls;
@@ -15,8 +17,11 @@ pub mod config;
 mod embedded;
 mod health;
 pub mod host;
+mod pending;
 mod redis;
 mod unsynced;
+mod wal;
+mod writer;
 
 pub use self::unsynced::Unsynced;
 

@@ -157,6 +157,120 @@ async fn a_request_settles_what_it_used_to_disk() {
     assert!(!unsynced.is_pending(), "nothing is left to wait for");
 }
 
+/// What the files hold at a crash between an answer and the next fold: the writes are in the
+/// log, not in the database yet, and the next open folds them in (a write then a delete of the
+/// same key, an increment, two tables). A copy of both files taken while the writer is held
+/// off the disk is such a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_writes_outlive_a_crash_before_their_fold() {
+    let dir = TempDir::new();
+    // Two labels in one file, `kv.redb` in `state`.
+    let stores = |state: &TempDir| {
+        let inline = format!(
+            "key_value_store.default = {{ type = \"spin\", path = {0:?} }}\n\
+             key_value_store.cache = {{ type = \"spin\", path = {0:?} }}",
+            state.0.join("kv.redb").display().to_string()
+        );
+        let setup = setup(Some(&state.0), Some(&inline), 5_000);
+        Stores::open(&labels(&["default", "cache"]), &setup).unwrap()
+    };
+    let running = stores(&dir);
+    let (store, cache) = (
+        running.get("default").unwrap(),
+        running.get("cache").unwrap(),
+    );
+    let db = store.embedded_db().unwrap().clone();
+    store.set("conv/1", b"{}".to_vec()).await.unwrap();
+    store.set("gone", b"x".to_vec()).await.unwrap();
+    store.delete("gone").await.unwrap();
+    store.increment("conv/1/n", 3).await.unwrap();
+    cache.set("conv/1", b"cached".to_vec()).await.unwrap();
+    db.sync().await.unwrap();
+
+    let crashed = TempDir::new();
+    let files = ["kv.redb", "kv.redb-wal.0", "kv.redb-wal.1"];
+    {
+        let _disk = db.hold_disk();
+        for file in files {
+            std::fs::copy(dir.0.join(file), crashed.0.join(file)).unwrap();
+        }
+    }
+    let logged = |dir: &TempDir| -> u64 {
+        files[1..]
+            .iter()
+            .map(|file| std::fs::metadata(dir.0.join(file)).unwrap().len())
+            .sum()
+    };
+    assert!(logged(&crashed) > 0, "the writes are in the log");
+
+    let reopened = stores(&crashed);
+    let (store2, cache2) = (
+        reopened.get("default").unwrap(),
+        reopened.get("cache").unwrap(),
+    );
+    assert_eq!(logged(&crashed), 0, "folded in and emptied at open");
+    assert_eq!(store2.get("conv/1").await, Ok(Some(b"{}".to_vec())));
+    assert_eq!(store2.get("gone").await, Ok(None));
+    assert_eq!(store2.increment("conv/1/n", 0).await, Ok(3));
+    assert_eq!(cache2.get("conv/1").await, Ok(Some(b"cached".to_vec())));
+
+    // The running store folds them into its database on its own, and empties its log.
+    let deadline = Instant::now() + writer::FOLD_WITHIN * 10;
+    while logged(&dir) > 0 {
+        assert!(Instant::now() < deadline, "never folded");
+        tokio::time::sleep(writer::FOLD_WITHIN / 10).await;
+    }
+    let tx = redb::ReadableDatabase::begin_read(&*db.database()).unwrap();
+    let table = tx
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("default"))
+        .unwrap();
+    assert_eq!(table.get("conv/1").unwrap().unwrap().value(), b"{}");
+    assert!(table.get("gone").unwrap().is_none());
+}
+
+/// A fold that takes long (its commit held up) holds up no write and no answer: writes go on
+/// into the log's other file, the frozen ones stay readable, and once the commit is through,
+/// both reach the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_answers_go_on_while_a_fold_is_held_up() {
+    let dir = TempDir::new();
+    let (stores, store) = default_store(&dir);
+    let db = store.embedded_db().unwrap().clone();
+    {
+        let _held = db.hold_database();
+        store.set("before", b"1".to_vec()).await.unwrap();
+        db.sync().await.unwrap();
+        // The fold of "before" starts, and waits for the database.
+        tokio::time::sleep(writer::FOLD_WITHIN * 3 / 2).await;
+        // A write or an append that waited for the fold would wait until the guard is gone:
+        // the sync would fail at its deadline.
+        for n in 0..20 {
+            store
+                .set(&format!("during/{n}"), b"2".to_vec())
+                .await
+                .unwrap();
+            db.sync().await.unwrap();
+        }
+        assert_eq!(store.get("before").await, Ok(Some(b"1".to_vec())));
+        assert!(!db.has_unsynced());
+    }
+    let deadline = Instant::now() + writer::FOLD_WITHIN * 10;
+    loop {
+        let tx = redb::ReadableDatabase::begin_read(&*db.database()).unwrap();
+        let table = tx
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("default"))
+            .unwrap();
+        if table.get("during/19").unwrap().is_some() {
+            assert!(table.get("before").unwrap().is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "never folded");
+        tokio::time::sleep(writer::FOLD_WITHIN / 10).await;
+    }
+    drop(store);
+    stores.close();
+}
+
 /// A commit that no response waits for (its client went away) reaches the disk on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_nobody_waits_for_reaches_the_disk_on_its_own() {
@@ -167,13 +281,13 @@ async fn a_write_nobody_waits_for_reaches_the_disk_on_its_own() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while db.has_unsynced() {
         assert!(Instant::now() < deadline, "still off the disk");
-        tokio::time::sleep(embedded::SYNC_WITHIN / 4).await;
+        tokio::time::sleep(writer::SYNC_WITHIN / 4).await;
     }
     // Writes every 10 ms that no response waits for, never 100 ms apart: they still reach the
     // disk within about `SYNC_WITHIN` of the first, not only once the writes stop.
     let before = db.durable_commit();
     let started = Instant::now();
-    while started.elapsed() < embedded::SYNC_WITHIN * 5 {
+    while started.elapsed() < writer::SYNC_WITHIN * 5 {
         store.increment("conv/2/n", 1).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -272,8 +386,8 @@ async fn keys_are_listed_page_by_page_and_bounded() {
     assert!(err.to_string().contains("list-keys"), "{err}");
 }
 
-/// A disk that takes no commit (a write transaction held elsewhere): writes are visible at
-/// once, but putting them on disk fails within the deadline, and succeeds once it is free.
+/// A disk that takes no write: writes are visible at once, but putting them on disk fails
+/// within the deadline, and succeeds once it is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_disk_fails_the_sync_within_the_deadline() {
     let dir = TempDir::new();
@@ -282,14 +396,13 @@ async fn a_blocked_disk_fails_the_sync_within_the_deadline() {
     let db = store.embedded_db().unwrap().clone();
     store.set("on-disk", b"1".to_vec()).await.unwrap();
     db.sync().await.unwrap();
-    let handle = stores.databases[0].database();
+    let disk = db.clone();
     let (began, holding) = std::sync::mpsc::channel::<()>();
     let (held, release) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
-        let tx = handle.begin_write().unwrap();
+        let _disk = disk.hold_disk();
         began.send(()).unwrap();
         let _ = release.recv();
-        drop(tx);
     });
     holding.recv().unwrap();
     store.set("a", b"1".to_vec()).await.unwrap();
@@ -319,7 +432,7 @@ async fn a_blocked_disk_fails_the_sync_within_the_deadline() {
     assert_eq!(store.get("on-disk").await, Ok(None));
 }
 
-/// The embedded store waits for a slow disk past the network store's deadline: a commit held
+/// The embedded store waits for a slow disk past the network store's deadline: a write held
 /// up for longer than `--kv-timeout-ms` still ends in an answer, within `--kv-disk-timeout-ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_disk_is_waited_for_past_the_network_deadline() {
@@ -335,20 +448,19 @@ async fn a_slow_disk_is_waited_for_past_the_network_deadline() {
     let stores = Stores::open(&labels(&["default"]), &setup).unwrap();
     let store = stores.get("default").unwrap();
     let db = store.embedded_db().unwrap().clone();
-    let handle = stores.databases[0].database();
+    let disk = db.clone();
     let (began, holding) = std::sync::mpsc::channel::<()>();
-    // A commit that takes 300 ms: six times the network deadline.
+    // A write that takes 300 ms: six times the network deadline.
     let holder = std::thread::spawn(move || {
-        let tx = handle.begin_write().unwrap();
+        let _disk = disk.hold_disk();
         began.send(()).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        drop(tx);
     });
     holding.recv().unwrap();
     let start = Instant::now();
     store.set("a", b"1".to_vec()).await.unwrap();
     db.sync().await.unwrap();
-    // The write behind the held commit succeeds too, then both calls again.
+    // The write behind the held one succeeds too, then both calls again.
     store.set("b", b"2".to_vec()).await.unwrap();
     db.sync().await.unwrap();
     let took = start.elapsed();
