@@ -1,15 +1,15 @@
 //! The embedded store: a redb database on local disk (or in memory), no server. Each label is a
 //! table; labels configured with the same file share one database.
 //!
-//! Writes go to one writer thread per database (see `writer`), which applies them, one after
-//! another, to the pending writes: a write's call returns once readers can see it there. When
-//! a response that follows one is about to leave (see [`Unsynced`]), the writer appends every
-//! write made since the last such moment to the database's write-ahead log as one batch and
-//! one `fdatasync`: the requests answering at that moment share it, and none waits for a
-//! B-tree commit. A fold thread commits the pending writes to the database about once a
-//! second, while writes go on. Reads look in the pending writes first, then read the database
-//! on tokio's blocking pool, concurrently with the writer. None of it ever holds up a tokio
-//! worker.
+//! A write is applied to the pending writes (see `apply`): a set or a delete on its caller's
+//! task, an increment or a compare-and-swap on the database's writer thread (see `writer`); a
+//! write's call returns once readers can see it there. When a response that follows one is
+//! about to leave (see [`Unsynced`]), the writer appends every write made since the last such
+//! moment to the database's write-ahead log as one batch and one `fdatasync`: the requests
+//! answering at that moment share it, and none waits for a B-tree commit. A fold thread
+//! commits the pending writes to the database about once a second, while writes go on. Reads
+//! look in the pending writes first, then read the database on tokio's blocking pool,
+//! concurrently with the writer. Nothing that can wait for the disk runs on a tokio worker.
 //!
 //! [`Unsynced`]: super::Unsynced
 
@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 
+use super::apply::Applier;
 use super::pending::Pending;
 use super::wal::WriteLog;
 use super::writer::{DiskGates, Writer, open_log};
@@ -42,8 +43,7 @@ pub struct EmbeddedDb {
     /// Where writes and syncs go; `None` once closed.
     writes: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    progress: Arc<Progress>,
-    pending: Arc<Pending>,
+    applier: Arc<Applier>,
     /// Longest [`EmbeddedDb::sync`] waits for the disk.
     sync_timeout: Duration,
     location: String,
@@ -74,7 +74,8 @@ impl Progress {
 
 /// What the writer thread is asked for.
 pub(super) enum Job {
-    /// One write: the label's table, what to do, and where the result goes.
+    /// An increment or a compare-and-swap: the label's table, what to do, and where the
+    /// result goes.
     Write {
         table: Arc<str>,
         op: WriteOp,
@@ -84,11 +85,12 @@ pub(super) enum Job {
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Fold every write made so far into the database, then answer.
     Fold(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// A write was applied on its caller's task (the first since the writer last took the
+    /// unlogged ones): it is to reach the disk even if no response waits for it.
+    Wake,
 }
 
 pub(super) enum WriteOp {
-    Set(String, Vec<u8>),
-    Delete(String),
     Increment(String, i64),
     CompareAndSwap {
         key: String,
@@ -98,7 +100,6 @@ pub(super) enum WriteOp {
 }
 
 pub(super) enum WriteResult {
-    Done,
     Counter(i64),
     Cas(CasOutcome),
 }
@@ -151,15 +152,13 @@ impl EmbeddedDb {
             volatile,
             ..Progress::default()
         });
-        let pending = Arc::new(Pending::default());
+        let applier = Arc::new(Applier::new(
+            Arc::new(Pending::default()),
+            progress,
+            log.is_some(),
+        ));
         let disk = Arc::new(DiskGates::default());
-        let writer = Writer::new(
-            db.clone(),
-            pending.clone(),
-            progress.clone(),
-            log,
-            disk.clone(),
-        );
+        let writer = Writer::new(db.clone(), applier.clone(), log, disk.clone());
         let writer = std::thread::Builder::new()
             .name("kv-writer".to_owned())
             .spawn(move || writer.run(&queue))
@@ -168,8 +167,7 @@ impl EmbeddedDb {
             db: RwLock::new(Some(db)),
             writes: RwLock::new(Some(writes)),
             writer: Mutex::new(Some(writer)),
-            progress,
-            pending,
+            applier,
             sync_timeout,
             location,
             #[cfg(test)]
@@ -225,7 +223,7 @@ impl EmbeddedDb {
     /// Puts every write made so far on disk (one append to the log, shared with whoever else
     /// waits for one), within the sync timeout. At once when there is nothing to put there.
     pub async fn sync(&self) -> Result<(), BackendError> {
-        if self.progress.unsynced().is_none() {
+        if self.applier.progress.unsynced().is_none() {
             return Ok(());
         }
         match tokio::time::timeout(self.sync_timeout, self.ask_writer(Job::Sync)).await {
@@ -256,12 +254,29 @@ impl EmbeddedDb {
     /// The number of the last write on disk, for tests.
     #[cfg(test)]
     pub fn durable_commit(&self) -> u64 {
-        self.progress.durable.load(Ordering::Acquire)
+        self.applier.progress.durable.load(Ordering::Acquire)
     }
 
     /// Whether a write is visible but not on disk yet.
     pub fn has_unsynced(&self) -> bool {
-        self.progress.unsynced().is_some()
+        self.applier.progress.unsynced().is_some()
+    }
+
+    /// Applies a set (`Some`) or a delete (`None`) here and now.
+    fn put(&self, table: &Arc<str>, key: &str, value: Option<Vec<u8>>) -> Result<(), BackendError> {
+        // Under the lock `close` takes: a write applied now is in the writer's final fold.
+        let writes = self.writes.read().unwrap_or_else(|e| e.into_inner());
+        let Some(writes) = &*writes else {
+            return Err(BackendError::Unavailable("the store is closed".to_owned()));
+        };
+        let tell_writer = self
+            .applier
+            .put(table, key.to_owned(), value)
+            .map_err(OpError::into_backend)?;
+        if tell_writer {
+            let _ = writes.send(Job::Wake);
+        }
+        Ok(())
     }
 
     fn send(&self, job: Job) -> Result<(), BackendError> {
@@ -377,7 +392,7 @@ impl Embedded {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        if let Some(value) = self.db.pending.get(&self.table, key) {
+        if let Some(value) = self.db.applier.pending.get(&self.table, key) {
             return Ok(value);
         }
         let key = key.to_owned();
@@ -406,19 +421,15 @@ impl Embedded {
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
-        self.write(WriteOp::Set(key.to_owned(), value))
-            .await
-            .map(|_| ())
+        self.db.put(&self.table, key, Some(value))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.write(WriteOp::Delete(key.to_owned()))
-            .await
-            .map(|_| ())
+        self.db.put(&self.table, key, None)
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        if let Some(value) = self.db.pending.get(&self.table, key) {
+        if let Some(value) = self.db.applier.pending.get(&self.table, key) {
             return Ok(value.is_some());
         }
         let key = key.to_owned();
@@ -435,7 +446,7 @@ impl Embedded {
     /// them. Adding 0 (how a counter is read) is a plain read.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         if delta == 0 {
-            if let Some(value) = self.db.pending.get(&self.table, key) {
+            if let Some(value) = self.db.applier.pending.get(&self.table, key) {
                 return match value {
                     Some(value) => parse_counter(&value).map_err(OpError::into_backend),
                     None => Ok(0),
@@ -486,7 +497,7 @@ impl Embedded {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<KeyPage, BackendError> {
-        if !self.db.pending.is_empty() {
+        if !self.db.applier.pending.is_empty() {
             self.db.ask_writer(Job::Fold).await?;
         }
         self.run(move |db, name| {

@@ -2,8 +2,9 @@
 //!
 //! - `config`: the flags and Spin's runtime-config file format (`[key_value_store.<label>]`);
 //! - `embedded`: the default backend, one redb file on local disk (or in memory);
-//! - `pending`, `writer`, `wal`: the embedded store's writes not in its database yet, the
-//!   thread that applies them and folds them in, and the log on disk a response waits for;
+//! - `apply`, `pending`, `writer`, `wal`: the embedded store's writes, applied under one lock;
+//!   those not in its database yet; the threads that log them and fold them in; and the log
+//!   on disk a response waits for;
 //! - `redis`: Redis / Valkey (Memorystore) through a self-healing connection manager;
 //! - `health`: the rate-limited "unavailable" / "recovered" log lines;
 //! - `host`: the wasmtime host functions the component calls;
@@ -13,6 +14,7 @@
 //! Every call has a deadline: a store that is down or slow costs a request at most that long,
 //! and the guest gets `error::other(..)`, never a hang.
 
+mod apply;
 pub mod config;
 mod embedded;
 mod health;

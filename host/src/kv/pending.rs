@@ -25,6 +25,8 @@ pub struct Pending {
     /// Keys in `active`, and bytes of their keys and values.
     keys: AtomicUsize,
     bytes: AtomicUsize,
+    /// Folds ended: a value read from the database before one ended may be stale.
+    folds: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -90,7 +92,16 @@ impl Pending {
 
     /// Ends a fold whose writes are committed.
     pub fn folded(&self) {
-        self.write().folding = Arc::default();
+        // Counted under the lock: a reader that no longer finds the folded writes sees the
+        // count moved.
+        let mut generations = self.write();
+        self.folds.fetch_add(1, Ordering::AcqRel);
+        generations.folding = Arc::default();
+    }
+
+    /// How many folds have ended.
+    pub fn folds(&self) -> usize {
+        self.folds.load(Ordering::Acquire)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Generations> {

@@ -42,9 +42,6 @@ pub struct Batch {
     payload: Vec<u8>,
 }
 
-/// A batch that grew past this keeps its buffer only up to it once appended.
-const BATCH_KEEP_BYTES: usize = 256 * 1024;
-
 impl Batch {
     pub fn set(&mut self, table: &str, key: &str, value: &[u8]) {
         self.record(SET, table, key);
@@ -69,9 +66,14 @@ impl Batch {
         self.payload.extend_from_slice(key.as_bytes());
     }
 
-    pub fn clear(&mut self) {
-        self.payload.clear();
-        self.payload.shrink_to(BATCH_KEEP_BYTES);
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// Puts `older` in front of this batch's writes.
+    pub fn prepend(&mut self, mut older: Batch) {
+        older.payload.extend_from_slice(&self.payload);
+        self.payload = older.payload;
     }
 }
 

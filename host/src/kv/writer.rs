@@ -20,9 +20,10 @@ use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase};
 
 use super::CasOutcome;
-use super::embedded::{Job, OpError, Progress, WriteOp, WriteResult, parse_counter, table};
-use super::pending::{Limit, Pending, Tables};
-use super::wal::{Batch, LogFile, Record, WriteLog};
+use super::apply::Applier;
+use super::embedded::{Job, OpError, WriteOp, WriteResult, parse_counter, table};
+use super::pending::{Limit, Tables};
+use super::wal::{LogFile, Record, WriteLog};
 
 /// Most jobs the writer takes from its queue before it looks at whether to sync or fold.
 const GROUP_MAX: usize = 256;
@@ -44,13 +45,6 @@ const FOLD_AT: Limit = Limit {
 /// Size of the log's current file at which a fold starts sooner (overwrites of a few keys grow
 /// the log but not the pending writes).
 const FOLD_AT_LOG_BYTES: u64 = 16 << 20;
-
-/// Pending writes at which new writes are refused: the database has not taken a fold for a
-/// while (a failed fold is retried after [`FOLD_WITHIN`]).
-const MAX_PENDING: Limit = Limit {
-    keys: 65_536,
-    bytes: 64 << 20,
-};
 
 /// How often the writer looks whether a running fold has ended, while one runs.
 const FOLD_POLL: Duration = Duration::from_millis(10);
@@ -151,7 +145,7 @@ impl DiskGates {
 #[derive(Clone)]
 struct Shared {
     db: Arc<Database>,
-    pending: Arc<Pending>,
+    applier: Arc<Applier>,
     disk: Arc<DiskGates>,
 }
 
@@ -166,11 +160,11 @@ impl Fold {
     /// sealed file. Run again after a failure, it commits the same writes again (newer ones
     /// are still pending, and fold after it).
     fn run(&mut self, shared: &Shared) -> Result<(), String> {
-        {
+        if !self.tables.is_empty() {
             let _db = shared.disk.db();
             commit(&shared.db, &self.tables).map_err(|e| e.to_string())?;
         }
-        shared.pending.folded();
+        shared.applier.pending.folded();
         if let Some(file) = &mut self.sealed {
             let _log = shared.disk.log();
             file.clear()
@@ -193,17 +187,15 @@ enum FoldState {
     },
 }
 
-/// The writer thread: the only one that applies writes, appends to the log and starts folds.
+/// The writer thread: applies increments and compare-and-swaps, appends to the log, and starts
+/// folds.
 pub struct Writer {
     shared: Shared,
-    progress: Arc<Progress>,
     /// `None` in memory: there, a write is as durable as it gets once it is visible.
     log: Option<WriteLog>,
-    /// The writes made since the last append to the log.
-    unlogged: Batch,
-    /// When the oldest write not on disk yet was made.
+    /// When the oldest write not on disk yet was made (as far as the writer knows).
     unsynced_since: Option<Instant>,
-    /// When the oldest write not frozen for a fold yet was made.
+    /// When the oldest write not frozen for a fold yet was made (as far as the writer knows).
     unfolded_since: Option<Instant>,
     fold: FoldState,
     folds: mpsc::Sender<Fold>,
@@ -215,12 +207,11 @@ impl Writer {
     /// Starts the fold thread; [`Writer::run`] on the writer thread does the rest.
     pub fn new(
         db: Arc<Database>,
-        pending: Arc<Pending>,
-        progress: Arc<Progress>,
+        applier: Arc<Applier>,
         log: Option<WriteLog>,
         disk: Arc<DiskGates>,
     ) -> Writer {
-        let shared = Shared { db, pending, disk };
+        let shared = Shared { db, applier, disk };
         let (folds, fold_queue) = mpsc::channel::<Fold>();
         let (done, folded) = mpsc::channel();
         let fold_shared = shared.clone();
@@ -237,9 +228,7 @@ impl Writer {
             .expect("spawn the key-value fold thread");
         Writer {
             shared,
-            progress,
             log,
-            unlogged: Batch::default(),
             unsynced_since: None,
             unfolded_since: None,
             fold: FoldState::Idle,
@@ -279,6 +268,8 @@ impl Writer {
                         let result = self.apply(&table, op);
                         let _ = reply.send(result);
                     }
+                    // A write was applied on its caller's task: seen below.
+                    Job::Wake => {}
                     Job::Sync(reply) => syncs.push(reply),
                     Job::Fold(reply) => fold_nows.push(reply),
                 }
@@ -286,12 +277,11 @@ impl Writer {
                 next = (taken < GROUP_MAX).then(|| queue.try_recv().ok()).flatten();
             }
             let now = Instant::now();
-            if self.progress.begun.load(Ordering::Acquire)
-                > self.progress.durable.load(Ordering::Acquire)
-            {
+            let progress = &self.shared.applier.progress;
+            if progress.begun.load(Ordering::Acquire) > progress.durable.load(Ordering::Acquire) {
                 self.unsynced_since.get_or_insert(now);
             }
-            if !self.shared.pending.active_is_empty() {
+            if !self.shared.applier.pending.active_is_empty() {
                 self.unfolded_since.get_or_insert(now);
             }
             let sync_due = self
@@ -313,7 +303,7 @@ impl Writer {
             let fold_due = self
                 .unfolded_since
                 .is_some_and(|since| now >= since + FOLD_WITHIN)
-                || self.shared.pending.reached(&FOLD_AT)
+                || self.shared.applier.pending.reached(&FOLD_AT)
                 || self
                     .log
                     .as_ref()
@@ -347,96 +337,79 @@ impl Writer {
             .min()
     }
 
-    /// Applies one write to the pending writes (and to the next batch for the log), reading
-    /// the current value (for an increment or a compare-and-swap) from them or else from the
-    /// database. A refusal (a counter that is not a number) changes nothing.
+    /// Applies an increment or a compare-and-swap, reading the current value from the pending
+    /// writes or else from the database. A refusal (a counter that is not a number) changes
+    /// nothing.
     fn apply(&mut self, table_name: &Arc<str>, op: WriteOp) -> Result<WriteResult, OpError> {
-        let pending = &self.shared.pending;
-        if pending.reached(&MAX_PENDING) {
-            return Err(OpError::Busy(
-                "too many writes wait to be written to disk".to_owned(),
-            ));
-        }
-        let current = |key: &str| -> Result<Option<Vec<u8>>, OpError> {
-            if let Some(value) = pending.get(table_name, key) {
-                return Ok(value);
-            }
-            let tx = self.shared.db.begin_read()?;
+        let db = &self.shared.db;
+        let stored = |key: &str| -> Result<Option<Vec<u8>>, OpError> {
+            let tx = db.begin_read()?;
             let table = tx.open_table(table(table_name))?;
             Ok(table.get(key)?.map(|v| v.value().to_vec()))
         };
-        let (key, value, result) = match op {
-            WriteOp::Set(key, value) => (key, Some(value), WriteResult::Done),
-            WriteOp::Delete(key) => (key, None, WriteResult::Done),
+        let applier = &self.shared.applier;
+        match op {
             WriteOp::Increment(key, delta) => {
-                let now = match current(&key)? {
-                    Some(value) => parse_counter(&value)?,
-                    None => 0,
-                };
-                let sum = now.checked_add(delta).ok_or_else(|| {
-                    OpError::Refused(format!("increment of {key:?} by {delta} overflows"))
-                })?;
-                (
-                    key,
-                    Some(sum.to_string().into_bytes()),
-                    WriteResult::Counter(sum),
-                )
+                let overflow = format!("increment of {key:?} by {delta} overflows");
+                applier.update(table_name, key, stored, |current| {
+                    let now = match current {
+                        Some(value) => parse_counter(&value)?,
+                        None => 0,
+                    };
+                    let sum = now.checked_add(delta).ok_or(OpError::Refused(overflow))?;
+                    Ok((
+                        Some(sum.to_string().into_bytes()),
+                        WriteResult::Counter(sum),
+                    ))
+                })
             }
             WriteOp::CompareAndSwap {
                 key,
                 expected,
                 value,
-            } => {
-                let now = current(&key)?;
-                if now != expected {
-                    return Ok(WriteResult::Cas(CasOutcome::Changed(now)));
-                }
-                (key, Some(value), WriteResult::Cas(CasOutcome::Swapped))
-            }
-        };
-        // Numbered before it becomes visible: a reader that sees it finds `begun` at it.
-        self.progress.begun.fetch_add(1, Ordering::AcqRel);
-        if self.log.is_some() {
-            match &value {
-                Some(value) => self.unlogged.set(table_name, &key, value),
-                None => self.unlogged.delete(table_name, &key),
-            }
+            } => applier.update(table_name, key, stored, |current| {
+                Ok(if current == expected {
+                    (Some(value), WriteResult::Cas(CasOutcome::Swapped))
+                } else {
+                    (None, WriteResult::Cas(CasOutcome::Changed(current)))
+                })
+            }),
         }
-        pending.insert(table_name, key, value);
-        Ok(result)
     }
 
     /// Puts every write made so far on disk: one batch appended to the log. When the log takes
     /// nothing, a fold now puts them in the database instead.
     fn sync(&mut self) -> Result<(), String> {
-        let number = self.progress.begun.load(Ordering::Acquire);
-        if number == self.progress.durable.load(Ordering::Acquire) {
+        let applier = self.shared.applier.clone();
+        let (batch, number) = applier.take_unlogged();
+        if number == applier.progress.durable.load(Ordering::Acquire) {
             self.unsynced_since = None;
             return Ok(());
         }
-        let Some(log) = &mut self.log else {
-            // In memory: nothing more durable to reach.
-            self.progress.durable.store(number, Ordering::Release);
-            self.unsynced_since = None;
-            return Ok(());
-        };
-        let appended = {
-            let _log = self.shared.disk.log();
-            log.append(&self.unlogged)
-                .map_err(|e| format!("cannot append to the log {}: {e}", log.path().display()))
+        let appended = match &mut self.log {
+            Some(log) if !batch.is_empty() => {
+                let _log = self.shared.disk.log();
+                log.append(&batch)
+                    .map_err(|e| format!("cannot append to the log {}: {e}", log.path().display()))
+            }
+            // In memory there is nothing more durable to reach; and an empty batch (the writes
+            // since the last append were folded in already) has nothing to append.
+            _ => Ok(()),
         };
         match appended {
             Ok(()) => {
-                self.unlogged.clear();
-                self.progress.durable.store(number, Ordering::Release);
+                applier.progress.durable.fetch_max(number, Ordering::AcqRel);
                 self.unsynced_since = None;
                 Ok(())
             }
-            Err(why) => self.fold_now().map_err(|e| {
-                // Not at once again: after another `SYNC_WITHIN`.
-                self.unsynced_since = Some(Instant::now());
-                format!("{why}; {e}")
-            }),
+            Err(why) => {
+                applier.put_back(batch);
+                self.fold_now().map_err(|e| {
+                    // Not at once again: after another `SYNC_WITHIN`.
+                    self.unsynced_since = Some(Instant::now());
+                    format!("{why}; {e}")
+                })
+            }
         }
     }
 
@@ -468,25 +441,24 @@ impl Writer {
         }
     }
 
-    /// Freezes the pending writes for a fold, with the log file that holds them all.
+    /// Freezes the pending writes for a fold, with the log file that holds them. Writes made
+    /// on other tasks between the append and the freeze are frozen too, and logged in the next
+    /// file: replaying a write already folded in changes nothing.
     fn freeze(&mut self) -> Option<Fold> {
-        if self.shared.pending.active_is_empty() {
+        if self.shared.applier.pending.active_is_empty() {
             return None;
         }
-        // The current file must hold every write frozen: the unlogged ones go in first.
+        // The current file must hold every write made so far: the unlogged ones go in first.
         let sealed = match self.log.is_some() {
             true => {
                 self.sync().ok()?;
-                self.log.as_mut()?.seal()
+                Some(self.log.as_mut()?.seal()?)
             }
             false => None,
         };
-        if self.log.is_some() && sealed.is_none() {
-            return None;
-        }
         self.unfolded_since = None;
         Some(Fold {
-            tables: self.shared.pending.freeze(),
+            tables: self.shared.applier.freeze().0,
             sealed,
         })
     }
@@ -527,7 +499,6 @@ impl Writer {
     /// failed) first, then the rest; then empties the log. For a listing of keys, for a log
     /// that takes no batch, and at close.
     fn fold_now(&mut self) -> Result<(), String> {
-        let number = self.progress.begun.load(Ordering::Acquire);
         if let FoldState::Running = self.fold {
             match self.folded.recv() {
                 Ok((fold, outcome)) => self.fold_ended(fold, outcome),
@@ -543,20 +514,20 @@ impl Writer {
                 return Err(error.clone());
             }
         }
-        if !self.shared.pending.active_is_empty() {
-            let mut fold = Fold {
-                tables: self.shared.pending.freeze(),
-                sealed: None,
-            };
-            self.unfolded_since = None;
-            let outcome = fold.run(&self.shared);
-            self.fold_ended(fold, outcome);
-            if let FoldState::Failed { error, .. } = &self.fold {
-                return Err(error.clone());
-            }
+        // The writes still unlogged stay so: appended later, they change nothing.
+        let (tables, number) = self.shared.applier.freeze();
+        let mut fold = Fold {
+            tables,
+            sealed: None,
+        };
+        self.unfolded_since = None;
+        let outcome = fold.run(&self.shared);
+        self.fold_ended(fold, outcome);
+        if let FoldState::Failed { error, .. } = &self.fold {
+            return Err(error.clone());
         }
-        self.progress.durable.store(number, Ordering::Release);
-        self.unlogged.clear();
+        let progress = &self.shared.applier.progress;
+        progress.durable.fetch_max(number, Ordering::AcqRel);
         self.unsynced_since = None;
         if let Some(log) = &mut self.log {
             // What it holds is in the database too: replaying it again changes nothing.
