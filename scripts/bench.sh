@@ -36,7 +36,7 @@
 #
 # State: servers keep theirs on a tmpfs (/dev/shm) by default, as on Cloud Run, whose file
 # system is in memory; the fixed-rate section also runs ion-host with its state on the disk,
-# where every durable commit waits for an fsync.
+# where every answer's append to the store's log waits for an fdatasync.
 #
 # Peers: Wasmtime CLI 48.0.8 via $WASMTIME_BIN, PATH or ../shared/bin/wasmtime; Spin via
 # $SPIN_BIN, PATH or ../shared/bin/spin; Python 3 with venv for the FastAPI reference (pinned
@@ -433,16 +433,20 @@ for peer in "${HEALTH_PEERS[@]}"; do
 done
 load_after_health=$(loadavg)
 
-# Cold start: process start → first 200 on /health, interleaved run by run.
+# Cold start: process start → first 200 on /health, interleaved run by run. The state
+# directories are fresh and where the other sections keep theirs (not the checkout's .spin,
+# whose store grows with every local run and is opened, and checked after a kill, at start).
 log "3/7 cold start (${COLD_RUNS} runs each)"
 "$BENCH" cold-start --runs "$COLD_RUNS" --format json \
   --label "ion-host, ion_mentoring.cwasm (as shipped)" --json-out "$RUN/cold-ion-host.json" \
   --label "wasmtime serve --allow-precompiled, composed .cwasm" --json-out "$RUN/cold-wasmtime.json" \
   --label "spin up, same component" --json-out "$RUN/cold-spin.json" \
   -- "$ION_HOST" --manifest "$ROOT/spin.toml" --component "$CWASM" --listen '127.0.0.1:{port}' \
+  --state-dir "$STATE/cold-ion-host" \
   :: "$WASMTIME" serve --allow-precompiled -S cli --addr '127.0.0.1:{port}' \
   "$OUT/composed.wasmtime.cwasm" \
-  :: "$SPIN" up --from "$MANIFEST" --listen '127.0.0.1:{port}' >/dev/null
+  :: "$SPIN" up --from "$MANIFEST" --listen '127.0.0.1:{port}' --state-dir "$STATE/cold-spin" \
+  >/dev/null
 cold_files=("$RUN/cold-ion-host.json" "$RUN/cold-wasmtime.json" "$RUN/cold-spin.json")
 load_end=$(loadavg)
 
@@ -973,7 +977,7 @@ rate_cell() { # rate_cell KIND PEER RATE [UPSTREAM]: "p50 / p99 ms" (overhead wh
     "${RATE_SECS} s per run, the emulator answering /chat in ${LATENCY_MS} ms. /chat cells are" \
     "overhead over the upstream alone at the same rate (p50 / p99), errors, and server CPU per" \
     "request. Servers keep their state on $STATE_MEDIUM; \"state on disk\" is ion-host with its" \
-    "store on this machine's disk ($(df --output=fstype "$RUN" | tail -1)), where the commit each answer waits for ends in an fsync." \
+    "store on this machine's disk ($(df --output=fstype "$RUN" | tail -1)), where the append to the store's log each answer waits for ends in an fdatasync." \
     "TensorZero publishes a p99 overhead of 0.94 ms at 10,000 requests/s on 4 vCPUs (mock" \
     "provider)."
   echo
